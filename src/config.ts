@@ -1,0 +1,310 @@
+// The one place that reads the environment: parses it once with a schema, reports every
+// problem by variable name, and returns a frozen, typed configuration.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import dotenv from 'dotenv';
+import { z } from 'zod';
+import { ConfigError } from './errors';
+
+const DEFAULT_SQLITE_FILE = 'data/moodle-parent-provisioning.sqlite';
+
+const booleanWord = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => ['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'].includes(v), {
+    message: 'must be true or false',
+  })
+  .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
+
+const positiveInt = (max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, { message: 'must be a whole number' })
+    .transform(Number)
+    .refine((n) => n >= 1 && n <= max, { message: `must be between 1 and ${max}` });
+
+const optionalText = z
+  .string()
+  .trim()
+  .optional()
+  .transform((v) => (v === undefined || v === '' ? undefined : v));
+
+const commaList = z
+  .string()
+  .optional()
+  .transform((v) =>
+    (v ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== ''),
+  );
+
+const sqlIdentifier = z
+  .string()
+  .trim()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, {
+    message: 'must be a table name of letters, digits and underscores (at most 64 characters)',
+  });
+
+const httpUrl = z
+  .string()
+  .trim()
+  .refine(
+    (v) => {
+      try {
+        const u = new URL(v);
+        return u.protocol === 'http:' || u.protocol === 'https:';
+      } catch {
+        return false;
+      }
+    },
+    { message: 'must be a full http:// or https:// address' },
+  )
+  .transform((v) => v.replace(/\/+$/, ''));
+
+const emailAddress = z.string().trim().email({ message: 'must be an email address' });
+
+const environmentSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  HOST: z.string().trim().min(1).default('127.0.0.1'),
+  PORT: z
+    .string()
+    .trim()
+    .regex(/^\d+$/, { message: 'must be a port number' })
+    .transform(Number)
+    .refine((n) => n >= 0 && n <= 65535, { message: 'must be a port number from 0 to 65535' })
+    .default(3000),
+  BASE_URL: httpUrl.optional(),
+  DATABASE_URL: optionalText,
+  AUTH_TABLE: sqlIdentifier.default('moodle_auth_users'),
+  SESSION_SECRET: optionalText.refine((v) => v === undefined || v.length >= 32, {
+    message: 'must be at least 32 characters long (use a long random string)',
+  }),
+  SCHOOL_NAME: z.string().trim().min(1).max(200).default('Our school'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+
+  MOODLE_URL: httpUrl.optional(),
+  MOODLE_TOKEN: optionalText,
+  MOODLE_PARENT_ROLE_ID: positiveInt().optional(),
+  MOODLE_EXTRA_CONTEXT_IDS: commaList.refine((ids) => ids.every((id) => /^\d+$/.test(id) && Number(id) > 0), {
+    message: 'must be a comma-separated list of Moodle context ids (whole numbers)',
+  }),
+  MOODLE_TIMEOUT_MS: positiveInt(600_000).default(15_000),
+  MOODLE_RETRIES: z
+    .string()
+    .trim()
+    .regex(/^\d+$/, { message: 'must be a whole number' })
+    .transform(Number)
+    .refine((n) => n <= 10, { message: 'must be between 0 and 10' })
+    .default(2),
+  MOODLE_BATCH_SIZE: positiveInt(1000).default(100),
+  MOODLE_SYNC_COMMAND: optionalText,
+  MOODLE_PASSWORD_EMAIL_COMMAND: optionalText,
+  MOODLE_COMMAND_TIMEOUT_MS: positiveInt(3_600_000).default(300_000),
+
+  SMTP_URL: optionalText,
+  MAIL_FROM: z.string().trim().min(3).default('Moodle Parent Provisioning <no-reply@localhost>'),
+  STAFF_NOTIFY_EMAILS: commaList.refine((list) => list.every((e) => emailAddress.safeParse(e).success), {
+    message: 'must be a comma-separated list of email addresses',
+  }),
+});
+
+export type DatabaseConfig =
+  | { client: 'mysql'; url: string; display: string }
+  | { client: 'sqlite'; filename: string; display: string };
+
+function parseDatabaseUrl(raw: string | undefined, cwd: string): DatabaseConfig | string {
+  if (raw === undefined) {
+    const filename = path.resolve(cwd, DEFAULT_SQLITE_FILE);
+    return { client: 'sqlite', filename, display: `sqlite:${DEFAULT_SQLITE_FILE}` };
+  }
+  if (raw.startsWith('sqlite:')) {
+    const file = raw.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
+    if (file === '') return 'must name a file after sqlite:, for example sqlite:data/service.sqlite';
+    if (file === ':memory:') return { client: 'sqlite', filename: ':memory:', display: raw };
+    return { client: 'sqlite', filename: path.resolve(cwd, file), display: raw };
+  }
+  if (raw.startsWith('mysql://') || raw.startsWith('mariadb://')) {
+    let url: URL;
+    try {
+      url = new URL(raw.replace(/^mariadb:/, 'mysql:'));
+    } catch {
+      return 'is not a valid address; expected mysql://user:password@host:3306/database';
+    }
+    if (url.pathname.length <= 1) return 'must name the database, as in mysql://user:password@host:3306/database';
+    const display = `mysql://${url.username ? `${decodeURIComponent(url.username)}:***@` : ''}${url.host}${url.pathname}`;
+    return { client: 'mysql', url: url.toString(), display };
+  }
+  return 'must start with mysql:// (MySQL or MariaDB) or sqlite: (an embedded file)';
+}
+
+export interface Config {
+  env: 'development' | 'production' | 'test';
+  host: string;
+  port: number;
+  baseUrl: string;
+  database: DatabaseConfig;
+  authTable: string;
+  sessionSecret: string;
+  /** True when the session secret was generated for this run (development only). */
+  sessionSecretGenerated: boolean;
+  schoolName: string;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  dataDir: string;
+  moodle: {
+    url: string | undefined;
+    token: string | undefined;
+    parentRoleId: number | undefined;
+    extraContextIds: number[];
+    timeoutMs: number;
+    retries: number;
+    batchSize: number;
+    syncCommand: string | undefined;
+    passwordEmailCommand: string | undefined;
+    commandTimeoutMs: number;
+  };
+  mail: {
+    smtpUrl: string | undefined;
+    from: string;
+    staffNotify: string[];
+    outboxDir: string;
+  };
+}
+
+export interface LoadOptions {
+  /** Where relative paths (the SQLite file, data/) are resolved from. */
+  cwd?: string;
+}
+
+/** Parses an environment object. Throws ConfigError naming every variable that is wrong. */
+export function parseConfig(env: Record<string, string | undefined>, options: LoadOptions = {}): Readonly<Config> {
+  const cwd = options.cwd ?? process.cwd();
+  // An empty variable means "not set": a blank line in .env must not turn into a value.
+  const cleaned: Record<string, string> = {};
+  for (const [key, value] of Object.entries(env)) {
+    if (value !== undefined && value.trim() !== '') cleaned[key] = value;
+  }
+  const result = environmentSchema.safeParse(cleaned);
+  const problems: string[] = [];
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const name = issue.path.join('.') || '(environment)';
+      problems.push(`${name} ${issue.message}`);
+    }
+    throw new ConfigError(problems);
+  }
+  const e = result.data;
+  const database = parseDatabaseUrl(e.DATABASE_URL, cwd);
+  if (typeof database === 'string') problems.push(`DATABASE_URL ${database}`);
+
+  let sessionSecret = e.SESSION_SECRET;
+  let sessionSecretGenerated = false;
+  if (sessionSecret === undefined) {
+    if (e.NODE_ENV === 'production') {
+      problems.push('SESSION_SECRET is required when NODE_ENV=production (at least 32 random characters)');
+    } else {
+      // Development and tests: a fresh secret per run; sessions simply do not survive a restart.
+      sessionSecret = cryptoRandom();
+      sessionSecretGenerated = true;
+    }
+  }
+  if (e.MOODLE_URL !== undefined && e.MOODLE_TOKEN === undefined) {
+    problems.push('MOODLE_TOKEN is required when MOODLE_URL is set (the web service token for the service user)');
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const baseUrl = e.BASE_URL ?? `http://${e.HOST === '0.0.0.0' || e.HOST === '::' ? 'localhost' : e.HOST}:${e.PORT}`;
+  const dataDir = path.resolve(cwd, 'data');
+  const config: Config = {
+    env: e.NODE_ENV,
+    host: e.HOST,
+    port: e.PORT,
+    baseUrl,
+    database: database as DatabaseConfig,
+    authTable: e.AUTH_TABLE,
+    sessionSecret: sessionSecret as string,
+    sessionSecretGenerated,
+    schoolName: e.SCHOOL_NAME,
+    logLevel: e.LOG_LEVEL,
+    dataDir,
+    moodle: {
+      url: e.MOODLE_URL,
+      token: e.MOODLE_TOKEN,
+      parentRoleId: e.MOODLE_PARENT_ROLE_ID,
+      extraContextIds: e.MOODLE_EXTRA_CONTEXT_IDS.map(Number),
+      timeoutMs: e.MOODLE_TIMEOUT_MS,
+      retries: e.MOODLE_RETRIES,
+      batchSize: e.MOODLE_BATCH_SIZE,
+      syncCommand: e.MOODLE_SYNC_COMMAND,
+      passwordEmailCommand: e.MOODLE_PASSWORD_EMAIL_COMMAND,
+      commandTimeoutMs: e.MOODLE_COMMAND_TIMEOUT_MS,
+    },
+    mail: {
+      smtpUrl: e.SMTP_URL,
+      from: e.MAIL_FROM,
+      staffNotify: e.STAFF_NOTIFY_EMAILS,
+      outboxDir: path.join(dataDir, 'outbox'),
+    },
+  };
+  return deepFreeze(config);
+}
+
+/** Reads process.env, with a .env file in the working directory filling in what is not set. */
+export function loadConfig(options: LoadOptions = {}): Readonly<Config> {
+  const cwd = options.cwd ?? process.cwd();
+  const envFile = path.join(cwd, '.env');
+  const fromFile = fs.existsSync(envFile) ? dotenv.parse(fs.readFileSync(envFile)) : {};
+  return parseConfig({ ...fromFile, ...process.env }, { cwd });
+}
+
+/** The configuration as staff may see it: secrets masked. */
+export function describeConfig(config: Readonly<Config>): Array<{ name: string; value: string }> {
+  const mask = (v: string | undefined) => (v === undefined ? '(not set)' : '(set, hidden)');
+  const show = (v: string | number | undefined) => (v === undefined ? '(not set)' : String(v));
+  return [
+    { name: 'NODE_ENV', value: config.env },
+    { name: 'BASE_URL', value: config.baseUrl },
+    { name: 'DATABASE_URL', value: config.database.display },
+    { name: 'AUTH_TABLE', value: config.authTable },
+    { name: 'SESSION_SECRET', value: config.sessionSecretGenerated ? '(generated for this run)' : '(set, hidden)' },
+    { name: 'SCHOOL_NAME', value: config.schoolName },
+    { name: 'MOODLE_URL', value: show(config.moodle.url) },
+    { name: 'MOODLE_TOKEN', value: mask(config.moodle.token) },
+    { name: 'MOODLE_PARENT_ROLE_ID', value: show(config.moodle.parentRoleId) },
+    { name: 'MOODLE_EXTRA_CONTEXT_IDS', value: config.moodle.extraContextIds.join(', ') || '(none)' },
+    { name: 'MOODLE_TIMEOUT_MS', value: show(config.moodle.timeoutMs) },
+    { name: 'MOODLE_RETRIES', value: show(config.moodle.retries) },
+    { name: 'MOODLE_BATCH_SIZE', value: show(config.moodle.batchSize) },
+    // The commands are operator-set, but they may embed host names or keys: show only whether set.
+    { name: 'MOODLE_SYNC_COMMAND', value: mask(config.moodle.syncCommand) },
+    { name: 'MOODLE_PASSWORD_EMAIL_COMMAND', value: mask(config.moodle.passwordEmailCommand) },
+    { name: 'SMTP_URL', value: config.mail.smtpUrl === undefined ? '(not set: mail goes to data/outbox)' : redactUrl(config.mail.smtpUrl) },
+    { name: 'MAIL_FROM', value: config.mail.from },
+    { name: 'STAFF_NOTIFY_EMAILS', value: config.mail.staffNotify.join(', ') || '(none)' },
+  ];
+}
+
+function redactUrl(raw: string): string {
+  try {
+    const u = new URL(raw);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(set, hidden)';
+  }
+}
+
+function cryptoRandom(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value as Record<string, unknown>)) deepFreeze(v);
+  }
+  return value;
+}
