@@ -1,0 +1,89 @@
+// Opens the service's database: MySQL/MariaDB through mysql2, or an embedded SQLite file
+// through better-sqlite3. Everything else talks to knex and stays dialect-neutral.
+import fs from 'node:fs';
+import path from 'node:path';
+import knex, { Knex } from 'knex';
+import type { DatabaseConfig } from '../config';
+
+export type Database = Knex;
+
+export interface DatabaseOptions {
+  /** Connection pool size for MySQL. SQLite always uses one connection. */
+  poolMax?: number;
+}
+
+export function createDatabase(database: DatabaseConfig, options: DatabaseOptions = {}): Database {
+  if (database.client === 'sqlite') {
+    if (database.filename !== ':memory:') fs.mkdirSync(path.dirname(database.filename), { recursive: true });
+    return knex({
+      client: 'better-sqlite3',
+      connection: { filename: database.filename },
+      useNullAsDefault: true,
+      pool: {
+        min: 1,
+        max: 1,
+        afterCreate(connection: { pragma(sql: string): unknown }, done: (err: Error | null, connection: unknown) => void) {
+          // WAL lets readers work while a writer commits; busy_timeout makes a second
+          // process (the CLI beside the server) wait for the lock instead of failing.
+          connection.pragma('journal_mode = WAL');
+          connection.pragma('busy_timeout = 5000');
+          connection.pragma('foreign_keys = ON');
+          done(null, connection);
+        },
+      },
+    });
+  }
+  return knex({
+    client: 'mysql2',
+    connection: {
+      uri: database.url,
+      charset: 'utf8mb4',
+      // Times are stored as epoch milliseconds (BIGINT): keep them numbers, not strings.
+      supportBigNumbers: true,
+      bigNumberStrings: false,
+      timezone: 'Z',
+      connectTimeout: 10_000,
+    } as Knex.MySql2ConnectionConfig,
+    pool: { min: 0, max: options.poolMax ?? 10 },
+    acquireConnectionTimeout: 10_000,
+  });
+}
+
+export function isMysql(db: Database): boolean {
+  return db.client.config.client === 'mysql2';
+}
+
+/** True for a unique-constraint violation on either dialect. */
+export function isUniqueViolation(error: unknown): boolean {
+  const e = error as { code?: string; errno?: number; message?: string } | undefined;
+  if (!e) return false;
+  return (
+    e.code === 'ER_DUP_ENTRY' ||
+    e.errno === 1062 ||
+    e.code === 'SQLITE_CONSTRAINT_UNIQUE' ||
+    e.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' ||
+    (typeof e.message === 'string' && e.message.includes('UNIQUE constraint failed'))
+  );
+}
+
+/** True when the error means the database server cannot be reached (as opposed to a bad query). */
+export function isConnectionError(error: unknown): boolean {
+  const e = error as { code?: string; name?: string; message?: string } | undefined;
+  if (!e) return false;
+  const codes = new Set([
+    'ECONNREFUSED',
+    'ECONNRESET',
+    'ETIMEDOUT',
+    'EPIPE',
+    'ENOTFOUND',
+    'EHOSTUNREACH',
+    'PROTOCOL_CONNECTION_LOST',
+    'ER_CON_COUNT_ERROR',
+    'ER_SERVER_SHUTDOWN',
+    'SQLITE_BUSY',
+    'SQLITE_CANTOPEN',
+  ]);
+  if (e.code && codes.has(e.code)) return true;
+  if (e.name === 'KnexTimeoutError') return true;
+  return typeof e.message === 'string' && /Can't add new command when connection is in closed state|connection is in closed state/i.test(e.message);
+}
