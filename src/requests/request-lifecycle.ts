@@ -1,0 +1,740 @@
+// The request lifecycle: the only code that changes a request's status. Each transition is
+// guarded, runs in one transaction with its audit event, and uses optimistic locking so a
+// provisioning cycle can never overwrite a staff decision made meanwhile. The auth table is
+// kept in step here: it holds exactly the parents of approved and provisioned requests.
+import { createHash, randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { Database } from '../db/database';
+import { isUniqueViolation } from '../db/database';
+import { AppError, ConflictError, NotFoundError, ValidationError } from '../errors';
+import {
+  ALLOWED_FROM,
+  isAllowed,
+  OPEN_STATUSES,
+  refusalMessage,
+  type LifecycleAction,
+  type RequestSource,
+  type RequestStatus,
+  type RequestType,
+} from './request-states';
+import {
+  RequestRepository,
+  type AuditEventInput,
+  type ChildRecord,
+  type NewChildRow,
+  type RequestRecord,
+} from './request-repository';
+import { usernameFromEmail } from './username';
+
+export type ActorType = 'parent' | 'staff' | 'system' | 'cycle' | 'api' | 'cli' | 'import';
+export interface Actor {
+  type: ActorType;
+  /** Staff username, cycle id, API key name…; null for a parent or the system. */
+  id?: string | null;
+}
+
+export interface LifecycleEvent {
+  type: string;
+  request: RequestRecord;
+  children: ChildRecord[];
+  actor: Actor;
+  details: Record<string, unknown>;
+}
+
+/** Called inside the transition's transaction (e.g. to queue mail in the same commit). */
+export type LifecycleListener = (trx: Knex.Transaction, event: LifecycleEvent) => Promise<void>;
+
+export interface SubmitInput {
+  requestType: RequestType;
+  parentTitle: string;
+  parentFirstName: string;
+  parentLastName: string;
+  email: string;
+  comment?: string | null;
+  children: NewChildRow[];
+  source: RequestSource;
+  /** When false the request starts pending (verification switched off, or a trusted import). */
+  requireVerification: boolean;
+  verificationTokenHash?: string | null;
+  verificationExpiresAt?: number | null;
+  submitterIp?: string | null;
+  submitterAgent?: string | null;
+  idempotencyKey?: string | null;
+  importBatchId?: string | null;
+  /** Join an open request for the same email instead of opening a second one (default true). */
+  joinOpenRequest?: boolean;
+}
+
+export interface SubmitResult {
+  outcome: 'created' | 'extended' | 'replayed';
+  request: RequestRecord;
+  children: ChildRecord[];
+  /** Children of the submission that were added (on 'extended', only those not already there). */
+  addedChildren: number;
+}
+
+export interface ChildMatch {
+  childId: number;
+  /** The Moodle user id of the pupil, or null when staff found no account for this child. */
+  moodleUserId: number | null;
+}
+
+export interface ApproveInput {
+  expectedVersion?: number;
+  children: ChildMatch[];
+  /** Link to an account that already exists in Moodle (not an auth_db user): no auth row. */
+  existingAccount?: { moodleUserId: number; username?: string | null };
+  comment?: string | null;
+}
+
+export interface DecisionInput {
+  expectedVersion?: number;
+  reason?: string | null;
+}
+
+export interface ProvisioningOutcome {
+  requestId: number;
+  expectedVersion: number;
+  /** The parent's Moodle user id, once found. */
+  parentMoodleUserId?: number | null;
+  /** Set when the parent's account is not in Moodle yet. */
+  waiting?: { message: string } | null;
+  linkedChildIds?: number[];
+  failedChildren?: Array<{ childId: number; error: string }>;
+  /** When to try the failed children again. */
+  nextAttemptAt?: number | null;
+}
+
+export interface OutcomeResult {
+  requestId: number;
+  applied: boolean;
+  status: RequestStatus | null;
+  /** Why an outcome was not applied (stale version, request no longer approved). */
+  refusal?: string;
+}
+
+export interface LifecycleOptions {
+  now?: () => number;
+  listeners?: LifecycleListener[];
+}
+
+const STALE_MESSAGE =
+  'This request was changed by someone else (or by a provisioning cycle) since it was loaded. Reload it and try again.';
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
+export function newPublicId(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+function actorLabel(actor: Actor): string {
+  return actor.id ? `${actor.type}:${actor.id}` : actor.type;
+}
+
+function nameKey(first: string, last: string): string {
+  return `${first.trim().toLowerCase()}\u0000${last.trim().toLowerCase()}`;
+}
+
+export class RequestLifecycle {
+  private readonly now: () => number;
+  private readonly listeners: LifecycleListener[];
+
+  constructor(
+    private readonly db: Database,
+    readonly repository: RequestRepository,
+    options: LifecycleOptions = {},
+  ) {
+    this.now = options.now ?? Date.now;
+    this.listeners = [...(options.listeners ?? [])];
+  }
+
+  addListener(listener: LifecycleListener): void {
+    this.listeners.push(listener);
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  async get(id: number): Promise<{ request: RequestRecord; children: ChildRecord[] }> {
+    const request = await this.repository.findById(this.db, id);
+    if (!request) throw new NotFoundError(`There is no request number ${id}.`);
+    return { request, children: await this.repository.children(this.db, id) };
+  }
+
+  // ---------------------------------------------------------------- parent actions
+
+  /** Stores a new request, or joins an open one for the same email, or replays an idempotent retry. */
+  async submitRequest(input: SubmitInput, actor: Actor): Promise<SubmitResult> {
+    if (input.children.length === 0) throw new ValidationError('Add at least one child.', [{ field: 'children', message: 'Add at least one child.' }]);
+    const email = input.email.trim().toLowerCase();
+    return this.transaction(async (trx) => {
+      const now = this.now();
+      if (input.idempotencyKey) {
+        const earlier = await this.repository.findByIdempotencyKey(trx, input.idempotencyKey);
+        if (earlier) {
+          return { outcome: 'replayed', request: earlier, children: await this.repository.children(trx, earlier.id), addedChildren: 0 };
+        }
+      }
+      if (input.joinOpenRequest !== false) {
+        const open = await this.repository.findByEmailAndStatuses(trx, email, OPEN_STATUSES);
+        const existing = open[0];
+        if (existing) return this.extendOpenRequest(trx, existing, input, actor, now);
+      }
+      const status: RequestStatus = input.requireVerification ? 'unverified' : 'pending';
+      const record: Omit<RequestRecord, 'id'> = {
+        publicId: newPublicId(),
+        status,
+        requestType: input.requestType,
+        source: input.source,
+        parentTitle: input.parentTitle.trim(),
+        parentFirstName: input.parentFirstName.trim(),
+        parentLastName: input.parentLastName.trim(),
+        email,
+        parentComment: input.comment?.trim() || null,
+        staffComment: null,
+        moodleUsername: null,
+        moodleUserId: null,
+        linkExistingAccount: false,
+        verificationTokenHash: input.requireVerification ? (input.verificationTokenHash ?? null) : null,
+        verificationExpiresAt: input.requireVerification ? (input.verificationExpiresAt ?? null) : null,
+        verifiedAt: null,
+        decidedAt: null,
+        decidedBy: null,
+        decisionReason: null,
+        provisionedAt: null,
+        attempts: 0,
+        lastError: null,
+        nextAttemptAt: null,
+        waitingSince: null,
+        version: 1,
+        submitterIp: input.submitterIp ?? null,
+        submitterAgent: input.submitterAgent ? input.submitterAgent.slice(0, 255) : null,
+        idempotencyKey: input.idempotencyKey ?? null,
+        importBatchId: input.importBatchId ?? null,
+        erasedAt: null,
+        createdAt: now,
+        updatedAt: now,
+      };
+      const id = await this.repository.insertRequest(trx, record);
+      await this.repository.insertChildren(trx, id, input.children, 0, now);
+      const request = { ...record, id };
+      const children = await this.repository.children(trx, id);
+      await this.audit(trx, now, actor, id, 'submitted', {
+        status,
+        source: input.source,
+        requestType: input.requestType,
+        children: children.length,
+      });
+      await this.emit(trx, { type: 'submitted', request, children, actor, details: { status } });
+      return { outcome: 'created', request, children, addedChildren: children.length };
+    });
+  }
+
+  private async extendOpenRequest(
+    trx: Knex.Transaction,
+    existing: RequestRecord,
+    input: SubmitInput,
+    actor: Actor,
+    now: number,
+  ): Promise<SubmitResult> {
+    const current = await this.repository.children(trx, existing.id);
+    const known = new Set(current.map((c) => nameKey(c.firstName, c.lastName)));
+    const added: NewChildRow[] = [];
+    for (const child of input.children) {
+      const key = nameKey(child.firstName, child.lastName);
+      if (!known.has(key)) {
+        known.add(key);
+        added.push(child);
+      }
+    }
+    const comment = input.comment?.trim();
+    const parentComment = comment
+      ? existing.parentComment
+        ? `${existing.parentComment}\n\n${comment}`
+        : comment
+      : existing.parentComment;
+    const ok = await this.repository.updateIfVersion(trx, existing.id, existing.version, {
+      parentComment,
+      updatedAt: now,
+      ...(input.idempotencyKey && !existing.idempotencyKey ? { idempotencyKey: input.idempotencyKey } : {}),
+    });
+    if (!ok) throw new ConflictError(STALE_MESSAGE, 'stale');
+    const first = (await this.repository.maxChildPosition(trx, existing.id)) + 1;
+    await this.repository.insertChildren(trx, existing.id, added, first, now);
+    const request = (await this.repository.findById(trx, existing.id)) as RequestRecord;
+    const children = await this.repository.children(trx, existing.id);
+    await this.audit(trx, now, actor, existing.id, 'extended', {
+      addedChildren: added.length,
+      commentAdded: Boolean(comment),
+      source: input.source,
+    });
+    await this.emit(trx, { type: 'extended', request, children, actor, details: { addedChildren: added.length } });
+    return { outcome: 'extended', request, children, addedChildren: added.length };
+  }
+
+  /** Follows a verification link: unverified → pending. The link works once and expires. */
+  async verifyEmail(tokenHash: string, actor: Actor = { type: 'parent' }): Promise<RequestRecord> {
+    return this.transaction(async (trx) => {
+      const now = this.now();
+      const found = await this.repository.findByVerificationHash(trx, tokenHash);
+      if (!found) {
+        throw new NotFoundError('This confirmation link is not valid, or it has already been used.', {
+          help: 'If you have already confirmed your address, there is nothing more to do. Otherwise ask for a new link.',
+        });
+      }
+      if (found.verificationExpiresAt !== null && found.verificationExpiresAt < now) {
+        throw new ConflictError('This confirmation link has expired. Ask for a new one from your request page.', 'expired');
+      }
+      const request = await this.lockForAction(trx, found.id, 'verify_email', undefined);
+      return this.applyTransition(trx, request, actor, 'email_verified', {
+        status: 'pending',
+        verifiedAt: now,
+        verificationTokenHash: null,
+        verificationExpiresAt: null,
+      });
+    });
+  }
+
+  /** Stores a new verification token (the old link stops working). */
+  async replaceVerificationToken(id: number, tokenHash: string, expiresAt: number, actor: Actor): Promise<RequestRecord> {
+    return this.transaction(async (trx) => {
+      const request = await this.lockForAction(trx, id, 'resend_verification', undefined);
+      return this.applyTransition(trx, request, actor, 'verification_resent', {
+        verificationTokenHash: tokenHash,
+        verificationExpiresAt: expiresAt,
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------- staff decisions
+
+  async approveRequest(id: number, input: ApproveInput, actor: Actor): Promise<RequestRecord> {
+    return this.transaction(async (trx) => {
+      const now = this.now();
+      const request = await this.lockForAction(trx, id, 'approve', input.expectedVersion);
+      const children = await this.repository.children(trx, id);
+      const matches = this.checkMatches(children, input.children);
+
+      let moodleUsername: string | null;
+      let moodleUserId: number | null = null;
+      const existing = input.existingAccount;
+      if (existing) {
+        if (!Number.isSafeInteger(existing.moodleUserId) || existing.moodleUserId <= 0) {
+          throw new ValidationError('The existing Moodle account id must be a positive whole number.');
+        }
+        moodleUserId = existing.moodleUserId;
+        moodleUsername = existing.username?.trim().toLowerCase() || null;
+      } else {
+        const username = usernameFromEmail(request.email);
+        if (!username.ok) throw new ValidationError(username.reason, [{ field: 'email', message: username.reason }], { help: username.reason });
+        moodleUsername = username.username;
+        const holder = await this.repository.findAuthRowByUsername(trx, moodleUsername);
+        if (holder) throw this.usernameTaken(moodleUsername, holder.requestId);
+        try {
+          await this.repository.insertAuthRow(trx, {
+            username: moodleUsername,
+            firstname: request.parentFirstName,
+            lastname: request.parentLastName,
+            email: request.email,
+            requestId: request.id,
+          });
+        } catch (error) {
+          // Another transaction approved a request for the same parent at the same moment.
+          if (isUniqueViolation(error)) throw this.usernameTaken(moodleUsername, null);
+          throw error;
+        }
+      }
+
+      for (const match of matches) {
+        await this.repository.updateChild(trx, match.childId, {
+          moodleUserId: match.moodleUserId,
+          linkState: match.moodleUserId === null ? 'not_found' : 'matched',
+          lastError: null,
+          attempts: 0,
+          nextAttemptAt: null,
+          updatedAt: now,
+        });
+      }
+      const comment = input.comment?.trim();
+      return this.applyTransition(
+        trx,
+        request,
+        actor,
+        'approved',
+        {
+          status: 'approved',
+          moodleUsername,
+          moodleUserId,
+          linkExistingAccount: Boolean(existing),
+          decidedAt: now,
+          decidedBy: actorLabel(actor),
+          decisionReason: null,
+          attempts: 0,
+          lastError: null,
+          nextAttemptAt: null,
+          waitingSince: null,
+          ...(comment ? { staffComment: request.staffComment ? `${request.staffComment}\n\n${comment}` : comment } : {}),
+        },
+        {
+          children: matches.map((m) => ({ childId: m.childId, moodleUserId: m.moodleUserId })),
+          existingAccount: existing ? existing.moodleUserId : null,
+        },
+      );
+    });
+  }
+
+  private usernameTaken(username: string, holderRequestId: number | null): ConflictError {
+    const which = holderRequestId === null ? 'Another request' : `Request ${holderRequestId}`;
+    return new ConflictError(
+      `${which} for the same parent (${username}) is already approved, so this one was not approved. ` +
+        'Mark this request as a duplicate, or revoke the other request first.',
+      'username_taken',
+      { help: 'A parent has one Moodle account; approve one request per parent.' },
+    );
+  }
+
+  private checkMatches(children: ChildRecord[], matches: ChildMatch[]): ChildMatch[] {
+    const candidates = children.filter((c) => c.linkState !== 'revoked');
+    const byId = new Map(matches.map((m) => [m.childId, m]));
+    if (byId.size !== matches.length) throw new ValidationError('A child was given twice.');
+    for (const m of matches) {
+      if (!candidates.some((c) => c.id === m.childId)) {
+        throw new ValidationError(`Child ${m.childId} is not part of this request.`);
+      }
+      if (m.moodleUserId !== null && (!Number.isSafeInteger(m.moodleUserId) || m.moodleUserId <= 0)) {
+        throw new ValidationError('A Moodle pupil id must be a positive whole number.');
+      }
+    }
+    const missing = candidates.filter((c) => !byId.has(c.id));
+    if (missing.length > 0) {
+      const names = missing.map((c) => `${c.firstName} ${c.lastName}`).join(', ');
+      throw new ValidationError(`Choose a Moodle pupil account (or "not found") for every child: ${names}.`);
+    }
+    const matched = matches.filter((m) => m.moodleUserId !== null);
+    if (matched.length === 0) {
+      throw new ValidationError('At least one child must be matched to a Moodle pupil account to approve the request.');
+    }
+    const seen = new Set<number>();
+    for (const m of matched) {
+      if (seen.has(m.moodleUserId as number)) throw new ValidationError('Two children were matched to the same Moodle pupil account.');
+      seen.add(m.moodleUserId as number);
+    }
+    return matches;
+  }
+
+  async denyRequest(id: number, input: DecisionInput, actor: Actor): Promise<RequestRecord> {
+    const reason = input.reason?.trim();
+    if (!reason) throw new ValidationError('Give a reason: the parent is told why the request was not approved.', [{ field: 'reason', message: 'Give a reason.' }]);
+    return this.close(id, 'deny', 'denied', 'denied', { ...input, reason }, actor);
+  }
+
+  async markDuplicate(id: number, input: DecisionInput & { duplicateOf?: number | null }, actor: Actor): Promise<RequestRecord> {
+    return this.close(id, 'mark_duplicate', 'duplicate', 'marked_duplicate', input, actor, { duplicateOf: input.duplicateOf ?? null });
+  }
+
+  async markBogus(id: number, input: DecisionInput, actor: Actor): Promise<RequestRecord> {
+    return this.close(id, 'mark_bogus', 'bogus', 'marked_bogus', input, actor);
+  }
+
+  async revokeRequest(id: number, input: DecisionInput, actor: Actor): Promise<RequestRecord> {
+    return this.close(id, 'revoke', 'revoked', 'revoked', input, actor);
+  }
+
+  /** deny, duplicate, bogus and revoke: the parent loses any access this request gave. */
+  private async close(
+    id: number,
+    action: LifecycleAction,
+    status: RequestStatus,
+    event: string,
+    input: DecisionInput,
+    actor: Actor,
+    extra: Record<string, unknown> = {},
+  ): Promise<RequestRecord> {
+    return this.transaction(async (trx) => {
+      const now = this.now();
+      const request = await this.lockForAction(trx, id, action, input.expectedVersion);
+      const removedAuthRow = (await this.repository.deleteAuthRowForRequest(trx, id)) > 0;
+      const revokedChildren = await this.revokeLinks(trx, request, await this.repository.children(trx, id), now);
+      return this.applyTransition(
+        trx,
+        request,
+        actor,
+        event,
+        {
+          status,
+          decidedAt: now,
+          decidedBy: actorLabel(actor),
+          decisionReason: input.reason?.trim() || null,
+          nextAttemptAt: null,
+        },
+        { ...extra, removedAuthRow, revokedChildren, reason: input.reason?.trim() || null },
+      );
+    });
+  }
+
+  /**
+   * Marks every matched or linked child revoked. When the request had been approved, a cycle may
+   * have assigned roles already, so each is queued for unassignment (a no-op in Moodle if absent).
+   */
+  private async revokeLinks(trx: Knex.Transaction, request: RequestRecord, children: ChildRecord[], now: number): Promise<number[]> {
+    const mayHaveRoles = request.status === 'approved' || request.status === 'provisioned';
+    const affected = children.filter((c) => c.linkState === 'matched' || c.linkState === 'linked').map((c) => c.id);
+    if (affected.length > 0) {
+      await this.repository.updateChildren(trx, affected, {
+        linkState: 'revoked',
+        revokedAt: now,
+        unassignPending: mayHaveRoles,
+        attempts: 0,
+        nextAttemptAt: null,
+        updatedAt: now,
+      });
+    }
+    return affected;
+  }
+
+  /** Revokes one child's link. With no link left, the whole request is revoked. */
+  async revokeChild(id: number, childId: number, input: DecisionInput, actor: Actor): Promise<RequestRecord> {
+    return this.transaction(async (trx) => {
+      const now = this.now();
+      const request = await this.lockForAction(trx, id, 'revoke_child', input.expectedVersion);
+      const children = await this.repository.children(trx, id);
+      const child = children.find((c) => c.id === childId);
+      if (!child) throw new NotFoundError(`Child ${childId} is not part of request ${id}.`);
+      if (child.linkState !== 'matched' && child.linkState !== 'linked') {
+        throw new ConflictError(`This child has no link to revoke (it is ${child.linkState.replace('_', ' ')}).`, 'refused');
+      }
+      await this.revokeLinks(trx, request, [child], now);
+      const remaining = children.filter((c) => c.id !== childId && (c.linkState === 'matched' || c.linkState === 'linked'));
+      const reason = input.reason?.trim() || null;
+      if (remaining.length === 0) {
+        const removedAuthRow = (await this.repository.deleteAuthRowForRequest(trx, id)) > 0;
+        return this.applyTransition(
+          trx,
+          request,
+          actor,
+          'revoked',
+          { status: 'revoked', decidedAt: now, decidedBy: actorLabel(actor), decisionReason: reason, nextAttemptAt: null },
+          { childId, lastChild: true, removedAuthRow, reason },
+        );
+      }
+      return this.applyTransition(trx, request, actor, 'child_revoked', { updatedAt: now }, { childId, reason });
+    });
+  }
+
+  async addStaffComment(id: number, comment: string, actor: Actor, expectedVersion?: number): Promise<RequestRecord> {
+    const text = comment.trim();
+    if (!text) throw new ValidationError('The comment is empty.', [{ field: 'comment', message: 'Write a comment.' }]);
+    return this.transaction(async (trx) => {
+      const request = await this.lockForAction(trx, id, 'comment', expectedVersion);
+      const staffComment = request.staffComment ? `${request.staffComment}\n\n${text}` : text;
+      return this.applyTransition(trx, request, actor, 'commented', { staffComment }, {});
+    });
+  }
+
+  // ---------------------------------------------------------------- provisioning outcomes
+
+  /** Refuses unless every matched child is linked; then approved → provisioned. */
+  async markProvisioned(id: number, input: { expectedVersion?: number }, actor: Actor): Promise<RequestRecord> {
+    return this.transaction(async (trx) => {
+      const request = await this.lockForAction(trx, id, 'record_outcome', input.expectedVersion);
+      const children = await this.repository.children(trx, id);
+      const unlinked = children.filter((c) => c.linkState === 'matched');
+      if (unlinked.length > 0 || !children.some((c) => c.linkState === 'linked')) {
+        throw new ConflictError(
+          `Cannot mark the request provisioned: ${unlinked.length || 'no'} matched ${unlinked.length === 1 ? 'child is' : 'children are'} not linked in Moodle yet.`,
+          'refused',
+        );
+      }
+      return this.applyTransition(trx, request, actor, 'provisioned', { status: 'provisioned', provisionedAt: this.now(), lastError: null, nextAttemptAt: null, waitingSince: null });
+    });
+  }
+
+  /**
+   * Records a cycle's outcomes for many requests in one transaction. Each is applied only if
+   * the request is still approved at the version the cycle read; the rest are reported back.
+   */
+  async recordProvisioningOutcomes(outcomes: ProvisioningOutcome[], actor: Actor): Promise<OutcomeResult[]> {
+    if (outcomes.length === 0) return [];
+    return this.transaction(async (trx) => {
+      const now = this.now();
+      const ids = outcomes.map((o) => o.requestId);
+      const requests = new Map((await this.repository.findManyByIds(trx, ids, { forUpdate: true })).map((r) => [r.id, r]));
+      const childrenByRequest = await this.repository.childrenOfMany(trx, ids);
+      const results: OutcomeResult[] = [];
+      const linkedIds: number[] = [];
+      const audits: AuditEventInput[] = [];
+      const events: LifecycleEvent[] = [];
+
+      for (const outcome of outcomes) {
+        const request = requests.get(outcome.requestId);
+        if (!request) {
+          results.push({ requestId: outcome.requestId, applied: false, status: null, refusal: 'The request no longer exists.' });
+          continue;
+        }
+        if (request.version !== outcome.expectedVersion || !isAllowed('record_outcome', request.status)) {
+          results.push({
+            requestId: request.id,
+            applied: false,
+            status: request.status,
+            refusal:
+              request.version !== outcome.expectedVersion
+                ? 'The request changed while the cycle ran; its new state stands.'
+                : refusalMessage('record_outcome', request.status),
+          });
+          continue;
+        }
+        const children = childrenByRequest.get(request.id) ?? [];
+        const matched = new Map(children.filter((c) => c.linkState === 'matched').map((c) => [c.id, c]));
+        const linked = (outcome.linkedChildIds ?? []).filter((id) => matched.has(id));
+        const failed = (outcome.failedChildren ?? []).filter((f) => matched.has(f.childId));
+        for (const f of failed) {
+          const child = matched.get(f.childId) as ChildRecord;
+          await this.repository.updateChild(trx, f.childId, {
+            lastError: f.error,
+            attempts: child.attempts + 1,
+            nextAttemptAt: outcome.nextAttemptAt ?? null,
+            updatedAt: now,
+          });
+        }
+        linkedIds.push(...linked);
+        const stillUnlinked = [...matched.keys()].filter((id) => !linked.includes(id));
+        const provisioned = stillUnlinked.length === 0 && (linked.length > 0 || children.some((c) => c.linkState === 'linked'));
+        const waiting = outcome.waiting ?? null;
+        const patch: Partial<RequestRecord> = {
+          moodleUserId: outcome.parentMoodleUserId ?? request.moodleUserId,
+          waitingSince: waiting ? (request.waitingSince ?? now) : null,
+          lastError: waiting ? waiting.message : failed.length > 0 ? failed.map((f) => f.error).join('\n') : null,
+          attempts: failed.length > 0 ? request.attempts + 1 : waiting ? request.attempts : 0,
+          nextAttemptAt: provisioned ? null : (outcome.nextAttemptAt ?? null),
+          updatedAt: now,
+          ...(provisioned ? { status: 'provisioned' as const, provisionedAt: now } : {}),
+        };
+        const ok = await this.repository.updateIfVersion(trx, request.id, request.version, patch);
+        if (!ok) {
+          results.push({ requestId: request.id, applied: false, status: request.status, refusal: STALE_MESSAGE });
+          continue;
+        }
+        const after = { ...request, ...patch, version: request.version + 1 } as RequestRecord;
+        results.push({ requestId: request.id, applied: true, status: after.status });
+        if (linked.length > 0) audits.push(this.auditInput(actor, request.id, 'children_linked', { childIds: linked, parentMoodleUserId: after.moodleUserId }));
+        if (failed.length > 0) audits.push(this.auditInput(actor, request.id, 'link_failed', { children: failed }));
+        if (waiting && request.waitingSince === null) audits.push(this.auditInput(actor, request.id, 'waiting_for_moodle', { message: waiting.message }));
+        if (provisioned) {
+          audits.push(this.auditInput(actor, request.id, 'provisioned', { from: 'approved', to: 'provisioned' }));
+          events.push({ type: 'provisioned', request: after, children, actor, details: {} });
+        }
+      }
+      if (linkedIds.length > 0) {
+        await this.repository.updateChildren(trx, linkedIds, {
+          linkState: 'linked',
+          linkedAt: now,
+          lastError: null,
+          nextAttemptAt: null,
+          updatedAt: now,
+        });
+      }
+      await this.repository.insertAudit(trx, now, audits);
+      for (const event of events) {
+        event.children = await this.repository.children(trx, event.request.id);
+        await this.emit(trx, event);
+      }
+      return results;
+    });
+  }
+
+  /** The cycle removed the Parent role for these revoked children in Moodle. */
+  async recordUnassigned(childIds: number[], actor: Actor): Promise<void> {
+    if (childIds.length === 0) return;
+    await this.transaction(async (trx) => {
+      const now = this.now();
+      const rows = await trx('request_children').whereIn('id', childIds).where({ unassign_pending: true }).select('id', 'request_id', 'moodle_user_id');
+      await this.repository.updateChildren(
+        trx,
+        rows.map((r: { id: number }) => Number(r.id)),
+        { unassignPending: false, lastError: null, attempts: 0, nextAttemptAt: null, updatedAt: now },
+      );
+      await this.repository.insertAudit(
+        trx,
+        now,
+        rows.map((r: { id: number; request_id: number; moodle_user_id: number | null }) =>
+          this.auditInput(actor, Number(r.request_id), 'role_unassigned', { childId: Number(r.id), moodleUserId: r.moodle_user_id }),
+        ),
+      );
+    });
+  }
+
+  async recordUnassignFailed(childId: number, error: string, nextAttemptAt: number | null, actor: Actor): Promise<void> {
+    await this.transaction(async (trx) => {
+      const now = this.now();
+      const row = (await trx('request_children').where({ id: childId }).first()) as { request_id: number; attempts: number } | undefined;
+      if (!row) return;
+      await this.repository.updateChild(trx, childId, { lastError: error, attempts: Number(row.attempts) + 1, nextAttemptAt, updatedAt: now });
+      await this.repository.insertAudit(trx, now, [this.auditInput(actor, Number(row.request_id), 'unassign_failed', { childId, error })]);
+    });
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  /** Reads and locks the request, checks the action is allowed from its status and the version. */
+  private async lockForAction(
+    trx: Knex.Transaction,
+    id: number,
+    action: LifecycleAction,
+    expectedVersion: number | undefined,
+  ): Promise<RequestRecord> {
+    const request = await this.repository.findById(trx, id, { forUpdate: true });
+    if (!request) throw new NotFoundError(`There is no request number ${id}.`);
+    if (expectedVersion !== undefined && request.version !== expectedVersion) {
+      throw new ConflictError(STALE_MESSAGE, 'stale');
+    }
+    if (!ALLOWED_FROM[action].includes(request.status)) {
+      throw new ConflictError(refusalMessage(action, request.status), 'refused');
+    }
+    return request;
+  }
+
+  /** Writes the patch at the locked version, the audit event, and tells the listeners. */
+  private async applyTransition(
+    trx: Knex.Transaction,
+    request: RequestRecord,
+    actor: Actor,
+    event: string,
+    patch: Partial<RequestRecord>,
+    details: Record<string, unknown> = {},
+  ): Promise<RequestRecord> {
+    const now = this.now();
+    const ok = await this.repository.updateIfVersion(trx, request.id, request.version, { ...patch, updatedAt: now });
+    if (!ok) throw new ConflictError(STALE_MESSAGE, 'stale');
+    const after = (await this.repository.findById(trx, request.id)) as RequestRecord;
+    const statusChange = after.status !== request.status ? { from: request.status, to: after.status } : {};
+    await this.audit(trx, now, actor, request.id, event, { ...statusChange, ...details });
+    await this.emit(trx, { type: event, request: after, children: await this.repository.children(trx, request.id), actor, details });
+    return after;
+  }
+
+  private auditInput(actor: Actor, requestId: number | null, action: string, details: Record<string, unknown>): AuditEventInput {
+    return { actorType: actor.type, actorId: actor.id ?? null, requestId, action, details };
+  }
+
+  private async audit(trx: Knex.Transaction, now: number, actor: Actor, requestId: number | null, action: string, details: Record<string, unknown>) {
+    await this.repository.insertAudit(trx, now, [this.auditInput(actor, requestId, action, details)]);
+  }
+
+  private async emit(trx: Knex.Transaction, event: LifecycleEvent): Promise<void> {
+    for (const listener of this.listeners) await listener(trx, event);
+  }
+
+  /** Runs fn in a transaction, retrying a MySQL deadlock (the whole transaction was rolled back). */
+  private async transaction<T>(fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.db.transaction(fn);
+      } catch (error) {
+        const code = (error as { code?: string }).code;
+        if (!(error instanceof AppError) && (code === 'ER_LOCK_DEADLOCK' || code === 'ER_LOCK_WAIT_TIMEOUT') && attempt < 3) continue;
+        throw error;
+      }
+    }
+  }
+}

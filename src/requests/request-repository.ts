@@ -1,0 +1,437 @@
+// The only code that reads and writes the requests, request_children, auth and audit tables.
+import type { Knex } from 'knex';
+import type { ChildLinkState, RequestSource, RequestStatus, RequestType } from './request-states';
+
+export const REQUESTS_TABLE = 'requests';
+export const CHILDREN_TABLE = 'request_children';
+export const AUDIT_TABLE = 'audit_events';
+
+/** A knex instance or an open transaction. */
+export type Queryable = Knex | Knex.Transaction;
+
+export interface RequestRecord {
+  id: number;
+  publicId: string;
+  status: RequestStatus;
+  requestType: RequestType;
+  source: RequestSource;
+  parentTitle: string;
+  parentFirstName: string;
+  parentLastName: string;
+  email: string;
+  parentComment: string | null;
+  staffComment: string | null;
+  moodleUsername: string | null;
+  moodleUserId: number | null;
+  linkExistingAccount: boolean;
+  verificationTokenHash: string | null;
+  verificationExpiresAt: number | null;
+  verifiedAt: number | null;
+  decidedAt: number | null;
+  decidedBy: string | null;
+  decisionReason: string | null;
+  provisionedAt: number | null;
+  attempts: number;
+  lastError: string | null;
+  nextAttemptAt: number | null;
+  waitingSince: number | null;
+  version: number;
+  submitterIp: string | null;
+  submitterAgent: string | null;
+  idempotencyKey: string | null;
+  importBatchId: string | null;
+  erasedAt: number | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface ChildRecord {
+  id: number;
+  requestId: number;
+  position: number;
+  firstName: string;
+  lastName: string;
+  tutorGroup: string;
+  pupilIdentifier: string | null;
+  moodleUserId: number | null;
+  linkState: ChildLinkState;
+  linkedAt: number | null;
+  revokedAt: number | null;
+  unassignPending: boolean;
+  attempts: number;
+  lastError: string | null;
+  nextAttemptAt: number | null;
+  updatedAt: number;
+}
+
+export interface AuthRow {
+  id: number;
+  username: string;
+  firstname: string;
+  lastname: string;
+  email: string;
+  requestId: number;
+}
+
+export interface AuditEventInput {
+  actorType: string;
+  actorId: string | null;
+  requestId: number | null;
+  action: string;
+  details?: Record<string, unknown>;
+}
+
+export interface AuditEventRecord extends AuditEventInput {
+  id: number;
+  createdAt: number;
+  details: Record<string, unknown>;
+}
+
+type Row = Record<string, unknown>;
+
+const num = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+const bool = (v: unknown): boolean => v === true || v === 1 || v === '1';
+
+export function requestFromRow(r: Row): RequestRecord {
+  return {
+    id: Number(r.id),
+    publicId: String(r.public_id),
+    status: r.status as RequestStatus,
+    requestType: r.request_type as RequestType,
+    source: r.source as RequestSource,
+    parentTitle: String(r.parent_title ?? ''),
+    parentFirstName: String(r.parent_first_name),
+    parentLastName: String(r.parent_last_name),
+    email: String(r.email),
+    parentComment: str(r.parent_comment),
+    staffComment: str(r.staff_comment),
+    moodleUsername: str(r.moodle_username),
+    moodleUserId: num(r.moodle_user_id),
+    linkExistingAccount: bool(r.link_existing_account),
+    verificationTokenHash: str(r.verification_token_hash),
+    verificationExpiresAt: num(r.verification_expires_at),
+    verifiedAt: num(r.verified_at),
+    decidedAt: num(r.decided_at),
+    decidedBy: str(r.decided_by),
+    decisionReason: str(r.decision_reason),
+    provisionedAt: num(r.provisioned_at),
+    attempts: Number(r.attempts ?? 0),
+    lastError: str(r.last_error),
+    nextAttemptAt: num(r.next_attempt_at),
+    waitingSince: num(r.waiting_since),
+    version: Number(r.version),
+    submitterIp: str(r.submitter_ip),
+    submitterAgent: str(r.submitter_agent),
+    idempotencyKey: str(r.idempotency_key),
+    importBatchId: str(r.import_batch_id),
+    erasedAt: num(r.erased_at),
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+  };
+}
+
+const REQUEST_COLUMNS: Record<keyof RequestRecord, string> = {
+  id: 'id',
+  publicId: 'public_id',
+  status: 'status',
+  requestType: 'request_type',
+  source: 'source',
+  parentTitle: 'parent_title',
+  parentFirstName: 'parent_first_name',
+  parentLastName: 'parent_last_name',
+  email: 'email',
+  parentComment: 'parent_comment',
+  staffComment: 'staff_comment',
+  moodleUsername: 'moodle_username',
+  moodleUserId: 'moodle_user_id',
+  linkExistingAccount: 'link_existing_account',
+  verificationTokenHash: 'verification_token_hash',
+  verificationExpiresAt: 'verification_expires_at',
+  verifiedAt: 'verified_at',
+  decidedAt: 'decided_at',
+  decidedBy: 'decided_by',
+  decisionReason: 'decision_reason',
+  provisionedAt: 'provisioned_at',
+  attempts: 'attempts',
+  lastError: 'last_error',
+  nextAttemptAt: 'next_attempt_at',
+  waitingSince: 'waiting_since',
+  version: 'version',
+  submitterIp: 'submitter_ip',
+  submitterAgent: 'submitter_agent',
+  idempotencyKey: 'idempotency_key',
+  importBatchId: 'import_batch_id',
+  erasedAt: 'erased_at',
+  createdAt: 'created_at',
+  updatedAt: 'updated_at',
+};
+
+const CHILD_COLUMNS: Record<keyof ChildRecord, string> = {
+  id: 'id',
+  requestId: 'request_id',
+  position: 'position',
+  firstName: 'first_name',
+  lastName: 'last_name',
+  tutorGroup: 'tutor_group',
+  pupilIdentifier: 'pupil_identifier',
+  moodleUserId: 'moodle_user_id',
+  linkState: 'link_state',
+  linkedAt: 'linked_at',
+  revokedAt: 'revoked_at',
+  unassignPending: 'unassign_pending',
+  attempts: 'attempts',
+  lastError: 'last_error',
+  nextAttemptAt: 'next_attempt_at',
+  updatedAt: 'updated_at',
+};
+
+function toRow<T>(columns: Record<keyof T & string, string>, patch: Partial<T>): Row {
+  const row: Row = {};
+  for (const [key, value] of Object.entries(patch)) {
+    const column = columns[key as keyof T & string];
+    if (column === undefined) throw new Error(`Unknown field ${key}`);
+    if (value !== undefined) row[column] = value;
+  }
+  return row;
+}
+
+export const requestToRow = (patch: Partial<RequestRecord>): Row => toRow(REQUEST_COLUMNS, patch);
+export const childToRow = (patch: Partial<ChildRecord>): Row => toRow(CHILD_COLUMNS, patch);
+
+export function childFromRow(r: Row): ChildRecord {
+  return {
+    id: Number(r.id),
+    requestId: Number(r.request_id),
+    position: Number(r.position),
+    firstName: String(r.first_name),
+    lastName: String(r.last_name),
+    tutorGroup: String(r.tutor_group ?? ''),
+    pupilIdentifier: str(r.pupil_identifier),
+    moodleUserId: num(r.moodle_user_id),
+    linkState: r.link_state as ChildLinkState,
+    linkedAt: num(r.linked_at),
+    revokedAt: num(r.revoked_at),
+    unassignPending: bool(r.unassign_pending),
+    attempts: Number(r.attempts ?? 0),
+    lastError: str(r.last_error),
+    nextAttemptAt: num(r.next_attempt_at),
+    updatedAt: Number(r.updated_at),
+  };
+}
+
+export interface NewChildRow {
+  firstName: string;
+  lastName: string;
+  tutorGroup: string;
+  pupilIdentifier: string | null;
+}
+
+export interface ListRequestsFilter {
+  status?: RequestStatus | RequestStatus[];
+  email?: string;
+  limit?: number;
+  offset?: number;
+}
+
+export class RequestRepository {
+  constructor(readonly authTable: string) {}
+
+  async insertRequest(q: Queryable, record: Omit<RequestRecord, 'id'>): Promise<number> {
+    const inserted = await q(REQUESTS_TABLE).insert(requestToRow(record));
+    return Number(inserted[0]);
+  }
+
+  async insertChildren(q: Queryable, requestId: number, children: NewChildRow[], firstPosition: number, now: number): Promise<void> {
+    if (children.length === 0) return;
+    await q(CHILDREN_TABLE).insert(
+      children.map((c, i) => ({
+        request_id: requestId,
+        position: firstPosition + i,
+        first_name: c.firstName,
+        last_name: c.lastName,
+        tutor_group: c.tutorGroup,
+        pupil_identifier: c.pupilIdentifier,
+        link_state: 'unmatched',
+        updated_at: now,
+      })),
+    );
+  }
+
+  /** Reads a request; with forUpdate, locks its row until the transaction ends (MySQL). */
+  async findById(q: Queryable, id: number, options: { forUpdate?: boolean } = {}): Promise<RequestRecord | undefined> {
+    const query = q(REQUESTS_TABLE).where({ id }).first();
+    if (options.forUpdate && isMysqlQueryable(q)) query.forUpdate();
+    const row = (await query) as Row | undefined;
+    return row ? requestFromRow(row) : undefined;
+  }
+
+  async findManyByIds(q: Queryable, ids: number[], options: { forUpdate?: boolean } = {}): Promise<RequestRecord[]> {
+    if (ids.length === 0) return [];
+    const query = q(REQUESTS_TABLE).whereIn('id', ids).orderBy('id');
+    if (options.forUpdate && isMysqlQueryable(q)) query.forUpdate();
+    return ((await query) as Row[]).map(requestFromRow);
+  }
+
+  async findByPublicId(q: Queryable, publicId: string): Promise<RequestRecord | undefined> {
+    const row = (await q(REQUESTS_TABLE).where({ public_id: publicId }).first()) as Row | undefined;
+    return row ? requestFromRow(row) : undefined;
+  }
+
+  async findByVerificationHash(q: Queryable, hash: string): Promise<RequestRecord | undefined> {
+    const row = (await q(REQUESTS_TABLE).where({ verification_token_hash: hash }).first()) as Row | undefined;
+    return row ? requestFromRow(row) : undefined;
+  }
+
+  async findByIdempotencyKey(q: Queryable, key: string): Promise<RequestRecord | undefined> {
+    const row = (await q(REQUESTS_TABLE).where({ idempotency_key: key }).first()) as Row | undefined;
+    return row ? requestFromRow(row) : undefined;
+  }
+
+  async findByEmailAndStatuses(q: Queryable, email: string, statuses: readonly string[]): Promise<RequestRecord[]> {
+    const rows = (await q(REQUESTS_TABLE).where({ email }).whereIn('status', statuses).orderBy('id')) as Row[];
+    return rows.map(requestFromRow);
+  }
+
+  async children(q: Queryable, requestId: number): Promise<ChildRecord[]> {
+    const rows = (await q(CHILDREN_TABLE).where({ request_id: requestId }).orderBy('position')) as Row[];
+    return rows.map(childFromRow);
+  }
+
+  async childrenOfMany(q: Queryable, requestIds: number[]): Promise<Map<number, ChildRecord[]>> {
+    const byRequest = new Map<number, ChildRecord[]>();
+    for (const id of requestIds) byRequest.set(id, []);
+    if (requestIds.length === 0) return byRequest;
+    // Chunked: SQLite limits the number of bound parameters in one statement.
+    for (let i = 0; i < requestIds.length; i += 500) {
+      const rows = (await q(CHILDREN_TABLE)
+        .whereIn('request_id', requestIds.slice(i, i + 500))
+        .orderBy(['request_id', 'position'])) as Row[];
+      for (const row of rows) {
+        const child = childFromRow(row);
+        byRequest.get(child.requestId)?.push(child);
+      }
+    }
+    return byRequest;
+  }
+
+  /** Applies a patch only if the request is still at the expected version; bumps the version. */
+  async updateIfVersion(q: Queryable, id: number, expectedVersion: number, patch: Partial<RequestRecord>): Promise<boolean> {
+    const row = requestToRow(patch);
+    const changed = await q(REQUESTS_TABLE)
+      .where({ id, version: expectedVersion })
+      .update({ ...row, version: expectedVersion + 1 });
+    return Number(changed) === 1;
+  }
+
+  async updateChild(q: Queryable, childId: number, patch: Partial<ChildRecord>): Promise<void> {
+    await q(CHILDREN_TABLE).where({ id: childId }).update(childToRow(patch));
+  }
+
+  async updateChildren(q: Queryable, childIds: number[], patch: Partial<ChildRecord>): Promise<void> {
+    for (let i = 0; i < childIds.length; i += 500) {
+      await q(CHILDREN_TABLE).whereIn('id', childIds.slice(i, i + 500)).update(childToRow(patch));
+    }
+  }
+
+  async maxChildPosition(q: Queryable, requestId: number): Promise<number> {
+    const row = (await q(CHILDREN_TABLE).where({ request_id: requestId }).max({ max: 'position' }).first()) as
+      | { max: number | null }
+      | undefined;
+    return row?.max === null || row?.max === undefined ? -1 : Number(row.max);
+  }
+
+  async list(q: Queryable, filter: ListRequestsFilter = {}): Promise<RequestRecord[]> {
+    const query = q(REQUESTS_TABLE).orderBy('id', 'desc');
+    if (filter.status !== undefined) query.whereIn('status', Array.isArray(filter.status) ? filter.status : [filter.status]);
+    if (filter.email !== undefined) query.where({ email: filter.email });
+    query.limit(filter.limit ?? 100).offset(filter.offset ?? 0);
+    return ((await query) as Row[]).map(requestFromRow);
+  }
+
+  // --- the auth table ---
+
+  async insertAuthRow(q: Queryable, row: Omit<AuthRow, 'id'>): Promise<void> {
+    await q(this.authTable).insert({
+      username: row.username,
+      firstname: row.firstname,
+      lastname: row.lastname,
+      email: row.email,
+      request_id: row.requestId,
+    });
+  }
+
+  async findAuthRowByUsername(q: Queryable, username: string): Promise<AuthRow | undefined> {
+    const row = (await q(this.authTable).where({ username }).first()) as Row | undefined;
+    return row ? authFromRow(row) : undefined;
+  }
+
+  async findAuthRowByRequest(q: Queryable, requestId: number): Promise<AuthRow | undefined> {
+    const row = (await q(this.authTable).where({ request_id: requestId }).first()) as Row | undefined;
+    return row ? authFromRow(row) : undefined;
+  }
+
+  async deleteAuthRowForRequest(q: Queryable, requestId: number): Promise<number> {
+    return Number(await q(this.authTable).where({ request_id: requestId }).delete());
+  }
+
+  async allAuthRows(q: Queryable): Promise<AuthRow[]> {
+    return ((await q(this.authTable).orderBy('username')) as Row[]).map(authFromRow);
+  }
+
+  // --- the audit trail ---
+
+  async insertAudit(q: Queryable, now: number, events: AuditEventInput[]): Promise<void> {
+    if (events.length === 0) return;
+    for (let i = 0; i < events.length; i += 200) {
+      await q(AUDIT_TABLE).insert(
+        events.slice(i, i + 200).map((e) => ({
+          created_at: now,
+          actor_type: e.actorType,
+          actor_id: e.actorId,
+          request_id: e.requestId,
+          action: e.action,
+          details: JSON.stringify(e.details ?? {}),
+        })),
+      );
+    }
+  }
+
+  async auditFor(q: Queryable, requestId: number): Promise<AuditEventRecord[]> {
+    const rows = (await q(AUDIT_TABLE).where({ request_id: requestId }).orderBy('id')) as Row[];
+    return rows.map(auditFromRow);
+  }
+}
+
+function authFromRow(r: Row): AuthRow {
+  return {
+    id: Number(r.id),
+    username: String(r.username),
+    firstname: String(r.firstname),
+    lastname: String(r.lastname),
+    email: String(r.email),
+    requestId: Number(r.request_id),
+  };
+}
+
+export function auditFromRow(r: Row): AuditEventRecord {
+  let details: Record<string, unknown> = {};
+  try {
+    details = JSON.parse(String(r.details ?? '{}')) as Record<string, unknown>;
+  } catch {
+    details = {};
+  }
+  return {
+    id: Number(r.id),
+    createdAt: Number(r.created_at),
+    actorType: String(r.actor_type),
+    actorId: str(r.actor_id),
+    requestId: num(r.request_id),
+    action: String(r.action),
+    details,
+  };
+}
+
+function isMysqlQueryable(q: Queryable): boolean {
+  return q.client.config.client === 'mysql2';
+}
