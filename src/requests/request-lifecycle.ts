@@ -57,6 +57,8 @@ export interface SubmitInput {
   requireVerification: boolean;
   verificationTokenHash?: string | null;
   verificationExpiresAt?: number | null;
+  /** The raw token, handed to listeners (to mail the link) and never stored. */
+  verificationToken?: string | null;
   submitterIp?: string | null;
   submitterAgent?: string | null;
   idempotencyKey?: string | null;
@@ -226,7 +228,13 @@ export class RequestLifecycle {
         requestType: input.requestType,
         children: children.length,
       });
-      await this.emit(trx, { type: 'submitted', request, children, actor, details: { status } });
+      await this.emit(trx, {
+        type: 'submitted',
+        request,
+        children,
+        actor,
+        details: { status, ...(input.verificationToken ? { verificationToken: input.verificationToken } : {}) },
+      });
       return { outcome: 'created', request, children, addedChildren: children.length };
     });
   }
@@ -297,13 +305,18 @@ export class RequestLifecycle {
   }
 
   /** Stores a new verification token (the old link stops working). */
-  async replaceVerificationToken(id: number, tokenHash: string, expiresAt: number, actor: Actor): Promise<RequestRecord> {
+  async replaceVerificationToken(id: number, token: string, expiresAt: number, actor: Actor): Promise<RequestRecord> {
     return this.transaction(async (trx) => {
       const request = await this.lockForAction(trx, id, 'resend_verification', undefined);
-      return this.applyTransition(trx, request, actor, 'verification_resent', {
-        verificationTokenHash: tokenHash,
-        verificationExpiresAt: expiresAt,
-      });
+      return this.applyTransition(
+        trx,
+        request,
+        actor,
+        'verification_resent',
+        { verificationTokenHash: hashToken(token), verificationExpiresAt: expiresAt },
+        {},
+        { verificationToken: token },
+      );
     });
   }
 
@@ -702,6 +715,8 @@ export class RequestLifecycle {
     event: string,
     patch: Partial<RequestRecord>,
     details: Record<string, unknown> = {},
+    /** Given to listeners only, never written to the audit trail (e.g. a raw token). */
+    eventOnly: Record<string, unknown> = {},
   ): Promise<RequestRecord> {
     const now = this.now();
     const ok = await this.repository.updateIfVersion(trx, request.id, request.version, { ...patch, updatedAt: now });
@@ -709,7 +724,13 @@ export class RequestLifecycle {
     const after = (await this.repository.findById(trx, request.id)) as RequestRecord;
     const statusChange = after.status !== request.status ? { from: request.status, to: after.status } : {};
     await this.audit(trx, now, actor, request.id, event, { ...statusChange, ...details });
-    await this.emit(trx, { type: event, request: after, children: await this.repository.children(trx, request.id), actor, details });
+    await this.emit(trx, {
+      type: event,
+      request: after,
+      children: await this.repository.children(trx, request.id),
+      actor,
+      details: { ...details, ...eventOnly },
+    });
     return after;
   }
 

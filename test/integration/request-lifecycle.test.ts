@@ -129,7 +129,7 @@ for (const dialect of DIALECTS) {
 
       it('a new token replaces the old one', { skip }, async () => {
         const r = await lifecycle.submitRequest(submission({ requireVerification: true, verificationTokenHash: hashToken('old'), verificationExpiresAt: clock + 60_000 }), parent);
-        await lifecycle.replaceVerificationToken(r.request.id, hashToken('new'), clock + 60_000, parent);
+        await lifecycle.replaceVerificationToken(r.request.id, 'new', clock + 60_000, parent);
         await assert.rejects(lifecycle.verifyEmail(hashToken('old')), NotFoundError);
         assert.equal((await lifecycle.verifyEmail(hashToken('new'))).status, 'pending');
       });

@@ -1,0 +1,246 @@
+#!/usr/bin/env node
+// The command line for school IT: migrations, looking at requests and acting on them through
+// the same lifecycle as the dashboard. Exit codes: 0 done, 1 refused or failed, 2 wrong usage.
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { loadConfig, type Config } from './config';
+import { AppError, ConfigError, ValidationError } from './errors';
+import type { Actor } from './requests/request-lifecycle';
+import type { ChildRecord, RequestRecord } from './requests/request-repository';
+import { REQUEST_STATUSES, STATUS_LABELS, type RequestStatus } from './requests/request-states';
+import { createServices, type Services } from './services';
+
+export interface CliIo {
+  out: (text: string) => void;
+  err: (text: string) => void;
+}
+
+const USAGE = `Usage: npm run cli -- <command> [options]
+
+Commands:
+  migrate                         apply pending database migrations
+  migrate status                  list applied and pending migrations
+  requests list [--status S] [--limit N] [--json]
+  requests show <id> [--json]
+  requests approve <id> --child <childId>=<moodleUserId|none> [--child …]
+                        [--existing-account <moodleUserId>] [--version N]
+  requests deny <id> --reason "…" [--version N]
+  requests duplicate <id> [--of <otherId>] [--reason "…"] [--version N]
+  requests bogus <id> [--reason "…"] [--version N]
+  requests revoke <id> [--reason "…"] [--version N]
+  requests revoke-child <id> <childId> [--reason "…"] [--version N]
+  requests comment <id> "text"
+  help                            this text
+
+Statuses: ${REQUEST_STATUSES.join(', ')}`;
+
+class UsageError extends Error {}
+
+function positiveInt(value: string | undefined, what: string): number {
+  if (value === undefined || !/^\d+$/.test(value) || Number(value) <= 0) throw new UsageError(`${what} must be a positive whole number (got ${value ?? 'nothing'}).`);
+  return Number(value);
+}
+
+function optionalVersion(value: string | undefined): number | undefined {
+  return value === undefined ? undefined : positiveInt(value, '--version');
+}
+
+function describeRequest(request: RequestRecord, children: ChildRecord[]): string {
+  const lines = [
+    `Request ${request.id} (${request.status}: ${STATUS_LABELS[request.status]}) version ${request.version}`,
+    `  Parent:   ${[request.parentTitle, request.parentFirstName, request.parentLastName].filter(Boolean).join(' ')} <${request.email}>`,
+    `  Type:     ${request.requestType}   Source: ${request.source}`,
+    `  Created:  ${new Date(request.createdAt).toISOString()}`,
+  ];
+  if (request.moodleUsername) lines.push(`  Moodle:   ${request.moodleUsername}${request.moodleUserId ? ` (user id ${request.moodleUserId})` : ''}${request.linkExistingAccount ? ' [existing account]' : ''}`);
+  if (request.decidedBy) lines.push(`  Decided:  by ${request.decidedBy} at ${new Date(request.decidedAt ?? 0).toISOString()}${request.decisionReason ? `: ${request.decisionReason}` : ''}`);
+  if (request.lastError) lines.push(`  Problem:  ${request.lastError}`);
+  if (request.parentComment) lines.push(`  Parent's comment: ${request.parentComment}`);
+  if (request.staffComment) lines.push(`  Staff comment: ${request.staffComment}`);
+  lines.push('  Children:');
+  for (const c of children) {
+    lines.push(
+      `    [${c.id}] ${c.firstName} ${c.lastName}, tutor group ${c.tutorGroup || '-'}${c.pupilIdentifier ? `, pupil id ${c.pupilIdentifier}` : ''}: ${c.linkState}` +
+        `${c.moodleUserId ? ` (Moodle user ${c.moodleUserId})` : ''}${c.lastError ? ` – ${c.lastError}` : ''}`,
+    );
+  }
+  return lines.join('\n');
+}
+
+async function requestsCommand(services: Services, args: string[], io: CliIo, actor: Actor): Promise<number> {
+  const [action, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      status: { type: 'string' },
+      limit: { type: 'string' },
+      json: { type: 'boolean' },
+      child: { type: 'string', multiple: true },
+      'existing-account': { type: 'string' },
+      version: { type: 'string' },
+      reason: { type: 'string' },
+      of: { type: 'string' },
+    },
+  });
+  const lifecycle = services.lifecycle;
+  const version = optionalVersion(values.version);
+  const print = (request: RequestRecord) => io.out(`Request ${request.id} is now ${request.status} (${STATUS_LABELS[request.status]}).`);
+
+  switch (action) {
+    case 'list': {
+      let status: RequestStatus | undefined;
+      if (values.status !== undefined) {
+        if (!(REQUEST_STATUSES as readonly string[]).includes(values.status)) throw new UsageError(`--status must be one of ${REQUEST_STATUSES.join(', ')}.`);
+        status = values.status as RequestStatus;
+      }
+      const limit = values.limit === undefined ? 50 : positiveInt(values.limit, '--limit');
+      const requests = await services.requestRepository.list(services.db, { ...(status ? { status } : {}), limit });
+      if (values.json) {
+        io.out(JSON.stringify(requests, null, 2));
+        return 0;
+      }
+      if (requests.length === 0) {
+        io.out('No requests.');
+        return 0;
+      }
+      for (const r of requests) {
+        io.out(`${String(r.id).padStart(6)}  ${r.status.padEnd(11)}  ${new Date(r.createdAt).toISOString().slice(0, 16).replace('T', ' ')}  ${r.parentFirstName} ${r.parentLastName} <${r.email}>`);
+      }
+      return 0;
+    }
+    case 'show': {
+      const id = positiveInt(positionals[0], 'The request id');
+      const { request, children } = await lifecycle.get(id);
+      io.out(values.json ? JSON.stringify({ request, children }, null, 2) : describeRequest(request, children));
+      return 0;
+    }
+    case 'approve': {
+      const id = positiveInt(positionals[0], 'The request id');
+      const matches = (values.child ?? []).map((spec) => {
+        const m = /^(\d+)=(\d+|none)$/.exec(spec);
+        if (!m) throw new UsageError(`--child takes <childId>=<moodleUserId> or <childId>=none (got ${spec}).`);
+        return { childId: Number(m[1]), moodleUserId: m[2] === 'none' ? null : Number(m[2]) };
+      });
+      if (matches.length === 0) throw new UsageError('Give --child <childId>=<moodleUserId> for each child (see "requests show").');
+      const existing = values['existing-account'];
+      const request = await lifecycle.approveRequest(
+        id,
+        {
+          children: matches,
+          ...(version !== undefined ? { expectedVersion: version } : {}),
+          ...(existing !== undefined ? { existingAccount: { moodleUserId: positiveInt(existing, '--existing-account') } } : {}),
+        },
+        actor,
+      );
+      print(request);
+      return 0;
+    }
+    case 'deny': {
+      const id = positiveInt(positionals[0], 'The request id');
+      print(await lifecycle.denyRequest(id, { reason: values.reason ?? null, ...(version !== undefined ? { expectedVersion: version } : {}) }, actor));
+      return 0;
+    }
+    case 'duplicate': {
+      const id = positiveInt(positionals[0], 'The request id');
+      const of = values.of === undefined ? null : positiveInt(values.of, '--of');
+      print(await lifecycle.markDuplicate(id, { reason: values.reason ?? null, duplicateOf: of, ...(version !== undefined ? { expectedVersion: version } : {}) }, actor));
+      return 0;
+    }
+    case 'bogus': {
+      const id = positiveInt(positionals[0], 'The request id');
+      print(await lifecycle.markBogus(id, { reason: values.reason ?? null, ...(version !== undefined ? { expectedVersion: version } : {}) }, actor));
+      return 0;
+    }
+    case 'revoke': {
+      const id = positiveInt(positionals[0], 'The request id');
+      print(await lifecycle.revokeRequest(id, { reason: values.reason ?? null, ...(version !== undefined ? { expectedVersion: version } : {}) }, actor));
+      return 0;
+    }
+    case 'revoke-child': {
+      const id = positiveInt(positionals[0], 'The request id');
+      const childId = positiveInt(positionals[1], 'The child id');
+      print(await lifecycle.revokeChild(id, childId, { reason: values.reason ?? null, ...(version !== undefined ? { expectedVersion: version } : {}) }, actor));
+      return 0;
+    }
+    case 'comment': {
+      const id = positiveInt(positionals[0], 'The request id');
+      const text = positionals.slice(1).join(' ');
+      print(await lifecycle.addStaffComment(id, text, actor, version));
+      return 0;
+    }
+    default:
+      throw new UsageError(action ? `Unknown requests command "${action}".` : 'Say what to do with requests.');
+  }
+}
+
+export async function runCli(argv: string[], io: CliIo, options: { config?: Readonly<Config>; services?: Services } = {}): Promise<number> {
+  const [command, ...args] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    io.out(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  let services = options.services;
+  try {
+    if (!services) {
+      const config = options.config ?? loadConfig();
+      services = createServices(config);
+    }
+    const actor: Actor = { type: 'cli', id: safeUsername() };
+    switch (command) {
+      case 'migrate': {
+        if (args[0] === 'status') {
+          const status = await services.migrationStatus();
+          io.out(`Applied: ${status.applied.length}`);
+          for (const name of status.applied) io.out(`  ✓ ${name}`);
+          io.out(`Pending: ${status.pending.length}`);
+          for (const name of status.pending) io.out(`  · ${name}`);
+          return 0;
+        }
+        if (args.length > 0) throw new UsageError(`Unknown migrate option "${args[0]}".`);
+        const applied = await services.migrate();
+        io.out(applied.length === 0 ? 'The database is up to date.' : `Applied ${applied.length} migration(s):\n${applied.map((n) => `  ✓ ${n}`).join('\n')}`);
+        return 0;
+      }
+      case 'requests':
+        return await requestsCommand(services, args, io, actor);
+      default:
+        throw new UsageError(`Unknown command "${command}".`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError || (error as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (error as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      io.err(`${(error as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (error instanceof ConfigError) {
+      io.err(error.message);
+      return 1;
+    }
+    if (error instanceof AppError) {
+      io.err(`${error.message}${error instanceof ValidationError && error.fields.length > 0 ? `\n${error.fields.map((f) => `  - ${f.field}: ${f.message}`).join('\n')}` : ''}${error.help && error.help !== error.message ? `\n${error.help}` : ''}`);
+      return 1;
+    }
+    io.err(`Failed: ${(error as Error).message}`);
+    return 1;
+  } finally {
+    if (!options.services) await services?.close().catch(() => undefined);
+  }
+}
+
+function safeUsername(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return 'unknown';
+  }
+}
+
+if (require.main === module) {
+  runCli(process.argv.slice(2), { out: (t) => process.stdout.write(`${t}\n`), err: (t) => process.stderr.write(`${t}\n`) }).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`Failed: ${(error as Error).message}\n`);
+      process.exit(1);
+    },
+  );
+}
