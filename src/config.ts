@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import dotenv from 'dotenv';
+import cron from 'node-cron';
 import { z } from 'zod';
 import { ConfigError } from './errors';
 
@@ -105,12 +106,47 @@ const environmentSchema = z.object({
   MOODLE_PASSWORD_EMAIL_COMMAND: optionalText,
   MOODLE_COMMAND_TIMEOUT_MS: positiveInt(3_600_000).default(300_000),
 
+  TRUST_PROXY: z
+    .string()
+    .trim()
+    .regex(/^(true|false|\d+|loopback|linklocal|uniquelocal|[0-9a-fA-F:.\/, ]+)$/, {
+      message: 'must be false, true, a number of proxies, loopback, or a comma-separated list of proxy addresses',
+    })
+    .default('false'),
+  MAX_CHILDREN: positiveInt(20).default(6),
+  REQUIRE_EMAIL_VERIFICATION: booleanWord.default(true),
+  VERIFICATION_TTL_HOURS: positiveInt(24 * 14).default(48),
+  PRIVACY_NOTICE_URL: httpUrl.optional(),
+  FORM_RATE_LIMIT_PER_IP: positiveInt(100_000).default(10),
+  FORM_RATE_LIMIT_PER_EMAIL: positiveInt(100_000).default(3),
+  FORM_EMBED_ORIGINS: commaList.refine(
+    (list) =>
+      list.every((o) => {
+        try {
+          const u = new URL(o);
+          return (u.protocol === 'https:' || u.protocol === 'http:') && u.origin === o.replace(/\/+$/, '');
+        } catch {
+          return false;
+        }
+      }),
+    { message: 'must be a comma-separated list of origins such as https://www.example-school.org (no paths)' },
+  ),
+
+  CYCLE_SCHEDULE: z.string().trim().min(1).default('*/15 * * * *'),
+  CYCLE_LOCK_TTL_SECONDS: positiveInt(3600).default(300),
+  SYNC_WAIT_WARN_MINUTES: positiveInt(7 * 24 * 60).default(120),
+  RETRY_BASE_SECONDS: positiveInt(86_400).default(300),
+  RETRY_MAX_SECONDS: positiveInt(7 * 86_400).default(86_400),
+
   SMTP_URL: optionalText,
   MAIL_FROM: z.string().trim().min(3).default('Moodle Parent Provisioning <no-reply@localhost>'),
   STAFF_NOTIFY_EMAILS: commaList.refine((list) => list.every((e) => emailAddress.safeParse(e).success), {
     message: 'must be a comma-separated list of email addresses',
   }),
 });
+
+/** Every environment variable the service reads (kept in step with .env.example by a test). */
+export const ENVIRONMENT_VARIABLES: readonly string[] = Object.keys(environmentSchema.shape);
 
 export type DatabaseConfig =
   | { client: 'mysql'; url: string; display: string }
@@ -154,6 +190,25 @@ export interface Config {
   schoolName: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   dataDir: string;
+  /** Express's "trust proxy" setting, for running behind the school's reverse proxy. */
+  trustProxy: boolean | number | string;
+  intake: {
+    maxChildren: number;
+    requireEmailVerification: boolean;
+    verificationTtlMs: number;
+    privacyNoticeUrl: string | undefined;
+    rateLimitPerIpPerHour: number;
+    rateLimitPerEmailPerDay: number;
+    embedOrigins: string[];
+  };
+  cycle: {
+    /** A cron expression, or undefined when scheduled cycles are off. */
+    schedule: string | undefined;
+    lockTtlMs: number;
+    syncWaitWarnMs: number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+  };
   moodle: {
     url: string | undefined;
     token: string | undefined;
@@ -214,6 +269,11 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
   if (e.MOODLE_URL !== undefined && e.MOODLE_TOKEN === undefined) {
     problems.push('MOODLE_TOKEN is required when MOODLE_URL is set (the web service token for the service user)');
   }
+  const schedule = e.CYCLE_SCHEDULE.toLowerCase() === 'off' ? undefined : e.CYCLE_SCHEDULE;
+  if (schedule !== undefined && !cron.validate(schedule)) {
+    problems.push('CYCLE_SCHEDULE must be a cron expression such as */15 * * * * (every 15 minutes), or off');
+  }
+  if (e.RETRY_MAX_SECONDS < e.RETRY_BASE_SECONDS) problems.push('RETRY_MAX_SECONDS must not be smaller than RETRY_BASE_SECONDS');
   if (problems.length > 0) throw new ConfigError(problems);
 
   const baseUrl = e.BASE_URL ?? `http://${e.HOST === '0.0.0.0' || e.HOST === '::' ? 'localhost' : e.HOST}:${e.PORT}`;
@@ -230,6 +290,23 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
     schoolName: e.SCHOOL_NAME,
     logLevel: e.LOG_LEVEL,
     dataDir,
+    trustProxy: parseTrustProxy(e.TRUST_PROXY),
+    intake: {
+      maxChildren: e.MAX_CHILDREN,
+      requireEmailVerification: e.REQUIRE_EMAIL_VERIFICATION,
+      verificationTtlMs: e.VERIFICATION_TTL_HOURS * 3_600_000,
+      privacyNoticeUrl: e.PRIVACY_NOTICE_URL,
+      rateLimitPerIpPerHour: e.FORM_RATE_LIMIT_PER_IP,
+      rateLimitPerEmailPerDay: e.FORM_RATE_LIMIT_PER_EMAIL,
+      embedOrigins: e.FORM_EMBED_ORIGINS.map((o) => new URL(o).origin),
+    },
+    cycle: {
+      schedule,
+      lockTtlMs: e.CYCLE_LOCK_TTL_SECONDS * 1000,
+      syncWaitWarnMs: e.SYNC_WAIT_WARN_MINUTES * 60_000,
+      retryBaseMs: e.RETRY_BASE_SECONDS * 1000,
+      retryMaxMs: e.RETRY_MAX_SECONDS * 1000,
+    },
     moodle: {
       url: e.MOODLE_URL,
       token: e.MOODLE_TOKEN,
@@ -281,10 +358,31 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     // The commands are operator-set, but they may embed host names or keys: show only whether set.
     { name: 'MOODLE_SYNC_COMMAND', value: mask(config.moodle.syncCommand) },
     { name: 'MOODLE_PASSWORD_EMAIL_COMMAND', value: mask(config.moodle.passwordEmailCommand) },
+    { name: 'TRUST_PROXY', value: String(config.trustProxy) },
+    { name: 'MAX_CHILDREN', value: show(config.intake.maxChildren) },
+    { name: 'REQUIRE_EMAIL_VERIFICATION', value: String(config.intake.requireEmailVerification) },
+    { name: 'VERIFICATION_TTL_HOURS', value: show(config.intake.verificationTtlMs / 3_600_000) },
+    { name: 'PRIVACY_NOTICE_URL', value: show(config.intake.privacyNoticeUrl) },
+    { name: 'FORM_RATE_LIMIT_PER_IP', value: `${config.intake.rateLimitPerIpPerHour} per hour` },
+    { name: 'FORM_RATE_LIMIT_PER_EMAIL', value: `${config.intake.rateLimitPerEmailPerDay} per day` },
+    { name: 'FORM_EMBED_ORIGINS', value: config.intake.embedOrigins.join(', ') || '(none: the form cannot be framed by another site)' },
+    { name: 'CYCLE_SCHEDULE', value: config.cycle.schedule ?? 'off' },
+    { name: 'CYCLE_LOCK_TTL_SECONDS', value: show(config.cycle.lockTtlMs / 1000) },
+    { name: 'SYNC_WAIT_WARN_MINUTES', value: show(config.cycle.syncWaitWarnMs / 60_000) },
+    { name: 'RETRY_BASE_SECONDS', value: show(config.cycle.retryBaseMs / 1000) },
+    { name: 'RETRY_MAX_SECONDS', value: show(config.cycle.retryMaxMs / 1000) },
     { name: 'SMTP_URL', value: config.mail.smtpUrl === undefined ? '(not set: mail goes to data/outbox)' : redactUrl(config.mail.smtpUrl) },
     { name: 'MAIL_FROM', value: config.mail.from },
     { name: 'STAFF_NOTIFY_EMAILS', value: config.mail.staffNotify.join(', ') || '(none)' },
   ];
+}
+
+function parseTrustProxy(value: string): boolean | number | string {
+  const v = value.trim().toLowerCase();
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  if (/^\d+$/.test(v)) return Number(v);
+  return value.trim();
 }
 
 function redactUrl(raw: string): string {

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { describeConfig, parseConfig } from '../../src/config';
+import fs from 'node:fs';
+import { describeConfig, ENVIRONMENT_VARIABLES, parseConfig } from '../../src/config';
 import { ConfigError } from '../../src/errors';
 
 function problems(env: Record<string, string>): string[] {
@@ -63,6 +64,26 @@ describe('configuration', () => {
     assert.deepEqual(config.moodle.extraContextIds, [12, 40]);
   });
 
+  it('reads the form and cycle settings, with off for no schedule', () => {
+    const config = parseConfig({ MAX_CHILDREN: '3', REQUIRE_EMAIL_VERIFICATION: 'false', VERIFICATION_TTL_HOURS: '24', FORM_EMBED_ORIGINS: 'https://www.school.org, https://school.org', CYCLE_SCHEDULE: 'off', TRUST_PROXY: '1' });
+    assert.equal(config.intake.maxChildren, 3);
+    assert.equal(config.intake.requireEmailVerification, false);
+    assert.equal(config.intake.verificationTtlMs, 86_400_000);
+    assert.deepEqual(config.intake.embedOrigins, ['https://www.school.org', 'https://school.org']);
+    assert.equal(config.cycle.schedule, undefined);
+    assert.equal(config.trustProxy, 1);
+    const defaults = parseConfig({});
+    assert.equal(defaults.cycle.schedule, '*/15 * * * *');
+    assert.equal(defaults.intake.requireEmailVerification, true);
+    assert.equal(defaults.trustProxy, false);
+  });
+
+  it('refuses a schedule that is not a cron expression, and origins with paths', () => {
+    assert.match(problems({ CYCLE_SCHEDULE: 'every morning' }).join(), /^CYCLE_SCHEDULE must be a cron expression/);
+    assert.match(problems({ FORM_EMBED_ORIGINS: 'https://school.org/parents' }).join(), /^FORM_EMBED_ORIGINS must be/);
+    assert.match(problems({ REQUIRE_EMAIL_VERIFICATION: 'maybe' }).join(), /^REQUIRE_EMAIL_VERIFICATION must be true or false/);
+  });
+
   it('treats an empty variable as not set', () => {
     const config = parseConfig({ DATABASE_URL: '', PORT: ' ', MOODLE_URL: '' });
     assert.equal(config.database.client, 'sqlite');
@@ -75,5 +96,19 @@ describe('configuration', () => {
     const shown = JSON.stringify(describeConfig(config));
     for (const secret of ['SSSSSSSS', 'tok-secret-123', 'dbpass', 'mailpass', '/keys/k']) assert.equal(shown.includes(secret), false, `${secret} hidden`);
     assert.ok(shown.includes('smtp.school'));
+  });
+
+  it('.env.example lists exactly the variables the service reads, each with a comment, and parses', () => {
+    const text = fs.readFileSync(path.resolve(__dirname, '../../.env.example'), 'utf8');
+    const lines = text.split('\n');
+    const listed = lines.filter((l) => /^[A-Z_]+=/.test(l)).map((l) => l.split('=')[0]!);
+    assert.deepEqual([...listed].sort(), [...ENVIRONMENT_VARIABLES].sort());
+    for (const name of listed) {
+      const i = lines.findIndex((l) => l.startsWith(`${name}=`));
+      const above = lines.slice(Math.max(0, i - 4), i).filter((l) => l.startsWith('#'));
+      assert.ok(above.length > 0 || /^[A-Z_]+=/.test(lines[i - 1] ?? ''), `${name} has a comment above it (or shares one with the line above)`);
+    }
+    const values = Object.fromEntries(lines.filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.split('=')[0]!, l.slice(l.indexOf('=') + 1)]));
+    assert.doesNotThrow(() => parseConfig({ ...values, MOODLE_TOKEN: 'example', SESSION_SECRET: 'x'.repeat(40) }), 'the examples are valid values');
   });
 });
