@@ -1,0 +1,226 @@
+// Builds every email the service sends, from the ejs templates in views/emails: an HTML and a
+// plain-text body each, the school's name in subject and body, links back to the service.
+import fs from 'node:fs';
+import path from 'node:path';
+import * as ejs from 'ejs';
+import type { Config } from '../config';
+import type { ChildRecord, RequestRecord } from '../requests/request-repository';
+import type { MailMessage } from './mail-transport';
+
+export type { MailMessage } from './mail-transport';
+
+/** Stored with each queued mail, for metrics and for "what was sent" on a request. */
+export type MailKind =
+  | 'verification'
+  | 'request_received'
+  | 'request_extended'
+  | 'denied'
+  | 'provisioned'
+  | 'revoked'
+  | 'staff_new_request'
+  | 'staff_cycle_summary';
+
+export interface CycleSummary {
+  cycleId: number;
+  provisioned: number;
+  /** Approved parents whose Moodle account the user sync has not created yet. */
+  waiting: number;
+  /** Requests with a child that could not be linked; retried next cycle. */
+  failed: number;
+}
+
+export interface MailMessagesOptions {
+  /** Where the templates are; found beside the source or the build when not given. */
+  viewsDir?: string;
+  now?: () => number;
+}
+
+type Locals = Record<string, unknown>;
+type Template = (locals: Locals) => string;
+
+// Plain-text bodies are not HTML: a name like "O'Brien & Sons" must come out as typed.
+const plainText = (value: unknown): string => (value === undefined || value === null ? '' : String(value));
+
+export class MailMessages {
+  private readonly schoolName: string;
+  private readonly baseUrl: string;
+  private readonly viewsDir: string;
+  private readonly now: () => number;
+  private readonly templates = new Map<string, Template>();
+
+  constructor(config: Pick<Config, 'schoolName' | 'baseUrl'>, options: MailMessagesOptions = {}) {
+    this.schoolName = config.schoolName;
+    this.baseUrl = config.baseUrl.replace(/\/+$/, '');
+    this.viewsDir = options.viewsDir ?? findViewsDir();
+    this.now = options.now ?? Date.now;
+  }
+
+  // ------------------------------------------------------------------ parents
+
+  /** Asks the parent to confirm the address. Never names the children: the address is not proven yet. */
+  verificationMessage(request: RequestRecord, rawToken: string): MailMessage {
+    const verifyUrl = `${this.baseUrl}/request/verify/${encodeURIComponent(rawToken)}`;
+    const validFor = request.verificationExpiresAt === null ? null : durationInWords(request.verificationExpiresAt - this.now());
+    return {
+      ...this.render('verification', request.email, 'Please confirm your email address', {
+        ...this.parentLocals(request),
+        verifyUrl,
+        validFor,
+      }),
+      verificationLink: verifyUrl,
+    };
+  }
+
+  /** For when email confirmation is switched off: the request went straight to the office. */
+  requestReceivedMessage(request: RequestRecord, children: ChildRecord[]): MailMessage {
+    return this.render('request-received', request.email, 'We have received your request', {
+      ...this.parentLocals(request),
+      childCount: countWords(children.length, 'child', 'children'),
+    });
+  }
+
+  /** The parent sent the form again while a request was open; it was added to that request. */
+  requestExtendedMessage(request: RequestRecord, addedChildren: number): MailMessage {
+    return this.render('request-extended', request.email, 'We have added to your request', {
+      ...this.parentLocals(request),
+      addedText: addedChildren > 0 ? `${countWords(addedChildren, 'more child', 'more children')} added` : null,
+      stillUnverified: request.status === 'unverified',
+    });
+  }
+
+  deniedMessage(request: RequestRecord): MailMessage {
+    return this.render('denied', request.email, 'Your Moodle parent account request', {
+      ...this.parentLocals(request),
+      reason: request.decisionReason,
+    });
+  }
+
+  /**
+   * The account is ready. For a parent linked to an account they already had, Moodle sends no
+   * password, so the mail says to log in as usual.
+   */
+  provisionedMessage(request: RequestRecord, children: ChildRecord[], moodleLoginUrl?: string): MailMessage {
+    return this.render('provisioned', request.email, 'Your Moodle parent account is ready', {
+      ...this.parentLocals(request),
+      childNames: children.filter((c) => c.linkState === 'linked').map((c) => `${c.firstName} ${c.lastName}`),
+      existingAccount: request.linkExistingAccount,
+      username: request.moodleUsername,
+      loginUrl: moodleLoginUrl ?? null,
+    });
+  }
+
+  /** Access removed. The staff's reason is not included: it may be internal (safeguarding). */
+  revokedMessage(request: RequestRecord): MailMessage {
+    return this.render('revoked', request.email, 'Your Moodle parent access has been removed', this.parentLocals(request));
+  }
+
+  // ------------------------------------------------------------------ staff
+
+  /** Tells the office a request is ready for review: the parent's name, how many children, a link; nothing more. */
+  staffNewRequestMessage(request: RequestRecord, children: ChildRecord[], to: string[]): MailMessage {
+    return this.render('staff-new-request', to, `New parent account request to review (number ${request.id})`, {
+      requestId: request.id,
+      parentName: fullName(request),
+      childCount: children.filter((c) => c.linkState !== 'revoked').length,
+      verified: request.verifiedAt !== null,
+      reviewUrl: `${this.baseUrl}/admin/requests/${request.id}`,
+    });
+  }
+
+  staffCycleSummaryMessage(summary: CycleSummary, to: string[]): MailMessage {
+    return this.render(
+      'staff-cycle-summary',
+      to,
+      `Provisioning cycle ${summary.cycleId}: ${summary.failed} failed, ${summary.waiting} waiting`,
+      {
+        cycleId: summary.cycleId,
+        provisioned: summary.provisioned,
+        waiting: summary.waiting,
+        failed: summary.failed,
+        reportUrl: `${this.baseUrl}/admin/cycles/${summary.cycleId}`,
+      },
+    );
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private parentLocals(request: RequestRecord): Locals {
+    return {
+      greetingName: greetingName(request),
+      statusUrl: `${this.baseUrl}/request/status/${encodeURIComponent(request.publicId)}`,
+    };
+  }
+
+  private render(name: string, to: string | string[], subject: string, locals: Locals): MailMessage {
+    // Header text must stay on one line whatever a school name or template holds.
+    const fullSubject = `${this.schoolName}: ${subject}`.replace(/[\r\n]+/g, ' ').trim();
+    const common = {
+      schoolName: this.schoolName,
+      subject: fullSubject,
+      footer: `Sent by the Moodle parent account service of ${this.schoolName}. If you have a question, please contact the school office.`,
+    };
+    const all = { ...common, ...locals };
+    const html = this.template('layout.html')({ ...common, body: this.template(`${name}.html`)(all) });
+    const text = this.template('layout.text')({ ...common, body: this.template(`${name}.text`)(all) });
+    return { to, subject: fullSubject, text: tidyText(text), html };
+  }
+
+  private template(name: string): Template {
+    let compiled = this.templates.get(name);
+    if (!compiled) {
+      const filename = path.join(this.viewsDir, `${name}.ejs`);
+      const source = fs.readFileSync(filename, 'utf8');
+      const isText = name.endsWith('.text');
+      const fn = ejs.compile(source, { filename, ...(isText ? { escape: plainText } : {}) });
+      compiled = (locals: Locals) => fn(locals);
+      this.templates.set(name, compiled);
+    }
+    return compiled;
+  }
+}
+
+export function createMailMessages(config: Pick<Config, 'schoolName' | 'baseUrl'>, options: MailMessagesOptions = {}): MailMessages {
+  return new MailMessages(config, options);
+}
+
+/** "Ms Khan"; without a title, the full name, so nobody is greeted as a bare surname. */
+function greetingName(request: RequestRecord): string {
+  const title = request.parentTitle.trim();
+  return title ? `${title} ${request.parentLastName}`.trim() : fullName(request);
+}
+
+function fullName(request: RequestRecord): string {
+  return [request.parentTitle, request.parentFirstName, request.parentLastName].map((s) => s.trim()).filter(Boolean).join(' ');
+}
+
+function countWords(n: number, one: string, many: string): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/** "48 hours", "7 days", "30 minutes": how long a link stays valid, rounded for people. */
+export function durationInWords(ms: number): string | null {
+  if (!Number.isFinite(ms) || ms <= 0) return null;
+  const minutes = Math.round(ms / 60_000);
+  if (minutes < 60) return countWords(Math.max(1, minutes), 'minute', 'minutes');
+  const hours = Math.round(ms / 3_600_000);
+  if (hours <= 48) return countWords(hours, 'hour', 'hours');
+  return countWords(Math.round(ms / 86_400_000), 'day', 'days');
+}
+
+/** At most one blank line in a row, no trailing spaces: templates leave a little slack. */
+function tidyText(text: string): string {
+  return `${text
+    .split('\n')
+    .map((line) => line.trimEnd())
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trim()}\n`;
+}
+
+function findViewsDir(): string {
+  // src/mail when run through tsx, dist/src/mail after a build: views/ is at the project root.
+  const candidates = [path.resolve(__dirname, '../../views/emails'), path.resolve(__dirname, '../../../views/emails')];
+  const found = candidates.find((dir) => fs.existsSync(path.join(dir, 'layout.html.ejs')));
+  if (!found) throw new Error(`The email templates were not found (looked in ${candidates.join(' and ')}).`);
+  return found;
+}
