@@ -103,6 +103,8 @@ export interface ProvisioningOutcome {
   waiting?: { message: string } | null;
   linkedChildIds?: number[];
   failedChildren?: Array<{ childId: number; error: string }>;
+  /** Problems not tied to one child (an extra context, a conflicting account): not provisioned yet. */
+  requestErrors?: string[];
   /** When to try the failed children again. */
   nextAttemptAt?: number | null;
 }
@@ -612,13 +614,16 @@ export class RequestLifecycle {
         }
         linkedIds.push(...linked);
         const stillUnlinked = [...matched.keys()].filter((id) => !linked.includes(id));
-        const provisioned = stillUnlinked.length === 0 && (linked.length > 0 || children.some((c) => c.linkState === 'linked'));
+        const requestErrors = outcome.requestErrors ?? [];
+        const provisioned =
+          stillUnlinked.length === 0 && requestErrors.length === 0 && (linked.length > 0 || children.some((c) => c.linkState === 'linked'));
         const waiting = outcome.waiting ?? null;
+        const problems = [...requestErrors, ...failed.map((f) => f.error)];
         const patch: Partial<RequestRecord> = {
           moodleUserId: outcome.parentMoodleUserId ?? request.moodleUserId,
           waitingSince: waiting ? (request.waitingSince ?? now) : null,
-          lastError: waiting ? waiting.message : failed.length > 0 ? failed.map((f) => f.error).join('\n') : null,
-          attempts: failed.length > 0 ? request.attempts + 1 : waiting ? request.attempts : 0,
+          lastError: waiting ? waiting.message : problems.length > 0 ? problems.join('\n') : null,
+          attempts: problems.length > 0 ? request.attempts + 1 : waiting ? request.attempts : 0,
           nextAttemptAt: provisioned ? null : (outcome.nextAttemptAt ?? null),
           updatedAt: now,
           ...(provisioned ? { status: 'provisioned' as const, provisionedAt: now } : {}),
@@ -631,7 +636,9 @@ export class RequestLifecycle {
         const after = { ...request, ...patch, version: request.version + 1 } as RequestRecord;
         results.push({ requestId: request.id, applied: true, status: after.status });
         if (linked.length > 0) audits.push(this.auditInput(actor, request.id, 'children_linked', { childIds: linked, parentMoodleUserId: after.moodleUserId }));
-        if (failed.length > 0) audits.push(this.auditInput(actor, request.id, 'link_failed', { children: failed }));
+        if (failed.length > 0 || requestErrors.length > 0) {
+          audits.push(this.auditInput(actor, request.id, 'link_failed', { children: failed, problems: requestErrors }));
+        }
         if (waiting && request.waitingSince === null) audits.push(this.auditInput(actor, request.id, 'waiting_for_moodle', { message: waiting.message }));
         if (provisioned) {
           audits.push(this.auditInput(actor, request.id, 'provisioned', { from: 'approved', to: 'provisioned' }));

@@ -1,0 +1,160 @@
+// The provisioning_cycles table, and the set queries a cycle uses to find its work.
+import type { Database } from '../db/database';
+import { childFromRow, requestFromRow, type ChildRecord, type RequestRecord } from '../requests/request-repository';
+
+export const CYCLES_TABLE = 'provisioning_cycles';
+
+export type CycleTrigger = 'schedule' | 'manual' | 'cli';
+export type CycleState = 'running' | 'succeeded' | 'problems' | 'failed' | 'interrupted';
+export type CycleStep = 'starting' | 'checking' | 'syncing' | 'looking_up' | 'assigning' | 'unassigning' | 'password_email' | 'recording' | 'done';
+
+export interface CycleCounts {
+  requests: number;
+  provisioned: number;
+  childrenLinked: number;
+  childrenFailed: number;
+  waiting: number;
+  waitedTooLong: number;
+  refused: number;
+  unassigned: number;
+  unassignFailed: number;
+  moodleCalls: number;
+}
+
+export interface RequestOutcomeReport {
+  requestId: number;
+  outcome: 'provisioned' | 'linked_some' | 'waiting' | 'failed' | 'refused' | 'unchanged';
+  message: string | null;
+  children: Array<{ childId: number; outcome: 'linked' | 'failed' | 'waiting'; error?: string }>;
+}
+
+export interface CycleRecord {
+  id: number;
+  trigger: CycleTrigger;
+  triggeredBy: string | null;
+  state: CycleState;
+  step: CycleStep | null;
+  progressDone: number;
+  progressTotal: number;
+  startedAt: number;
+  finishedAt: number | null;
+  counts: CycleCounts | null;
+  error: string | null;
+  syncOutput: string | null;
+  report: RequestOutcomeReport[];
+}
+
+type Row = Record<string, unknown>;
+
+function parseJson<T>(text: unknown, fallback: T): T {
+  if (typeof text !== 'string' || text === '') return fallback;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return fallback;
+  }
+}
+
+function cycleFromRow(r: Row): CycleRecord {
+  return {
+    id: Number(r.id),
+    trigger: r.trigger as CycleTrigger,
+    triggeredBy: (r.triggered_by as string | null) ?? null,
+    state: r.state as CycleState,
+    step: (r.step as CycleStep | null) ?? null,
+    progressDone: Number(r.progress_done ?? 0),
+    progressTotal: Number(r.progress_total ?? 0),
+    startedAt: Number(r.started_at),
+    finishedAt: r.finished_at === null || r.finished_at === undefined ? null : Number(r.finished_at),
+    counts: parseJson<CycleCounts | null>(r.counts, null),
+    error: (r.error as string | null) ?? null,
+    syncOutput: (r.sync_output as string | null) ?? null,
+    report: parseJson<RequestOutcomeReport[]>(r.log, []),
+  };
+}
+
+export class CycleRepository {
+  constructor(private readonly db: Database) {}
+
+  async create(trigger: CycleTrigger, triggeredBy: string | null, now: number): Promise<number> {
+    const [id] = await this.db(CYCLES_TABLE).insert({ trigger, triggered_by: triggeredBy, state: 'running', step: 'starting', started_at: now });
+    return Number(id);
+  }
+
+  async progress(id: number, step: CycleStep, done: number, total: number): Promise<void> {
+    await this.db(CYCLES_TABLE).where({ id }).update({ step, progress_done: done, progress_total: total });
+  }
+
+  async finish(
+    id: number,
+    fields: { state: CycleState; counts: CycleCounts; error: string | null; syncOutput: string | null; report: RequestOutcomeReport[]; now: number },
+  ): Promise<void> {
+    await this.db(CYCLES_TABLE).where({ id }).update({
+      state: fields.state,
+      step: 'done',
+      finished_at: fields.now,
+      counts: JSON.stringify(fields.counts),
+      error: fields.error,
+      sync_output: fields.syncOutput,
+      log: JSON.stringify(fields.report),
+    });
+  }
+
+  /** Cycles left 'running' by a process that died: marked interrupted when a new cycle starts. */
+  async markInterrupted(exceptId: number, now: number): Promise<number> {
+    return Number(
+      await this.db(CYCLES_TABLE)
+        .where({ state: 'running' })
+        .whereNot({ id: exceptId })
+        .update({ state: 'interrupted', finished_at: now, error: 'The cycle stopped before it finished (the service was stopped or crashed). Its work is picked up by the next cycle.' }),
+    );
+  }
+
+  async get(id: number): Promise<CycleRecord | undefined> {
+    const row = (await this.db(CYCLES_TABLE).where({ id }).first()) as Row | undefined;
+    return row ? cycleFromRow(row) : undefined;
+  }
+
+  async recent(limit: number, offset = 0): Promise<CycleRecord[]> {
+    const rows = (await this.db(CYCLES_TABLE)
+      .select('id', 'trigger', 'triggered_by', 'state', 'step', 'progress_done', 'progress_total', 'started_at', 'finished_at', 'counts', 'error')
+      .orderBy('id', 'desc')
+      .limit(limit)
+      .offset(offset)) as Row[];
+    return rows.map(cycleFromRow);
+  }
+
+  /** Approved requests whose next attempt is due, with their children: two set queries. */
+  async dueApprovedRequests(now: number): Promise<Array<{ request: RequestRecord; children: ChildRecord[] }>> {
+    const rows = (await this.db('requests')
+      .where({ status: 'approved' })
+      .andWhere((q) => q.whereNull('next_attempt_at').orWhere('next_attempt_at', '<=', now))
+      .orderBy('id')) as Row[];
+    const requests = rows.map(requestFromRow);
+    const children = new Map<number, ChildRecord[]>(requests.map((r) => [r.id, []]));
+    for (let i = 0; i < requests.length; i += 500) {
+      const ids = requests.slice(i, i + 500).map((r) => r.id);
+      const childRows = (await this.db('request_children').whereIn('request_id', ids).orderBy(['request_id', 'position'])) as Row[];
+      for (const row of childRows) {
+        const child = childFromRow(row);
+        children.get(child.requestId)?.push(child);
+      }
+    }
+    return requests.map((request) => ({ request, children: children.get(request.id) ?? [] }));
+  }
+
+  /** Revoked children whose Parent role may still be assigned in Moodle, with their request's parent. */
+  async dueUnassignments(now: number): Promise<Array<{ child: ChildRecord; moodleUsername: string | null; parentMoodleUserId: number | null }>> {
+    const rows = (await this.db('request_children as c')
+      .join('requests as r', 'r.id', 'c.request_id')
+      .where('c.unassign_pending', true)
+      .andWhere((q) => q.whereNull('c.next_attempt_at').orWhere('c.next_attempt_at', '<=', now))
+      .select('c.*', 'r.moodle_username as parent_username', 'r.moodle_user_id as parent_moodle_user_id')
+      .orderBy('c.id')) as Row[];
+    return rows.map((row) => ({
+      child: childFromRow(row),
+      moodleUsername: (row.parent_username as string | null) ?? null,
+      parentMoodleUserId: row.parent_moodle_user_id === null || row.parent_moodle_user_id === undefined ? null : Number(row.parent_moodle_user_id),
+    }));
+  }
+}

@@ -1,0 +1,277 @@
+// The provisioning cycle against a real database and the Moodle test double over HTTP.
+import assert from 'node:assert/strict';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import pino from 'pino';
+import type { Database } from '../../src/db/database';
+import { MoodleClient } from '../../src/moodle/moodle-client';
+import { CycleAlreadyRunningError, ProvisioningCycle, type CycleDependencies, type CycleSettings } from '../../src/provisioning/provisioning-cycle';
+import type { RequestLifecycle } from '../../src/requests/request-lifecycle';
+import { assertAuthInvariant, createLifecycle, snapshot, staff, submission } from '../support/builders';
+import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
+import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
+
+const PARENT_ROLE = 9;
+const settings: CycleSettings = {
+  parentRoleId: PARENT_ROLE,
+  extraContextIds: [],
+  syncCommand: undefined,
+  passwordEmailCommand: undefined,
+  commandTimeoutMs: 10_000,
+  lockTtlMs: 60_000,
+  syncWaitWarnMs: 3_600_000,
+  retryBaseMs: 60_000,
+  retryMaxMs: 3_600_000,
+};
+
+interface Rig {
+  moodle: MoodleDouble;
+  cycle: ProvisioningCycle;
+  calls: { n: number };
+}
+
+function makeCycle(db: Database, lifecycle: RequestLifecycle, moodle: MoodleDouble, extra: Partial<CycleDependencies> = {}, token = moodle.tokens.ws, batchSize = 100): Rig {
+  const calls = { n: 0 };
+  const client = new MoodleClient({ url: moodle.url, token, timeoutMs: 2000, retries: 1, retryDelayMs: 1, batchSize, onCall: () => (calls.n += 1) });
+  const cycle = new ProvisioningCycle({ db, lifecycle, moodle: client, settings, logger: pino({ level: 'silent' }), moodleCallCount: () => calls.n, ...extra });
+  return { moodle, cycle, calls };
+}
+
+for (const dialect of DIALECTS) {
+  describe(`provisioning cycle on ${dialect}`, async () => {
+    const skip = await skipReason(dialect);
+    let t: TestDatabase;
+    let lifecycle: RequestLifecycle;
+    let moodle: MoodleDouble;
+    let rig: Rig;
+    before(async () => {
+      if (!skip) t = await createTestDatabase(dialect);
+    });
+    after(async () => t?.destroy());
+    beforeEach(async () => {
+      if (skip) return;
+      // Each test starts with no open work: earlier tests' requests are closed off directly.
+      await t.db('request_children').update({ unassign_pending: false });
+      await t.db(TEST_AUTH_TABLE).delete();
+      await t.db('requests').whereIn('status', ['approved', 'provisioned']).update({ status: 'revoked' });
+      await t.db('requests').whereIn('status', ['pending', 'unverified']).update({ status: 'bogus' });
+      lifecycle = createLifecycle(t.db);
+      moodle = await startMoodleDouble({ state: seedRecordedSite() });
+      rig = makeCycle(t.db, lifecycle, moodle);
+    });
+    afterEach(async () => {
+      if (skip) return;
+      await moodle.close();
+      await assertAuthInvariant(t.db);
+    });
+
+    async function approve(email: string, pupils: Array<number | null>, childrenCount = pupils.length) {
+      const children = [
+        { firstName: 'Ann', lastName: 'Pupil', tutorGroup: '7B', pupilIdentifier: null },
+        { firstName: 'Bob', lastName: 'Pupil', tutorGroup: '9C', pupilIdentifier: null },
+        { firstName: 'Cat', lastName: 'Pupil', tutorGroup: '8A', pupilIdentifier: null },
+      ].slice(0, childrenCount);
+      const { request, children: kids } = await lifecycle.submitRequest(submission({ email, children }), { type: 'parent' });
+      return lifecycle.approveRequest(request.id, { children: kids.map((c, i) => ({ childId: c.id, moodleUserId: pupils[i] ?? null })) }, staff);
+    }
+
+    it('approve → wait for the sync → next cycle links every child and the request is provisioned', { skip }, async () => {
+      const request = await approve('new.parent@example.org', [3, 4]);
+      const first = await rig.cycle.run('manual', 'office');
+      assert.equal(first.state, 'succeeded');
+      assert.equal(first.counts.waiting, 1);
+      assert.equal(first.report[0]?.outcome, 'waiting');
+      const waiting = await lifecycle.get(request.id);
+      assert.equal(waiting.request.status, 'approved');
+      assert.match(waiting.request.lastError ?? '', /Waiting for Moodle to create the account/);
+
+      const printed = await moodle.sync(t.db, TEST_AUTH_TABLE);
+      assert.match(printed, /Inserted user new\.parent@example\.org id \d+/);
+      const parent = moodle.state.userByUsername('new.parent@example.org')!;
+
+      const second = await rig.cycle.run('schedule', null);
+      assert.equal(second.state, 'succeeded');
+      assert.equal(second.counts.provisioned, 1);
+      assert.equal(second.counts.childrenLinked, 2);
+      const done = await lifecycle.get(request.id);
+      assert.equal(done.request.status, 'provisioned');
+      assert.equal(done.request.moodleUserId, parent.id);
+      assert.deepEqual(done.children.map((c) => c.linkState), ['linked', 'linked']);
+      assert.ok(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 3));
+      assert.ok(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 4));
+      assert.equal(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 9), false, 'not linked to the other Ann Pupil');
+
+      const record = await rig.cycle.repository.get(second.cycleId);
+      assert.equal(record?.state, 'succeeded');
+      assert.equal(record?.trigger, 'schedule');
+      assert.equal(record?.report[0]?.outcome, 'provisioned');
+      assert.ok(record?.finishedAt);
+      assert.equal(await rig.cycle.repository.get(first.cycleId).then((c) => c?.triggeredBy), 'office');
+
+      const third = await rig.cycle.run('manual', 'office');
+      assert.equal(third.counts.requests, 0, 'a provisioned request is not worked on again');
+    });
+
+    it('one bad child is isolated: the others link, the bad one fails with a plain error and is retried later', { skip }, async () => {
+      const good = await approve('good.parent@example.org', [3]);
+      const mixed = await approve('mixed.parent@example.org', [4, 998]);
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      const summary = await rig.cycle.run('manual', 'office');
+      assert.equal(summary.state, 'problems');
+      assert.equal(summary.counts.provisioned, 1);
+      assert.equal(summary.counts.childrenLinked, 2);
+      assert.equal(summary.counts.childrenFailed, 1);
+      assert.equal((await lifecycle.get(good.id)).request.status, 'provisioned');
+      const m = await lifecycle.get(mixed.id);
+      assert.equal(m.request.status, 'approved');
+      assert.deepEqual(m.children.map((c) => c.linkState), ['linked', 'matched']);
+      assert.ok(m.children[1]!.lastError && !/invalidparameter/.test(m.children[1]!.lastError), 'plain words, not the raw errorcode');
+      assert.ok(m.request.nextAttemptAt && m.request.nextAttemptAt > Date.now(), 'retried later with backoff');
+      const parent = moodle.state.userByUsername('mixed.parent@example.org')!;
+      assert.ok(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 4));
+      // Not due yet: the next cycle leaves it alone.
+      const next = await rig.cycle.run('manual', 'office');
+      assert.equal(next.counts.requests, 0);
+    });
+
+    it('an invalid token stops the cycle early with a plain message and changes no request', { skip }, async () => {
+      await approve('token.parent@example.org', [3]);
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      const bad = makeCycle(t.db, lifecycle, moodle, {}, moodle.tokens.invalid);
+      const before = await snapshot(t.db);
+      const summary = await bad.cycle.run('manual', 'office');
+      assert.equal(summary.state, 'failed');
+      assert.match(summary.error ?? '', /token/i);
+      assert.equal(String(summary.error).includes(moodle.tokens.invalid), false, 'the token never appears');
+      assert.deepEqual(await snapshot(t.db), before);
+      assert.equal(moodle.calls('core_role_assign_roles'), 0);
+    });
+
+    it('Moodle down stops the cycle early and changes no request', { skip }, async () => {
+      await approve('down.parent@example.org', [3]);
+      const url = moodle.url;
+      await moodle.close();
+      const client = new MoodleClient({ url, token: 'x', timeoutMs: 500, retries: 0, batchSize: 100 });
+      const cycle = new ProvisioningCycle({ db: t.db, lifecycle, moodle: client, settings, logger: pino({ level: 'silent' }) });
+      const before = await snapshot(t.db);
+      const summary = await cycle.run('manual', 'office');
+      assert.equal(summary.state, 'failed');
+      assert.match(summary.error ?? '', /could not be reached/i);
+      assert.deepEqual(await snapshot(t.db), before);
+      moodle = await startMoodleDouble({ state: seedRecordedSite() });
+    });
+
+    it('a denial made while the cycle runs wins, and the roles the cycle added are removed next cycle', { skip }, async () => {
+      const request = await approve('deny.during@example.org', [3, 4]);
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      const racing = makeCycle(t.db, lifecycle, moodle, {
+        onStep: async (step) => {
+          if (step === 'recording') await lifecycle.denyRequest(request.id, { reason: 'Safeguarding' }, staff);
+        },
+      });
+      const summary = await racing.cycle.run('manual', 'office');
+      assert.equal(summary.counts.refused, 1);
+      assert.equal(summary.report[0]?.outcome, 'refused');
+      const after = await lifecycle.get(request.id);
+      assert.equal(after.request.status, 'denied');
+      const parent = moodle.state.userByUsername('deny.during@example.org')!;
+      assert.ok(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 3), 'the role landed in Moodle before the denial');
+      const cleanup = await rig.cycle.run('manual', 'office');
+      assert.equal(cleanup.counts.unassigned, 2);
+      assert.equal(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 3), false);
+      assert.equal(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 4), false);
+      const printed = await moodle.sync(t.db, TEST_AUTH_TABLE);
+      assert.match(printed, /Suspended user deny\.during@example\.org/);
+    });
+
+    it('revoking one child removes that role; revoking the rest removes the auth row and Moodle suspends the parent', { skip }, async () => {
+      const request = await approve('revoke.parent@example.org', [3, 4]);
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      await rig.cycle.run('manual', 'office');
+      assert.equal((await lifecycle.get(request.id)).request.status, 'provisioned');
+      const parent = moodle.state.userByUsername('revoke.parent@example.org')!;
+      const { children } = await lifecycle.get(request.id);
+      await lifecycle.revokeChild(request.id, children[0]!.id, { reason: 'Custody' }, staff);
+      await rig.cycle.run('manual', 'office');
+      assert.equal(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 3), false);
+      assert.ok(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 4));
+      await lifecycle.revokeChild(request.id, children[1]!.id, {}, staff);
+      assert.equal((await lifecycle.get(request.id)).request.status, 'revoked');
+      await rig.cycle.run('manual', 'office');
+      assert.equal(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 4), false);
+      assert.match(await moodle.sync(t.db, TEST_AUTH_TABLE), /Suspended user revoke\.parent@example\.org/);
+      const actions = (await lifecycle.repository.auditFor(t.db, request.id)).map((a) => a.action);
+      assert.equal(actions.filter((a) => a === 'role_unassigned').length, 2);
+    });
+
+    it('a second trigger while a cycle runs is told a cycle is already running, with its id', { skip }, async () => {
+      await approve('lock.parent@example.org', [3]);
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const slow = makeCycle(t.db, lifecycle, moodle, { onStep: (step) => (step === 'looking_up' ? gate : undefined) });
+      const other = makeCycle(t.db, lifecycle, moodle);
+      const { cycleId, finished } = await slow.cycle.start('manual', 'office');
+      await assert.rejects(other.cycle.run('schedule', null), (e: unknown) => e instanceof CycleAlreadyRunningError && e.cycleId === cycleId && /already running/.test(e.message));
+      assert.equal(slow.cycle.current()?.cycleId, cycleId);
+      release();
+      await finished;
+      assert.equal(slow.cycle.current(), undefined);
+      const afterwards = await other.cycle.run('schedule', null);
+      assert.equal(afterwards.state, 'succeeded', 'the lock is released when the cycle ends');
+    });
+
+    it('a parent account not managed by this service is not linked without staff deciding', { skip }, async () => {
+      moodle.state.addUser({ username: 'teacher.parent@example.org', auth: 'manual' });
+      const request = await approve('teacher.parent@example.org', [3]);
+      const summary = await rig.cycle.run('manual', 'office');
+      assert.equal(summary.state, 'problems');
+      const after = await lifecycle.get(request.id);
+      assert.equal(after.request.status, 'approved');
+      assert.match(after.request.lastError ?? '', /does not manage/);
+      assert.equal(moodle.calls('core_role_assign_roles'), 0);
+    });
+  });
+}
+
+describe('provisioning cycle at scale', async () => {
+  let t: TestDatabase;
+  before(async () => {
+    t = await createTestDatabase('sqlite');
+  });
+  after(async () => t?.destroy());
+
+  it('1,000 approved requests × 2 children take a small constant number of Moodle calls per step', async () => {
+    const state = seedRecordedSite();
+    const moodle = await startMoodleDouble({ state });
+    try {
+      const lifecycle = createLifecycle(t.db);
+      const N = 1000;
+      for (let i = 0; i < N; i++) {
+        const a = state.addUser({ username: `pupil.${i}.a`, firstname: 'A', lastname: `P${i}` });
+        const b = state.addUser({ username: `pupil.${i}.b`, firstname: 'B', lastname: `P${i}` });
+        const { request, children } = await lifecycle.submitRequest(
+          submission({ email: `scale.${i}@example.org`, children: [{ firstName: 'A', lastName: `P${i}`, tutorGroup: '7B', pupilIdentifier: null }, { firstName: 'B', lastName: `P${i}`, tutorGroup: '7B', pupilIdentifier: null }] }),
+          { type: 'parent' },
+        );
+        await lifecycle.approveRequest(request.id, { children: [{ childId: children[0]!.id, moodleUserId: a.id }, { childId: children[1]!.id, moodleUserId: b.id }] }, staff);
+      }
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      moodle.resetCounts();
+      const rig = makeCycle(t.db, lifecycle, moodle);
+      const summary = await rig.cycle.run('manual', 'bench');
+      assert.equal(summary.state, 'succeeded');
+      assert.equal(summary.counts.provisioned, N);
+      assert.equal(summary.counts.childrenLinked, 2 * N);
+      // One check, N/100 look-ups, 2N/100 assignment batches: 31 calls instead of 3,000.
+      assert.equal(moodle.calls('core_webservice_get_site_info'), 1);
+      assert.equal(moodle.calls('core_user_get_users_by_field'), 10);
+      assert.equal(moodle.calls('core_role_assign_roles'), 20);
+      assert.equal(moodle.calls(), 31);
+      assert.equal(summary.counts.moodleCalls, 31);
+      const provisioned = await t.db('requests').where({ status: 'provisioned' }).count({ n: '*' }).first();
+      assert.equal(Number(provisioned?.n), N);
+      await assertAuthInvariant(t.db);
+    } finally {
+      await moodle.close();
+    }
+  });
+});
