@@ -8,6 +8,9 @@ import { AppError, ConfigError, ValidationError } from './errors';
 import type { Actor } from './requests/request-lifecycle';
 import type { ChildRecord, RequestRecord } from './requests/request-repository';
 import { REQUEST_STATUSES, STATUS_LABELS, type RequestStatus } from './requests/request-states';
+import { createMailTransport } from './mail/mail-transport';
+import { createMoodleClient } from './moodle/create-moodle-client';
+import { formatDoctor, runDoctor } from './moodle/doctor';
 import { createServices, type Services } from './services';
 
 export interface CliIo {
@@ -18,6 +21,7 @@ export interface CliIo {
 const USAGE = `Usage: npm run cli -- <command> [options]
 
 Commands:
+  doctor [--run-sync] [--json]    check the database, Moodle, the sync command and mail
   migrate                         apply pending database migrations
   migrate status                  list applied and pending migrations
   requests list [--status S] [--limit N] [--json]
@@ -174,6 +178,26 @@ async function requestsCommand(services: Services, args: string[], io: CliIo, ac
   }
 }
 
+async function doctorCommand(services: Services, args: string[], io: CliIo): Promise<number> {
+  const { values } = parseArgs({ args, options: { 'run-sync': { type: 'boolean' }, json: { type: 'boolean' } } });
+  const transport = createMailTransport(services.config.mail, services.logger);
+  try {
+    const checks = await runDoctor(
+      {
+        config: services.config,
+        db: services.db,
+        moodle: createMoodleClient(services.config.moodle, { logger: services.logger }),
+        verifyMail: () => transport.verify(),
+      },
+      { runSync: values['run-sync'] ?? false },
+    );
+    io.out(values.json ? JSON.stringify(checks, null, 2) : formatDoctor(checks));
+    return checks.some((c) => !c.ok && !c.skipped) ? 1 : 0;
+  } finally {
+    transport.close();
+  }
+}
+
 export async function runCli(argv: string[], io: CliIo, options: { config?: Readonly<Config>; services?: Services } = {}): Promise<number> {
   const [command, ...args] = argv;
   if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
@@ -204,6 +228,8 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
       }
       case 'requests':
         return await requestsCommand(services, args, io, actor);
+      case 'doctor':
+        return await doctorCommand(services, args, io);
       default:
         throw new UsageError(`Unknown command "${command}".`);
     }

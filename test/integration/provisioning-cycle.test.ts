@@ -29,7 +29,7 @@ interface Rig {
   calls: { n: number };
 }
 
-function makeCycle(db: Database, lifecycle: RequestLifecycle, moodle: MoodleDouble, extra: Partial<CycleDependencies> = {}, token = moodle.tokens.ws, batchSize = 100): Rig {
+function makeCycle(db: Database, lifecycle: RequestLifecycle, moodle: MoodleDouble, extra: Partial<CycleDependencies> = {}, token: string = moodle.tokens.ws, batchSize = 100): Rig {
   const calls = { n: 0 };
   const client = new MoodleClient({ url: moodle.url, token, timeoutMs: 2000, retries: 1, retryDelayMs: 1, batchSize, onCall: () => (calls.n += 1) });
   const cycle = new ProvisioningCycle({ db, lifecycle, moodle: client, settings, logger: pino({ level: 'silent' }), moodleCallCount: () => calls.n, ...extra });

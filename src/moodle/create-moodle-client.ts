@@ -1,0 +1,19 @@
+// Builds the Moodle client from the configuration, or nothing when Moodle is not configured.
+import type { Config } from '../config';
+import { MoodleClient, type MoodleCallOutcome, type MoodleLogger } from './moodle-client';
+
+export function createMoodleClient(
+  moodle: Readonly<Config['moodle']>,
+  options: { logger?: MoodleLogger; onCall?: (wsfunction: string, outcome: MoodleCallOutcome) => void } = {},
+): MoodleClient | undefined {
+  if (!moodle.url || !moodle.token) return undefined;
+  return new MoodleClient({
+    url: moodle.url,
+    token: moodle.token,
+    timeoutMs: moodle.timeoutMs,
+    retries: moodle.retries,
+    batchSize: moodle.batchSize,
+    ...(options.logger ? { logger: options.logger } : {}),
+    ...(options.onCall ? { onCall: options.onCall } : {}),
+  });
+}

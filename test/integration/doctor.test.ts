@@ -1,0 +1,107 @@
+// `doctor` against the Moodle test double, a real SMTP server and a real database: all good,
+// an invalid token, a missing function, Moodle down, web services off.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { runCli } from '../../src/cli';
+import { parseConfig } from '../../src/config';
+import { createServices } from '../../src/services';
+import { createTestDatabase, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
+import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
+import { TestSmtpServer } from '../support/smtp-server';
+
+async function closedPortUrl(): Promise<string> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((r) => server.close(r));
+  return `http://127.0.0.1:${port}`;
+}
+
+describe('doctor', () => {
+  let t: TestDatabase;
+  let smtp: TestSmtpServer;
+  let moodle: MoodleDouble;
+  before(async () => {
+    t = await createTestDatabase('sqlite');
+    smtp = await new TestSmtpServer().start();
+    moodle = await startMoodleDouble({ state: seedRecordedSite() });
+  });
+  after(async () => {
+    await moodle?.close();
+    await smtp?.close();
+    await t?.destroy();
+  });
+
+  async function doctor(env: Record<string, string>, ...args: string[]) {
+    const config = parseConfig({ NODE_ENV: 'test', AUTH_TABLE: TEST_AUTH_TABLE, MOODLE_PARENT_ROLE_ID: '9', SMTP_URL: smtp.url, MOODLE_RETRIES: '0', MOODLE_TIMEOUT_MS: '2000', ...env });
+    const services = createServices(config, { db: t.db });
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await runCli(['doctor', ...args], { out: (s) => out.push(s), err: (s) => err.push(s) }, { services });
+    return { code, text: out.join('\n') + err.join('\n') };
+  }
+
+  it('all good: every check passes and the exit code is 0', async () => {
+    const r = await doctor({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws });
+    assert.equal(r.code, 0, r.text);
+    for (const label of ['Database', 'Auth table', 'Moodle address', 'Moodle web services', 'Moodle web service token', 'Web service functions', 'Parent role', 'User sync command', 'Mail']) {
+      assert.match(r.text, new RegExp(`✓ ${label}`), `${label} ok`);
+    }
+    assert.match(r.text, /Everything checked is working/);
+    assert.equal(r.text.includes(moodle.tokens.ws), false, 'the token is never printed');
+  });
+
+  it('an invalid token is named as such, with where to get a new one', async () => {
+    const r = await doctor({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.invalid });
+    assert.equal(r.code, 1);
+    assert.match(r.text, /✗ Moodle web service token/);
+    assert.match(r.text, /Manage tokens/);
+    assert.equal(r.text.includes(moodle.tokens.invalid), false);
+  });
+
+  it('a function missing from the service is named', async () => {
+    moodle.state.removeServiceFunction('core_role_assign_roles');
+    try {
+      const r = await doctor({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws });
+      assert.equal(r.code, 1);
+      assert.match(r.text, /✗ Web service functions: .*core_role_assign_roles/);
+      assert.match(r.text, /External services/);
+    } finally {
+      moodle.state.serviceFunctions.push('core_role_assign_roles');
+    }
+  });
+
+  it('Moodle down: the address check fails in plain words and the later Moodle checks are not run', async () => {
+    const r = await doctor({ MOODLE_URL: await closedPortUrl(), MOODLE_TOKEN: 'whatever-token' });
+    assert.equal(r.code, 1);
+    assert.match(r.text, /✗ Moodle address \(MOODLE_URL\): .*could not be reached/i);
+    assert.match(r.text, /- Moodle web service token/);
+    assert.match(r.text, /✓ Database/);
+  });
+
+  it('web services switched off in Moodle are reported with where to switch them on', async () => {
+    moodle.setFaults({ webServicesEnabled: false });
+    try {
+      const r = await doctor({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws });
+      assert.equal(r.code, 1);
+      assert.match(r.text, /✗ Moodle web services: .*switched off/i);
+      assert.match(r.text, /Enable web services/);
+    } finally {
+      moodle.setFaults({ webServicesEnabled: true });
+    }
+  });
+
+  it('Moodle not configured and the sync command run with --run-sync are reported', async () => {
+    const none = await doctor({});
+    assert.equal(none.code, 1);
+    assert.match(none.text, /✗ Moodle address \(MOODLE_URL\)/);
+    const failing = await doctor({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws, MOODLE_SYNC_COMMAND: "printf '%s\\n' \"Task 'auth_db_task_nope' not found\"; exit 1" }, '--run-sync');
+    assert.equal(failing.code, 1);
+    assert.match(failing.text, /✗ User sync command .*failed/);
+    assert.match(failing.text, /\| Task .* not found/);
+    const ok = await doctor({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws, MOODLE_SYNC_COMMAND: "printf 'Execute scheduled task: Synchronise users task (auth_db\\\\task\\\\sync_users)\\nScheduled task complete: Synchronise users task (auth_db\\\\task\\\\sync_users)\\n'" }, '--run-sync');
+    assert.equal(ok.code, 0, ok.text);
+    assert.match(ok.text, /✓ User sync command .*Ran successfully/);
+  });
+});
