@@ -1,7 +1,10 @@
 // createApp(services): the Express application with its middleware in explicit order and
 // every feature's routes mounted. It starts nothing; server.ts does.
 import path from 'node:path';
+import cookieParser from 'cookie-parser';
 import express from 'express';
+import { intakeApiRoutes } from './intake/intake-api.routes';
+import { intakeRoutes } from './intake/intake.routes';
 import type { Services } from './services';
 import { errorHandler, notFoundHandler } from './web/error-handler';
 import { requestLogging } from './web/request-logging';
@@ -16,9 +19,19 @@ export function createApp(services: Services) {
   app.set('views', VIEWS_DIR);
   app.set('view engine', 'ejs');
   app.locals.schoolName = config.schoolName;
+  // Behind the school's reverse proxy, req.ip (used for rate limits) must be the parent's address.
+  app.set('trust proxy', config.trustProxy);
 
   app.use(requestLogging(services.logger));
-  app.use(securityHeaders(config));
+  // Only the parents' pages may be framed by the school's site (FORM_EMBED_ORIGINS); the rest,
+  // the staff dashboard above all, may not.
+  const pageHeaders = securityHeaders(config);
+  const embeddableHeaders = securityHeaders(config, config.intake.embedOrigins);
+  app.use((req, res, next) => {
+    const embeddable = req.path === '/request' || req.path.startsWith('/request/');
+    (embeddable ? embeddableHeaders : pageHeaders)(req, res, next);
+  });
+  app.use(cookieParser());
   app.use('/assets', express.static(path.join(VIEWS_DIR, 'assets'), { maxAge: '1h', index: false }));
 
   app.get('/healthz', (_req, res) => {
@@ -28,6 +41,9 @@ export function createApp(services: Services) {
   app.get('/', (_req, res) => {
     res.render('home', { title: config.schoolName });
   });
+
+  app.use('/request', intakeRoutes(services));
+  app.use('/api/v1', intakeApiRoutes(services));
 
   app.use(notFoundHandler);
   app.use(errorHandler(config.env !== 'production'));

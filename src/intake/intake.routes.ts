@@ -1,0 +1,174 @@
+// The public request form, the email confirmation link, and the parent's status page.
+// Thin: read and validate, call the intake service, render.
+import express, { type NextFunction, type Request, type Response, type Router } from 'express';
+import type { FieldProblem } from '../errors';
+import type { Services } from '../services';
+import { isCsrfError } from '../web/csrf';
+import { RateLimitedError } from '../web/rate-limit';
+import { emptyChild, emptyForm, readForm, validateForm, type FormValues } from './request-form';
+
+const FORM_TITLE = 'Ask for a Moodle parent account';
+
+/** Pages behind secret links: never cached, never indexed, never leaked through Referer. */
+function privatePage(res: Response) {
+  res.setHeader('Cache-Control', 'no-store');
+  res.setHeader('Referrer-Policy', 'no-referrer');
+  res.setHeader('X-Robots-Tag', 'noindex');
+}
+
+function durationText(ms: number): string {
+  const hours = Math.round(ms / 3_600_000);
+  if (hours >= 48 && hours % 24 === 0) return `${hours / 24} days`;
+  return hours === 1 ? '1 hour' : `${hours} hours`;
+}
+
+const dateFormat = new Intl.DateTimeFormat('en-GB', { dateStyle: 'long', timeStyle: 'short', timeZone: 'Europe/London' });
+
+export function intakeRoutes(services: Services): Router {
+  const { config, intake, csrf } = services;
+  const maxChildren = config.intake.maxChildren;
+  const router = express.Router();
+
+  // Form bodies only here; small, since a request with the most children is a few kilobytes.
+  router.use(express.urlencoded({ extended: true, limit: '20kb', parameterLimit: 200 }));
+  router.use(csrf.protect);
+
+  function renderForm(req: Request, res: Response, values: FormValues, problems: FieldProblem[], focusField?: string) {
+    res.status(problems.length > 0 ? 400 : 200).render('request/form', {
+      title: FORM_TITLE,
+      values,
+      problems,
+      focusField,
+      maxChildren,
+      privacyNoticeUrl: config.intake.privacyNoticeUrl,
+      csrfToken: csrf.token(req, res),
+    });
+  }
+
+  function renderThankYou(res: Response, outcome: string, email: string) {
+    res.render('request/thank-you', {
+      title: 'Thank you',
+      outcome,
+      email,
+      requireVerification: config.intake.requireEmailVerification,
+      ttlText: durationText(config.intake.verificationTtlMs),
+    });
+  }
+
+  router.get('/', (req, res) => {
+    renderForm(req, res, emptyForm(), []);
+  });
+
+  router.post('/', async (req, res) => {
+    const { values, action, tooManyChildren } = readForm(req.body, maxChildren);
+    // "Add another child" and "Remove" without JavaScript: the same form again, nothing checked.
+    if (action.kind === 'add-child') {
+      if (values.children.length < maxChildren) values.children.push(emptyChild());
+      return renderForm(req, res, values, [], `children-${values.children.length - 1}-firstName`);
+    }
+    if (action.kind === 'remove-child') {
+      values.children.splice(action.index, 1);
+      if (values.children.length === 0) values.children.push(emptyChild());
+      return renderForm(req, res, values, []);
+    }
+    if (values.website.trim() !== '') {
+      // The honeypot was filled in: a bot. It sees the usual page; nothing is stored or counted.
+      req.log.info({ honeypot: true }, 'form submission dropped');
+      return renderThankYou(res, 'created', values.email.trim());
+    }
+    const result = validateForm(values, maxChildren, tooManyChildren);
+    if (!result.ok) return renderForm(req, res, values, result.problems);
+    const outcome = await intake.submit(result.data, {
+      source: 'form',
+      actor: { type: 'parent' },
+      ip: req.ip ?? null,
+      agent: req.get('user-agent') ?? null,
+    });
+    renderThankYou(res, outcome.outcome, result.data.email);
+  });
+
+  router.get('/verify/:token', async (req, res) => {
+    privatePage(res);
+    const result = await intake.verifyEmail(req.params.token);
+    switch (result.kind) {
+      case 'verified':
+        return res.render('request/verified', { title: 'Email address confirmed', statusPath: `/request/status/${result.request.publicId}` });
+      case 'expired':
+        return res.status(410).render('request/problem', {
+          title: 'This link has expired',
+          message: 'This confirmation link has expired, so your email address is not confirmed yet.',
+          help: 'We can send you a new link. It replaces the old one.',
+          resendPath: `/request/status/${result.publicId}/resend`,
+          csrfToken: csrf.token(req, res),
+        });
+      case 'closed':
+        return res.status(409).render('request/problem', {
+          title: 'This link no longer works',
+          message: 'The school has already closed this request, so there is nothing to confirm.',
+          help: 'If you still need an account, contact the school office or send a new request.',
+        });
+      default:
+        return res.status(404).render('request/problem', {
+          title: 'This link does not work',
+          message: 'This confirmation link is not valid, or it has already been used.',
+          help: 'If you have already confirmed your email address, there is nothing more to do. Otherwise use the link in the most recent email we sent you.',
+        });
+    }
+  });
+
+  router.get('/status/:publicId', async (req, res) => {
+    privatePage(res);
+    const view = await intake.statusView(req.params.publicId);
+    const notice =
+      req.query.resent === '1'
+        ? 'We have sent you a new confirmation link. It replaces any earlier one.'
+        : req.query.confirmed === '1'
+          ? 'Your email address is already confirmed; there is nothing more to do.'
+          : null;
+    res.render('request/status', {
+      title: 'Your request',
+      view,
+      notice,
+      formatDate: (ms: number) => dateFormat.format(new Date(ms)),
+      csrfToken: view.request.status === 'unverified' ? csrf.token(req, res) : '',
+    });
+  });
+
+  router.post('/status/:publicId/resend', async (req, res) => {
+    privatePage(res);
+    const publicId = req.params.publicId;
+    const result = await intake.resendVerification(publicId);
+    res.redirect(303, `/request/status/${encodeURIComponent(publicId)}?${result === 'sent' ? 'resent=1' : 'confirmed=1'}`);
+  });
+
+  // Refusals that parents can meet on these pages, in plain words; anything else goes on to
+  // the app's error handler.
+  router.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
+    if (isCsrfError(error)) {
+      return res.status(403).render('request/problem', {
+        title: 'Please try again',
+        message: 'The form had expired or could not be checked, so nothing was sent.',
+        help: 'Go back to the form, reload the page, and send it again. If this keeps happening, check that your browser accepts cookies from this site.',
+        backPath: '/request',
+        backText: 'Back to the form',
+      });
+    }
+    if (error instanceof RateLimitedError) {
+      res.setHeader('Retry-After', String(error.retryAfterSeconds));
+      return res.status(429).render('request/problem', { title: 'Too many requests', message: error.message, help: error.help });
+    }
+    const type = (error as { type?: string } | undefined)?.type;
+    if (type === 'entity.too.large' || type === 'parameters.too.many') {
+      return res.status(413).render('request/problem', {
+        title: 'Too much was sent',
+        message: 'What you sent is larger than this form accepts, so nothing was saved.',
+        help: 'Shorten the comment and try again.',
+        backPath: '/request',
+        backText: 'Back to the form',
+      });
+    }
+    next(error);
+  });
+
+  return router;
+}

@@ -1,0 +1,178 @@
+// The intake's logic: storing a parent's request (from the form or the API) after the abuse
+// checks, confirming an email address, sending a new confirmation link, and the status page.
+import { randomBytes } from 'node:crypto';
+import type { Config } from '../config';
+import type { Database } from '../db/database';
+import { isUniqueViolation } from '../db/database';
+import { ConflictError, NotFoundError } from '../errors';
+import { hashToken, type Actor, type RequestLifecycle, type SubmitResult } from '../requests/request-lifecycle';
+import type { ChildRecord, RequestRecord, RequestRepository } from '../requests/request-repository';
+import type { RequestSource, RequestStatus } from '../requests/request-states';
+import type { RateLimit } from '../web/rate-limit';
+import type { ValidRequest } from './request-form';
+import { buildTimeline, NEXT_STEPS, PARENT_STATUS_LABELS, type TimelineEntry } from './status-timeline';
+
+export interface IntakeRateLimits {
+  /** Stored submissions per client address per hour (the form only: the API has one caller). */
+  perIp: RateLimit;
+  /** Stored submissions per email address per day. */
+  perEmail: RateLimit;
+  /** New confirmation links per request per hour. */
+  resend: RateLimit;
+}
+
+export interface SubmitMeta {
+  source: RequestSource;
+  actor: Actor;
+  ip?: string | null;
+  agent?: string | null;
+  idempotencyKey?: string | null;
+}
+
+export interface IntakeOutcome {
+  outcome: SubmitResult['outcome'];
+  request: RequestRecord;
+  statusUrl: string;
+}
+
+export type VerifyOutcome =
+  | { kind: 'verified'; request: RequestRecord; statusUrl: string }
+  | { kind: 'invalid' }
+  | { kind: 'expired'; publicId: string }
+  | { kind: 'closed' };
+
+export interface StatusView {
+  request: RequestRecord;
+  children: ChildRecord[];
+  statusLabel: string;
+  nextSteps: string[];
+  timeline: TimelineEntry[];
+}
+
+const TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+const PUBLIC_ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
+
+export function newVerificationToken(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export class IntakeService {
+  private readonly now: () => number;
+
+  constructor(
+    private readonly config: Pick<Config, 'baseUrl' | 'intake'>,
+    private readonly db: Database,
+    private readonly lifecycle: RequestLifecycle,
+    private readonly repository: RequestRepository,
+    private readonly limits: IntakeRateLimits,
+    options: { now?: () => number } = {},
+  ) {
+    this.now = options.now ?? Date.now;
+  }
+
+  statusUrl(publicId: string): string {
+    return `${this.config.baseUrl}/request/status/${encodeURIComponent(publicId)}`;
+  }
+
+  /** Stores a validated request (or joins the parent's open one). Counts towards the rate limits. */
+  async submit(data: ValidRequest, meta: SubmitMeta): Promise<IntakeOutcome> {
+    if (meta.idempotencyKey) {
+      // A retry of a call that already landed is answered without counting against the limits.
+      const earlier = await this.repository.findByIdempotencyKey(this.db, meta.idempotencyKey);
+      if (earlier) return { outcome: 'replayed', request: earlier, statusUrl: this.statusUrl(earlier.publicId) };
+    }
+    if (meta.source === 'form' && meta.ip) await this.limits.perIp.consume(meta.ip);
+    await this.limits.perEmail.consume(data.email, 'Too many requests for this email address; try again tomorrow.');
+
+    const requireVerification = this.config.intake.requireEmailVerification;
+    const token = requireVerification ? newVerificationToken() : null;
+    const input = {
+      requestType: data.requestType,
+      parentTitle: data.title,
+      parentFirstName: data.firstName,
+      parentLastName: data.lastName,
+      email: data.email,
+      comment: data.comment,
+      children: data.children,
+      source: meta.source,
+      requireVerification,
+      verificationTokenHash: token ? hashToken(token) : null,
+      verificationExpiresAt: token ? this.now() + this.config.intake.verificationTtlMs : null,
+      verificationToken: token,
+      submitterIp: meta.ip ?? null,
+      submitterAgent: meta.agent ?? null,
+      idempotencyKey: meta.idempotencyKey ?? null,
+    };
+    let result: SubmitResult;
+    try {
+      result = await this.lifecycle.submitRequest(input, meta.actor);
+    } catch (error) {
+      // Two calls with the same idempotency key at the same moment: the other one won.
+      if (meta.idempotencyKey && isUniqueViolation(error)) {
+        const earlier = await this.repository.findByIdempotencyKey(this.db, meta.idempotencyKey);
+        if (earlier) return { outcome: 'replayed', request: earlier, statusUrl: this.statusUrl(earlier.publicId) };
+      }
+      throw error;
+    }
+    return { outcome: result.outcome, request: result.request, statusUrl: this.statusUrl(result.request.publicId) };
+  }
+
+  /** Follows a confirmation link. Never throws for a bad link: each case has its own page. */
+  async verifyEmail(token: string): Promise<VerifyOutcome> {
+    if (!TOKEN_PATTERN.test(token)) return { kind: 'invalid' };
+    try {
+      const request = await this.lifecycle.verifyEmail(hashToken(token), { type: 'parent' });
+      return { kind: 'verified', request, statusUrl: this.statusUrl(request.publicId) };
+    } catch (error) {
+      if (error instanceof NotFoundError) return { kind: 'invalid' };
+      if (error instanceof ConflictError && error.code === 'expired') {
+        // Whoever holds the link received it at the address, so they may ask for a new one.
+        const request = await this.repository.findByVerificationHash(this.db, hashToken(token));
+        return request ? { kind: 'expired', publicId: request.publicId } : { kind: 'invalid' };
+      }
+      // The school closed the request before it was confirmed.
+      if (error instanceof ConflictError) return { kind: 'closed' };
+      throw error;
+    }
+  }
+
+  /** Sends a new confirmation link; 'not-needed' when the address is already confirmed. */
+  async resendVerification(publicId: string): Promise<'sent' | 'not-needed'> {
+    const request = await this.findByPublicId(publicId);
+    if (request.status !== 'unverified') return 'not-needed';
+    await this.limits.resend.consume(String(request.id), 'We have sent several new links recently; please wait an hour and check your email again.');
+    const token = newVerificationToken();
+    try {
+      await this.lifecycle.replaceVerificationToken(request.id, token, this.now() + this.config.intake.verificationTtlMs, { type: 'parent' });
+    } catch (error) {
+      if (error instanceof ConflictError) return 'not-needed';
+      throw error;
+    }
+    return 'sent';
+  }
+
+  async statusView(publicId: string): Promise<StatusView> {
+    const request = await this.findByPublicId(publicId);
+    const children = await this.repository.children(this.db, request.id);
+    const events = await this.repository.auditFor(this.db, request.id);
+    const status: RequestStatus = request.status;
+    return {
+      request,
+      children,
+      statusLabel: PARENT_STATUS_LABELS[status],
+      nextSteps: NEXT_STEPS[status],
+      timeline: buildTimeline(request, children, events),
+    };
+  }
+
+  private async findByPublicId(publicId: string): Promise<RequestRecord> {
+    const notFound = new NotFoundError('There is no request at this address.', {
+      help: 'Check that you copied the whole link from the email. If it still does not work, contact the school office.',
+    });
+    if (!PUBLIC_ID_PATTERN.test(publicId)) throw notFound;
+    const request = await this.repository.findByPublicId(this.db, publicId);
+    if (!request || request.erasedAt !== null) throw notFound;
+    return request;
+  }
+}
+

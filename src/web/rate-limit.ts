@@ -1,0 +1,65 @@
+// Rate limits whose counters live in the database (the `rate_limits` table), so several app
+// instances behind a load balancer share them. rate-limiter-flexible does the counting.
+import { RateLimiterMySQL, RateLimiterRes, RateLimiterSQLite, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { Database } from '../db/database';
+import { isMysql } from '../db/database';
+import { AppError } from '../errors';
+
+export const RATE_LIMITS_TABLE = 'rate_limits';
+
+export interface RateLimitOptions {
+  /** Distinguishes this limit's counters from the others' in the shared table. */
+  keyPrefix: string;
+  points: number;
+  durationSeconds: number;
+}
+
+/** Too many attempts: 429 with Retry-After; the message is safe to show. */
+export class RateLimitedError extends AppError {
+  readonly retryAfterSeconds: number;
+  constructor(retryAfterSeconds: number, message = 'Too many requests from this address; try again later.') {
+    super(message, 429, 'rate_limited', { help: 'Wait a while before trying again. If you need help now, contact the school office.' });
+    this.retryAfterSeconds = Math.max(1, Math.ceil(retryAfterSeconds));
+  }
+}
+
+export interface RateLimit {
+  /** Counts one attempt for the key; throws RateLimitedError once the limit is used up. */
+  consume(key: string, message?: string): Promise<void>;
+}
+
+function databaseName(db: Database): string {
+  const connection = db.client.config.connection as { uri?: string; database?: string };
+  if (connection.database) return connection.database;
+  const uri = connection.uri ? new URL(connection.uri) : undefined;
+  const name = uri ? decodeURIComponent(uri.pathname.replace(/^\//, '')) : '';
+  if (!name) throw new Error('The MySQL connection names no database; rate limits need one.');
+  return name;
+}
+
+export function createRateLimit(db: Database, options: RateLimitOptions): RateLimit {
+  const common = {
+    storeClient: db,
+    storeType: 'knex',
+    tableName: RATE_LIMITS_TABLE,
+    // The table comes from a migration (20261121121000_create_rate_limits).
+    tableCreated: true,
+    keyPrefix: options.keyPrefix,
+    points: options.points,
+    duration: options.durationSeconds,
+  };
+  const limiter: RateLimiterAbstract = isMysql(db)
+    ? new RateLimiterMySQL({ ...common, dbName: databaseName(db) })
+    : new RateLimiterSQLite({ ...common, clearExpiredByTimeout: true });
+  return {
+    async consume(key: string, message?: string) {
+      try {
+        await limiter.consume(key);
+      } catch (rejection) {
+        // A RateLimiterRes means "over the limit"; anything else is a database error.
+        if (rejection instanceof RateLimiterRes) throw new RateLimitedError(rejection.msBeforeNext / 1000, message);
+        throw rejection;
+      }
+    },
+  };
+}
