@@ -8,9 +8,8 @@ import { AppError, ConfigError, ValidationError } from './errors';
 import type { Actor } from './requests/request-lifecycle';
 import type { ChildRecord, RequestRecord } from './requests/request-repository';
 import { REQUEST_STATUSES, STATUS_LABELS, type RequestStatus } from './requests/request-states';
-import { createMailTransport } from './mail/mail-transport';
-import { createMoodleClient } from './moodle/create-moodle-client';
-import { formatDoctor, runDoctor } from './moodle/doctor';
+import { API_KEY_USAGE, runApiKeyCommand } from './intake/api-key-commands';
+import { formatDoctor } from './moodle/doctor';
 import { createServices, type Services } from './services';
 
 export interface CliIo {
@@ -22,6 +21,7 @@ const USAGE = `Usage: npm run cli -- <command> [options]
 
 Commands:
   doctor [--run-sync] [--json]    check the database, Moodle, the sync command and mail
+  cycle [--json]                  run one provisioning cycle now and print its summary
   migrate                         apply pending database migrations
   migrate status                  list applied and pending migrations
   requests list [--status S] [--limit N] [--json]
@@ -34,6 +34,7 @@ Commands:
   requests revoke <id> [--reason "…"] [--version N]
   requests revoke-child <id> <childId> [--reason "…"] [--version N]
   requests comment <id> "text"
+${API_KEY_USAGE}
   help                            this text
 
 Statuses: ${REQUEST_STATUSES.join(', ')}`;
@@ -178,24 +179,28 @@ async function requestsCommand(services: Services, args: string[], io: CliIo, ac
   }
 }
 
+async function cycleCommand(services: Services, args: string[], io: CliIo): Promise<number> {
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean' } } });
+  const summary = await services.cycle.run('cli', safeUsername());
+  if (values.json) {
+    io.out(JSON.stringify(summary, null, 2));
+  } else {
+    const c = summary.counts;
+    io.out(`Cycle ${summary.cycleId}: ${summary.state}`);
+    io.out(`  Requests worked on: ${c.requests}; provisioned: ${c.provisioned}; children linked: ${c.childrenLinked}; failed: ${c.childrenFailed}`);
+    io.out(`  Waiting for Moodle: ${c.waiting}${c.waitedTooLong ? ` (${c.waitedTooLong} for too long)` : ''}; links removed: ${c.unassigned}; refused (changed meanwhile): ${c.refused}`);
+    io.out(`  Moodle calls: ${c.moodleCalls}`);
+    for (const r of summary.report.filter((x) => x.message)) io.out(`  Request ${r.requestId}: ${r.outcome} – ${r.message}`);
+    if (summary.error) io.err(summary.error + (summary.help ? `\n${summary.help}` : ''));
+  }
+  return summary.state === 'succeeded' ? 0 : 1;
+}
+
 async function doctorCommand(services: Services, args: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({ args, options: { 'run-sync': { type: 'boolean' }, json: { type: 'boolean' } } });
-  const transport = createMailTransport(services.config.mail, services.logger);
-  try {
-    const checks = await runDoctor(
-      {
-        config: services.config,
-        db: services.db,
-        moodle: createMoodleClient(services.config.moodle, { logger: services.logger }),
-        verifyMail: () => transport.verify(),
-      },
-      { runSync: values['run-sync'] ?? false },
-    );
-    io.out(values.json ? JSON.stringify(checks, null, 2) : formatDoctor(checks));
-    return checks.some((c) => !c.ok && !c.skipped) ? 1 : 0;
-  } finally {
-    transport.close();
-  }
+  const checks = await services.doctor(values['run-sync'] ?? false);
+  io.out(values.json ? JSON.stringify(checks, null, 2) : formatDoctor(checks));
+  return checks.some((c) => !c.ok && !c.skipped) ? 1 : 0;
 }
 
 export async function runCli(argv: string[], io: CliIo, options: { config?: Readonly<Config>; services?: Services } = {}): Promise<number> {
@@ -230,6 +235,10 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
         return await requestsCommand(services, args, io, actor);
       case 'doctor':
         return await doctorCommand(services, args, io);
+      case 'cycle':
+        return await cycleCommand(services, args, io);
+      case 'api-keys':
+        return await runApiKeyCommand(services, args, io);
       default:
         throw new UsageError(`Unknown command "${command}".`);
     }

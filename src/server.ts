@@ -43,6 +43,7 @@ async function main(): Promise<void> {
     await services.close().catch(() => undefined);
     process.exit(1);
   }
+  services.startBackground();
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   logger.info({ port, database: config.database.display }, 'listening');

@@ -1,24 +1,98 @@
 // The one wiring point: builds every service once from the configuration. Tests build the
-// same graph with a test configuration (and their own database).
+// same graph with a test configuration (and their own database, Moodle or mail transport).
 import type { Config } from './config';
 import { createDatabase, type Database } from './db/database';
 import { migrateToLatest, migrationStatus } from './db/migrator';
+import { IntakeService } from './intake/intake.service';
 import { createLogger, type Logger } from './logger';
+import { createMailMessages } from './mail/mail-messages';
+import { registerMailNotifications } from './mail/mail-notifications';
+import { MailOutbox } from './mail/mail-outbox';
+import { createMailTransport, type MailTransport } from './mail/mail-transport';
+import { createMoodleClient } from './moodle/create-moodle-client';
+import { runDoctor } from './moodle/doctor';
+import type { MoodleClient } from './moodle/moodle-client';
+import { CycleScheduler } from './provisioning/cycle-scheduler';
+import { ProvisioningCycle, type CycleSummary } from './provisioning/provisioning-cycle';
 import { RequestLifecycle } from './requests/request-lifecycle';
 import { RequestRepository } from './requests/request-repository';
+import { createCsrf } from './web/csrf';
+import { createRateLimit } from './web/rate-limit';
 
 export interface ServiceOptions {
   /** Use this database instead of opening the configured one (tests). */
   db?: Database;
   logger?: Logger;
   now?: () => number;
+  /** Use this Moodle client (tests); null means "Moodle not configured". */
+  moodle?: MoodleClient | null;
+  mailTransport?: MailTransport;
 }
 
 export function createServices(config: Readonly<Config>, options: ServiceOptions = {}) {
   const logger = options.logger ?? createLogger(config);
   const db = options.db ?? createDatabase(config.database);
+  const clock = options.now ? { now: options.now } : {};
   const requestRepository = new RequestRepository(config.authTable);
-  const lifecycle = new RequestLifecycle(db, requestRepository, options.now ? { now: options.now } : {});
+  const lifecycle = new RequestLifecycle(db, requestRepository, clock);
+
+  const moodleCalls = { total: 0 };
+  const moodle =
+    options.moodle === null
+      ? undefined
+      : (options.moodle ?? createMoodleClient(config.moodle, { logger, onCall: () => (moodleCalls.total += 1) }));
+
+  const mailTransport = options.mailTransport ?? createMailTransport(config.mail, logger);
+  const mailMessages = createMailMessages(config);
+  const mailOutbox = new MailOutbox(db, mailTransport, logger, clock);
+  registerMailNotifications(lifecycle, mailOutbox, mailMessages, {
+    requireEmailVerification: config.intake.requireEmailVerification,
+    staffNotify: config.mail.staffNotify,
+    logger,
+    ...(config.moodle.url ? { moodleLoginUrl: `${config.moodle.url}/login/index.php` } : {}),
+  });
+
+  /** Staff hear about a cycle only when something needs their attention. */
+  const notifyStaffOfCycle = async (summary: CycleSummary) => {
+    const c = summary.counts;
+    const failed = c.childrenFailed + c.unassignFailed + summary.report.filter((r) => r.outcome === 'failed').length;
+    if (config.mail.staffNotify.length === 0 || (summary.state !== 'failed' && failed === 0 && c.waitedTooLong === 0)) return;
+    const message = mailMessages.staffCycleSummaryMessage(
+      { cycleId: summary.cycleId, provisioned: c.provisioned, waiting: c.waitedTooLong, failed: summary.state === 'failed' ? Math.max(failed, 1) : failed },
+      [...config.mail.staffNotify],
+    );
+    await mailOutbox.enqueue(db, message, { kind: 'staff_cycle_summary' });
+  };
+
+  const cycle = new ProvisioningCycle({
+    db,
+    lifecycle,
+    moodle,
+    logger,
+    ...clock,
+    moodleCallCount: () => moodleCalls.total,
+    onFinished: notifyStaffOfCycle,
+    settings: {
+      parentRoleId: config.moodle.parentRoleId,
+      extraContextIds: config.moodle.extraContextIds,
+      syncCommand: config.moodle.syncCommand,
+      passwordEmailCommand: config.moodle.passwordEmailCommand,
+      commandTimeoutMs: config.moodle.commandTimeoutMs,
+      lockTtlMs: config.cycle.lockTtlMs,
+      syncWaitWarnMs: config.cycle.syncWaitWarnMs,
+      retryBaseMs: config.cycle.retryBaseMs,
+      retryMaxMs: config.cycle.retryMaxMs,
+    },
+  });
+  const scheduler = new CycleScheduler(cycle, config.cycle.schedule, logger);
+
+  const intakeRateLimits = {
+    perIp: createRateLimit(db, { keyPrefix: 'form_ip', points: config.intake.rateLimitPerIpPerHour, durationSeconds: 3600 }),
+    perEmail: createRateLimit(db, { keyPrefix: 'form_email', points: config.intake.rateLimitPerEmailPerDay, durationSeconds: 86_400 }),
+    resend: createRateLimit(db, { keyPrefix: 'form_resend', points: 3, durationSeconds: 3600 }),
+  };
+  const intake = new IntakeService(config, db, lifecycle, requestRepository, intakeRateLimits, clock);
+  const csrf = createCsrf(config);
 
   return {
     config,
@@ -26,9 +100,26 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     db,
     requestRepository,
     lifecycle,
+    moodle,
+    mailTransport,
+    mailMessages,
+    mailOutbox,
+    cycle,
+    scheduler,
+    intake,
+    csrf,
     migrate: () => migrateToLatest(db, { authTable: config.authTable }),
     migrationStatus: () => migrationStatus(db, { authTable: config.authTable }),
+    doctor: (runSync = false) => runDoctor({ config, db, moodle, verifyMail: () => mailTransport.verify() }, { runSync }),
+    /** Starts the background work of a running server: the mail sender and the cycle schedule. */
+    startBackground(): void {
+      mailOutbox.startSender(30_000);
+      scheduler.start();
+    },
     async close(): Promise<void> {
+      await scheduler.stop().catch(() => undefined);
+      await mailOutbox.stop().catch(() => undefined);
+      mailTransport.close();
       if (!options.db) await db.destroy();
     },
   };

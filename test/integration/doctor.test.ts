@@ -104,4 +104,21 @@ describe('doctor', () => {
     assert.equal(ok.code, 0, ok.text);
     assert.match(ok.text, /✓ User sync command .*Ran successfully/);
   });
+
+  it('cycle: runs one provisioning cycle, prints its summary, exit 1 when it cannot work', async () => {
+    const unconfigured = await runCycle({});
+    assert.equal(unconfigured.code, 1);
+    assert.match(unconfigured.text, /Moodle is not configured/);
+    const ok = await runCycle({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws });
+    assert.equal(ok.code, 0, ok.text);
+    assert.match(ok.text, /Cycle \d+: succeeded/);
+  });
+
+  async function runCycle(env: Record<string, string>) {
+    const config = parseConfig({ NODE_ENV: 'test', AUTH_TABLE: TEST_AUTH_TABLE, MOODLE_PARENT_ROLE_ID: '9', SMTP_URL: smtp.url, ...env });
+    const services = createServices(config, { db: t.db });
+    const out: string[] = [];
+    const code = await runCli(['cycle'], { out: (s) => out.push(s), err: (s) => out.push(s) }, { services });
+    return { code, text: out.join('\n') };
+  }
 });
