@@ -113,7 +113,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     doctor: (runSync = false) => runDoctor({ config, db, moodle, verifyMail: () => mailTransport.verify() }, { runSync }),
     /** Starts the background work of a running server: the mail sender and the cycle schedule. */
     startBackground(): void {
-      mailOutbox.startSender(30_000);
+      mailOutbox.startSender(10_000);
       scheduler.start();
     },
     async close(): Promise<void> {
