@@ -220,9 +220,9 @@ export class ProvisioningCycle {
         await step('looking_up', 0, work.length);
         const parents = await this.lookUpParents(moodle, work, unassignments);
 
-        const outcomes: ProvisioningOutcome[] = [];
         const assignments: Array<{ assignment: RoleAssignment; requestId: number; childId: number | null }> = [];
-        const pending = new Map<number, { outcome: ProvisioningOutcome; report: RequestOutcomeReport }>();
+        // One entry per request, in work order: what to record, what to report, and the attempts so far.
+        const pending = new Map<number, { outcome: ProvisioningOutcome; report: RequestOutcomeReport; attempts: number }>();
         for (const { request, children } of work) {
           const matched = children.filter((c) => c.linkState === 'matched' && c.moodleUserId !== null);
           const outcome: ProvisioningOutcome = { requestId: request.id, expectedVersion: request.version, linkedChildIds: [], failedChildren: [], requestErrors: [] };
@@ -256,8 +256,7 @@ export class ProvisioningCycle {
               assignments.push({ assignment: { roleid: settings.parentRoleId, userid: parent.userId, contextid }, requestId: request.id, childId: null });
             }
           }
-          outcomes.push(outcome);
-          pending.set(request.id, { outcome, report: entry });
+          pending.set(request.id, { outcome, report: entry, attempts: request.attempts });
         }
 
         await step('assigning', 0, assignments.length);
@@ -265,7 +264,7 @@ export class ProvisioningCycle {
           const result = await moodle.assignRolesIsolated(assignments.map((a) => a.assignment));
           const failedSet = new Map(result.failed.map((f) => [f.assignment, f.error]));
           for (const a of assignments) {
-            const p = pending.get(a.requestId) as { outcome: ProvisioningOutcome; report: RequestOutcomeReport };
+            const p = pending.get(a.requestId)!;
             const failure = failedSet.get(a.assignment);
             if (a.childId === null) {
               if (failure) p.outcome.requestErrors!.push(`The Parent role could not be added in the extra Moodle context: ${failure.message}`);
@@ -279,9 +278,9 @@ export class ProvisioningCycle {
               p.report.children.push({ childId: a.childId, outcome: 'linked' });
             }
           }
-          for (const { outcome, report: entry } of pending.values()) {
+          for (const { outcome, report: entry, attempts } of pending.values()) {
             const problems = outcome.failedChildren!.length + outcome.requestErrors!.length;
-            if (problems > 0) outcome.nextAttemptAt = this.backoff(work.find((w) => w.request.id === outcome.requestId)!.request.attempts);
+            if (problems > 0) outcome.nextAttemptAt = this.backoff(attempts);
             if (entry.outcome === 'unchanged') {
               entry.outcome = problems > 0 ? (outcome.linkedChildIds!.length > 0 ? 'linked_some' : 'failed') : 'provisioned';
               if (problems > 0) entry.message = [...outcome.requestErrors!, ...outcome.failedChildren!.map((f) => f.error)].join(' ');
@@ -305,6 +304,7 @@ export class ProvisioningCycle {
           }
         }
 
+        const outcomes = [...pending.values()].map((p) => p.outcome);
         await step('recording', 0, outcomes.length);
         const actor: Actor = { type: 'cycle', id: String(cycleId) };
         for (let i = 0; i < outcomes.length; i += 500) {
