@@ -1,5 +1,6 @@
 // The only code that reads and writes the api_keys table.
 import type { Queryable } from '../requests/request-repository';
+import { nullableNumber } from '../db/columns';
 
 export const API_KEYS_TABLE = 'api_keys';
 
@@ -14,7 +15,6 @@ export interface ApiKeyRecord {
 }
 
 type Row = Record<string, unknown>;
-const num = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
 
 function fromRow(r: Row): ApiKeyRecord {
   return {
@@ -23,8 +23,8 @@ function fromRow(r: Row): ApiKeyRecord {
     keyPrefix: String(r.key_prefix),
     keyHash: String(r.key_hash),
     createdAt: Number(r.created_at),
-    lastUsedAt: num(r.last_used_at),
-    revokedAt: num(r.revoked_at),
+    lastUsedAt: nullableNumber(r.last_used_at),
+    revokedAt: nullableNumber(r.revoked_at),
   };
 }
 

@@ -1,4 +1,5 @@
 // The provisioning_cycles table, and the set queries a cycle uses to find its work.
+import { nullableNumber } from '../db/columns';
 import type { Database } from '../db/database';
 import { childFromRow, requestFromRow, type ChildRecord, type RequestRecord } from '../requests/request-repository';
 
@@ -65,7 +66,7 @@ function cycleFromRow(r: Row): CycleRecord {
     progressDone: Number(r.progress_done ?? 0),
     progressTotal: Number(r.progress_total ?? 0),
     startedAt: Number(r.started_at),
-    finishedAt: r.finished_at === null || r.finished_at === undefined ? null : Number(r.finished_at),
+    finishedAt: nullableNumber(r.finished_at),
     counts: parseJson<CycleCounts | null>(r.counts, null),
     error: (r.error as string | null) ?? null,
     syncOutput: (r.sync_output as string | null) ?? null,
@@ -154,7 +155,7 @@ export class CycleRepository {
     return rows.map((row) => ({
       child: childFromRow(row),
       moodleUsername: (row.parent_username as string | null) ?? null,
-      parentMoodleUserId: row.parent_moodle_user_id === null || row.parent_moodle_user_id === undefined ? null : Number(row.parent_moodle_user_id),
+      parentMoodleUserId: nullableNumber(row.parent_moodle_user_id),
     }));
   }
 }

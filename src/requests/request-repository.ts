@@ -1,5 +1,7 @@
 // The only code that reads and writes the requests, request_children, auth and audit tables.
 import type { Knex } from 'knex';
+import { booleanColumn, nullableNumber, nullableString } from '../db/columns';
+import { isMysql } from '../db/database';
 import type { ChildLinkState, RequestSource, RequestStatus, RequestType } from './request-states';
 
 export const REQUESTS_TABLE = 'requests';
@@ -89,9 +91,6 @@ export interface AuditEventRecord extends AuditEventInput {
 
 type Row = Record<string, unknown>;
 
-const num = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
-const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
-const bool = (v: unknown): boolean => v === true || v === 1 || v === '1';
 
 export function requestFromRow(r: Row): RequestRecord {
   return {
@@ -104,28 +103,28 @@ export function requestFromRow(r: Row): RequestRecord {
     parentFirstName: String(r.parent_first_name),
     parentLastName: String(r.parent_last_name),
     email: String(r.email),
-    parentComment: str(r.parent_comment),
-    staffComment: str(r.staff_comment),
-    moodleUsername: str(r.moodle_username),
-    moodleUserId: num(r.moodle_user_id),
-    linkExistingAccount: bool(r.link_existing_account),
-    verificationTokenHash: str(r.verification_token_hash),
-    verificationExpiresAt: num(r.verification_expires_at),
-    verifiedAt: num(r.verified_at),
-    decidedAt: num(r.decided_at),
-    decidedBy: str(r.decided_by),
-    decisionReason: str(r.decision_reason),
-    provisionedAt: num(r.provisioned_at),
+    parentComment: nullableString(r.parent_comment),
+    staffComment: nullableString(r.staff_comment),
+    moodleUsername: nullableString(r.moodle_username),
+    moodleUserId: nullableNumber(r.moodle_user_id),
+    linkExistingAccount: booleanColumn(r.link_existing_account),
+    verificationTokenHash: nullableString(r.verification_token_hash),
+    verificationExpiresAt: nullableNumber(r.verification_expires_at),
+    verifiedAt: nullableNumber(r.verified_at),
+    decidedAt: nullableNumber(r.decided_at),
+    decidedBy: nullableString(r.decided_by),
+    decisionReason: nullableString(r.decision_reason),
+    provisionedAt: nullableNumber(r.provisioned_at),
     attempts: Number(r.attempts ?? 0),
-    lastError: str(r.last_error),
-    nextAttemptAt: num(r.next_attempt_at),
-    waitingSince: num(r.waiting_since),
+    lastError: nullableString(r.last_error),
+    nextAttemptAt: nullableNumber(r.next_attempt_at),
+    waitingSince: nullableNumber(r.waiting_since),
     version: Number(r.version),
-    submitterIp: str(r.submitter_ip),
-    submitterAgent: str(r.submitter_agent),
-    idempotencyKey: str(r.idempotency_key),
-    importBatchId: str(r.import_batch_id),
-    erasedAt: num(r.erased_at),
+    submitterIp: nullableString(r.submitter_ip),
+    submitterAgent: nullableString(r.submitter_agent),
+    idempotencyKey: nullableString(r.idempotency_key),
+    importBatchId: nullableString(r.import_batch_id),
+    erasedAt: nullableNumber(r.erased_at),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
@@ -207,15 +206,15 @@ export function childFromRow(r: Row): ChildRecord {
     firstName: String(r.first_name),
     lastName: String(r.last_name),
     tutorGroup: String(r.tutor_group ?? ''),
-    pupilIdentifier: str(r.pupil_identifier),
-    moodleUserId: num(r.moodle_user_id),
+    pupilIdentifier: nullableString(r.pupil_identifier),
+    moodleUserId: nullableNumber(r.moodle_user_id),
     linkState: r.link_state as ChildLinkState,
-    linkedAt: num(r.linked_at),
-    revokedAt: num(r.revoked_at),
-    unassignPending: bool(r.unassign_pending),
+    linkedAt: nullableNumber(r.linked_at),
+    revokedAt: nullableNumber(r.revoked_at),
+    unassignPending: booleanColumn(r.unassign_pending),
     attempts: Number(r.attempts ?? 0),
-    lastError: str(r.last_error),
-    nextAttemptAt: num(r.next_attempt_at),
+    lastError: nullableString(r.last_error),
+    nextAttemptAt: nullableNumber(r.next_attempt_at),
     updatedAt: Number(r.updated_at),
   };
 }
@@ -261,7 +260,7 @@ export class RequestRepository {
   /** Reads a request; with forUpdate, locks its row until the transaction ends (MySQL). */
   async findById(q: Queryable, id: number, options: { forUpdate?: boolean } = {}): Promise<RequestRecord | undefined> {
     const query = q(REQUESTS_TABLE).where({ id }).first();
-    if (options.forUpdate && isMysqlQueryable(q)) query.forUpdate();
+    if (options.forUpdate && isMysql(q)) query.forUpdate();
     const row = (await query) as Row | undefined;
     return row ? requestFromRow(row) : undefined;
   }
@@ -269,7 +268,7 @@ export class RequestRepository {
   async findManyByIds(q: Queryable, ids: number[], options: { forUpdate?: boolean } = {}): Promise<RequestRecord[]> {
     if (ids.length === 0) return [];
     const query = q(REQUESTS_TABLE).whereIn('id', ids).orderBy('id');
-    if (options.forUpdate && isMysqlQueryable(q)) query.forUpdate();
+    if (options.forUpdate && isMysql(q)) query.forUpdate();
     return ((await query) as Row[]).map(requestFromRow);
   }
 
@@ -425,13 +424,9 @@ export function auditFromRow(r: Row): AuditEventRecord {
     id: Number(r.id),
     createdAt: Number(r.created_at),
     actorType: String(r.actor_type),
-    actorId: str(r.actor_id),
-    requestId: num(r.request_id),
+    actorId: nullableString(r.actor_id),
+    requestId: nullableNumber(r.request_id),
     action: String(r.action),
     details,
   };
-}
-
-function isMysqlQueryable(q: Queryable): boolean {
-  return q.client.config.client === 'mysql2';
 }
