@@ -90,6 +90,9 @@ async function requestsCommand(services: Services, args: string[], io: CliIo, ac
   });
   const lifecycle = services.lifecycle;
   const version = optionalVersion(values.version);
+  // --version, when given, makes every action refuse a request that changed since it was shown.
+  const versioned = version !== undefined ? { expectedVersion: version } : {};
+  const decision = { reason: values.reason ?? null, ...versioned };
   const print = (request: RequestRecord) => io.out(`Request ${request.id} is now ${request.status} (${STATUS_LABELS[request.status]}).`);
 
   switch (action) {
@@ -133,7 +136,7 @@ async function requestsCommand(services: Services, args: string[], io: CliIo, ac
         id,
         {
           children: matches,
-          ...(version !== undefined ? { expectedVersion: version } : {}),
+          ...versioned,
           ...(existing !== undefined ? { existingAccount: { moodleUserId: positiveInt(existing, '--existing-account') } } : {}),
         },
         actor,
@@ -143,29 +146,29 @@ async function requestsCommand(services: Services, args: string[], io: CliIo, ac
     }
     case 'deny': {
       const id = positiveInt(positionals[0], 'The request id');
-      print(await lifecycle.denyRequest(id, { reason: values.reason ?? null, ...(version !== undefined ? { expectedVersion: version } : {}) }, actor));
+      print(await lifecycle.denyRequest(id, decision, actor));
       return 0;
     }
     case 'duplicate': {
       const id = positiveInt(positionals[0], 'The request id');
       const of = values.of === undefined ? null : positiveInt(values.of, '--of');
-      print(await lifecycle.markDuplicate(id, { reason: values.reason ?? null, duplicateOf: of, ...(version !== undefined ? { expectedVersion: version } : {}) }, actor));
+      print(await lifecycle.markDuplicate(id, { ...decision, duplicateOf: of }, actor));
       return 0;
     }
     case 'bogus': {
       const id = positiveInt(positionals[0], 'The request id');
-      print(await lifecycle.markBogus(id, { reason: values.reason ?? null, ...(version !== undefined ? { expectedVersion: version } : {}) }, actor));
+      print(await lifecycle.markBogus(id, decision, actor));
       return 0;
     }
     case 'revoke': {
       const id = positiveInt(positionals[0], 'The request id');
-      print(await lifecycle.revokeRequest(id, { reason: values.reason ?? null, ...(version !== undefined ? { expectedVersion: version } : {}) }, actor));
+      print(await lifecycle.revokeRequest(id, decision, actor));
       return 0;
     }
     case 'revoke-child': {
       const id = positiveInt(positionals[0], 'The request id');
       const childId = positiveInt(positionals[1], 'The child id');
-      print(await lifecycle.revokeChild(id, childId, { reason: values.reason ?? null, ...(version !== undefined ? { expectedVersion: version } : {}) }, actor));
+      print(await lifecycle.revokeChild(id, childId, decision, actor));
       return 0;
     }
     case 'comment': {
