@@ -668,18 +668,16 @@ export class RequestLifecycle {
     if (childIds.length === 0) return;
     await this.transaction(async (trx) => {
       const now = this.now();
-      const rows = await trx('request_children').whereIn('id', childIds).where({ unassign_pending: true }).select('id', 'request_id', 'moodle_user_id');
+      const children = await this.repository.childrenPendingUnassign(trx, childIds);
       await this.repository.updateChildren(
         trx,
-        rows.map((r: { id: number }) => Number(r.id)),
+        children.map((c) => c.id),
         { unassignPending: false, lastError: null, attempts: 0, nextAttemptAt: null, updatedAt: now },
       );
       await this.repository.insertAudit(
         trx,
         now,
-        rows.map((r: { id: number; request_id: number; moodle_user_id: number | null }) =>
-          this.auditInput(actor, Number(r.request_id), 'role_unassigned', { childId: Number(r.id), moodleUserId: r.moodle_user_id }),
-        ),
+        children.map((c) => this.auditInput(actor, c.requestId, 'role_unassigned', { childId: c.id, moodleUserId: c.moodleUserId })),
       );
     });
   }
@@ -687,10 +685,10 @@ export class RequestLifecycle {
   async recordUnassignFailed(childId: number, error: string, nextAttemptAt: number | null, actor: Actor): Promise<void> {
     await this.transaction(async (trx) => {
       const now = this.now();
-      const row = (await trx('request_children').where({ id: childId }).first()) as { request_id: number; attempts: number } | undefined;
-      if (!row) return;
-      await this.repository.updateChild(trx, childId, { lastError: error, attempts: Number(row.attempts) + 1, nextAttemptAt, updatedAt: now });
-      await this.repository.insertAudit(trx, now, [this.auditInput(actor, Number(row.request_id), 'unassign_failed', { childId, error })]);
+      const child = await this.repository.findChild(trx, childId);
+      if (!child) return;
+      await this.repository.updateChild(trx, childId, { lastError: error, attempts: child.attempts + 1, nextAttemptAt, updatedAt: now });
+      await this.repository.insertAudit(trx, now, [this.auditInput(actor, child.requestId, 'unassign_failed', { childId, error })]);
     });
   }
 

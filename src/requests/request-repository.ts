@@ -323,6 +323,21 @@ export class RequestRepository {
     return Number(changed) === 1;
   }
 
+  async findChild(q: Queryable, childId: number): Promise<ChildRecord | undefined> {
+    const row = (await q(CHILDREN_TABLE).where({ id: childId }).first()) as Row | undefined;
+    return row ? childFromRow(row) : undefined;
+  }
+
+  /** Of these children, the ones still waiting for their Parent role to be removed in Moodle. */
+  async childrenPendingUnassign(q: Queryable, childIds: number[]): Promise<ChildRecord[]> {
+    const found: ChildRecord[] = [];
+    for (let i = 0; i < childIds.length; i += 500) {
+      const rows = (await q(CHILDREN_TABLE).whereIn('id', childIds.slice(i, i + 500)).where({ unassign_pending: true })) as Row[];
+      found.push(...rows.map(childFromRow));
+    }
+    return found;
+  }
+
   async updateChild(q: Queryable, childId: number, patch: Partial<ChildRecord>): Promise<void> {
     await q(CHILDREN_TABLE).where({ id: childId }).update(childToRow(patch));
   }

@@ -301,6 +301,23 @@ for (const dialect of DIALECTS) {
         const actions = (await lifecycle.repository.auditFor(t.db, provisioned.id)).map((a) => a.action);
         assert.equal(actions.filter((a) => a === 'role_unassigned').length, kids.length);
       });
+
+      it('a failed role removal stays queued with the error, one more attempt and a retry time', { skip }, async () => {
+        const provisioned = await requestIn('provisioned');
+        await lifecycle.revokeRequest(provisioned.id, { reason: 'Left' }, staff);
+        const [first] = await lifecycle.repository.children(t.db, provisioned.id);
+        await lifecycle.recordUnassignFailed(first!.id, 'Moodle could not be reached', clock + 60_000, cycleActor);
+        const after = (await lifecycle.repository.children(t.db, provisioned.id))[0]!;
+        assert.equal(after.unassignPending, true);
+        assert.equal(after.attempts, first!.attempts + 1);
+        assert.equal(after.lastError, 'Moodle could not be reached');
+        assert.equal(after.nextAttemptAt, clock + 60_000);
+        const audit = (await lifecycle.repository.auditFor(t.db, provisioned.id)).at(-1);
+        assert.equal(audit?.action, 'unassign_failed');
+        assert.deepEqual(audit?.details, { childId: first!.id, error: 'Moodle could not be reached' });
+        await lifecycle.recordUnassigned([after.id], cycleActor);
+        assert.equal((await lifecycle.repository.children(t.db, provisioned.id))[0]!.unassignPending, false);
+      });
     });
 
     describe('provisioning outcomes', () => {
