@@ -5,6 +5,7 @@ import cookieParser from 'cookie-parser';
 import express from 'express';
 import { intakeApiRoutes } from './intake/intake-api.routes';
 import { intakeRoutes } from './intake/intake.routes';
+import { adminRoutes } from './staff/admin.routes';
 import type { Services } from './services';
 import { errorHandler, notFoundHandler } from './web/error-handler';
 import { requestLogging } from './web/request-logging';
@@ -44,6 +45,7 @@ export function createApp(services: Services) {
 
   app.use('/request', intakeRoutes(services));
   app.use('/api/v1', intakeApiRoutes(services));
+  app.use('/admin', adminRoutes(services));
 
   app.use(notFoundHandler);
   app.use(errorHandler(config.env !== 'production'));

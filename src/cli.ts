@@ -11,10 +11,12 @@ import { REQUEST_STATUSES, STATUS_LABELS, type RequestStatus } from './requests/
 import { API_KEY_USAGE, runApiKeyCommand } from './intake/api-key-commands';
 import { formatDoctor } from './moodle/doctor';
 import { createServices, type Services } from './services';
+import { runStaffCommand, STAFF_USAGE, type StaffCommandIo } from './staff/staff-commands';
 
 export interface CliIo {
   out: (text: string) => void;
   err: (text: string) => void;
+  readPassword?: StaffCommandIo['readPassword'];
 }
 
 const USAGE = `Usage: npm run cli -- <command> [options]
@@ -35,6 +37,7 @@ Commands:
   requests revoke-child <id> <childId> [--reason "…"] [--version N]
   requests comment <id> "text"
 ${API_KEY_USAGE}
+${STAFF_USAGE}
   help                            this text
 
 Statuses: ${REQUEST_STATUSES.join(', ')}`;
@@ -242,6 +245,8 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
         return await cycleCommand(services, args, io);
       case 'api-keys':
         return await runApiKeyCommand(services, args, io);
+      case 'staff':
+        return await runStaffCommand(services, args, io);
       default:
         throw new UsageError(`Unknown command "${command}".`);
     }

@@ -138,6 +138,10 @@ const environmentSchema = z.object({
   RETRY_BASE_SECONDS: positiveInt(86_400).default(300),
   RETRY_MAX_SECONDS: positiveInt(7 * 86_400).default(86_400),
 
+  STAFF_SESSION_IDLE_MINUTES: positiveInt(24 * 60).default(30),
+  STAFF_SESSION_MAX_HOURS: positiveInt(7 * 24).default(12),
+  RETENTION_DAYS: positiveInt(3650).default(90),
+
   SMTP_URL: optionalText,
   MAIL_FROM: z.string().trim().min(3).default('Moodle Parent Provisioning <no-reply@localhost>'),
   STAFF_NOTIFY_EMAILS: commaList.refine((list) => list.every((e) => emailAddress.safeParse(e).success), {
@@ -220,6 +224,16 @@ export interface Config {
     syncCommand: string | undefined;
     passwordEmailCommand: string | undefined;
     commandTimeoutMs: number;
+  };
+  staff: {
+    /** A staff session ends after this long without a request. */
+    sessionIdleMs: number;
+    /** …and in any case this long after sign-in. */
+    sessionMaxMs: number;
+  };
+  privacy: {
+    /** Denied, bogus and duplicate requests are erased this many days after the decision. */
+    retentionDays: number;
   };
   mail: {
     smtpUrl: string | undefined;
@@ -319,6 +333,13 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
       passwordEmailCommand: e.MOODLE_PASSWORD_EMAIL_COMMAND,
       commandTimeoutMs: e.MOODLE_COMMAND_TIMEOUT_MS,
     },
+    staff: {
+      sessionIdleMs: e.STAFF_SESSION_IDLE_MINUTES * 60_000,
+      sessionMaxMs: e.STAFF_SESSION_MAX_HOURS * 3_600_000,
+    },
+    privacy: {
+      retentionDays: e.RETENTION_DAYS,
+    },
     mail: {
       smtpUrl: e.SMTP_URL,
       from: e.MAIL_FROM,
@@ -371,6 +392,9 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     { name: 'SYNC_WAIT_WARN_MINUTES', value: show(config.cycle.syncWaitWarnMs / 60_000) },
     { name: 'RETRY_BASE_SECONDS', value: show(config.cycle.retryBaseMs / 1000) },
     { name: 'RETRY_MAX_SECONDS', value: show(config.cycle.retryMaxMs / 1000) },
+    { name: 'STAFF_SESSION_IDLE_MINUTES', value: show(config.staff.sessionIdleMs / 60_000) },
+    { name: 'STAFF_SESSION_MAX_HOURS', value: show(config.staff.sessionMaxMs / 3_600_000) },
+    { name: 'RETENTION_DAYS', value: show(config.privacy.retentionDays) },
     { name: 'SMTP_URL', value: config.mail.smtpUrl === undefined ? '(not set: mail goes to data/outbox)' : redactUrl(config.mail.smtpUrl) },
     { name: 'MAIL_FROM', value: config.mail.from },
     { name: 'STAFF_NOTIFY_EMAILS', value: config.mail.staffNotify.join(', ') || '(none)' },

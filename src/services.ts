@@ -16,7 +16,10 @@ import { CycleScheduler } from './provisioning/cycle-scheduler';
 import { ProvisioningCycle, type CycleSummary } from './provisioning/provisioning-cycle';
 import { RequestLifecycle } from './requests/request-lifecycle';
 import { RequestRepository } from './requests/request-repository';
+import { DashboardRepository } from './staff/dashboard.repository';
+import { StaffAccounts } from './staff/staff-accounts';
 import { createCsrf } from './web/csrf';
+import { createSessionMiddleware, sessionCookieName } from './web/sessions';
 import { createRateLimit } from './web/rate-limit';
 
 export interface ServiceOptions {
@@ -93,6 +96,14 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
   };
   const intake = new IntakeService(config, db, lifecycle, requestRepository, intakeRateLimits, clock);
   const csrf = createCsrf(config);
+  const staffAccounts = new StaffAccounts(
+    db,
+    {
+      perIp: createRateLimit(db, { keyPrefix: 'signin_ip', points: 30, durationSeconds: 900 }),
+      unknownUsername: createRateLimit(db, { keyPrefix: 'signin_unknown', points: 5, durationSeconds: 900 }),
+    },
+    { sessionSecret: config.sessionSecret, ...clock },
+  );
 
   return {
     config,
@@ -108,6 +119,10 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     scheduler,
     intake,
     csrf,
+    staffAccounts,
+    staffSession: createSessionMiddleware(config, db, logger),
+    sessionCookieName: sessionCookieName(config),
+    dashboardRepository: new DashboardRepository(),
     migrate: () => migrateToLatest(db, { authTable: config.authTable }),
     migrationStatus: () => migrationStatus(db, { authTable: config.authTable }),
     doctor: (runSync = false) => runDoctor({ config, db, moodle, verifyMail: () => mailTransport.verify() }, { runSync }),
@@ -115,6 +130,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     startBackground(): void {
       mailOutbox.startSender(10_000);
       scheduler.start();
+      staffAccounts.announceSetup(logger, config.baseUrl).catch((error) => logger.error({ err: error }, 'could not check for staff accounts'));
     },
     async close(): Promise<void> {
       await scheduler.stop().catch(() => undefined);

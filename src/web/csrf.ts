@@ -28,8 +28,9 @@ export function createCsrf(config: Pick<Config, 'baseUrl' | 'sessionSecret' | 'i
   const cookieName = https ? '__Host-mpp.csrf' : 'mpp.csrf';
   const { doubleCsrfProtection, generateCsrfToken } = doubleCsrf({
     getSecret: () => config.sessionSecret,
-    // Parents have no session; the token is bound to the signed cookie value alone.
-    getSessionIdentifier: () => '',
+    // Parents have no session: their token is bound to the signed cookie value alone. A signed-in
+    // staff member's token is also bound to the session, so it dies with the session.
+    getSessionIdentifier: (req) => (req.session?.staffUserId ? req.sessionID : ''),
     cookieName,
     cookieOptions: { httpOnly: true, sameSite: embedded ? 'none' : 'strict', secure: https, path: '/' },
     getCsrfTokenFromRequest: (req) => {

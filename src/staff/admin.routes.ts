@@ -1,0 +1,36 @@
+// The staff dashboard under /admin: sessions, CSRF and the sign-in wall, then each area's routes.
+import express, { type Router } from 'express';
+import multer from 'multer';
+import { STATUS_LABELS, REQUEST_STATUSES } from '../requests/request-states';
+import type { Services } from '../services';
+import { requireStaff } from './require-staff';
+import { staffAuthRoutes } from './staff-auth.routes';
+
+/** Largest CSV file staff may upload for an import. */
+export const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;
+
+export function adminRoutes(services: Services): Router {
+  const router = express.Router();
+  // Dashboard pages hold personal data: never cached by a shared browser or proxy, never indexed.
+  router.use((_req, res, next) => {
+    res.setHeader('Cache-Control', 'no-store');
+    res.setHeader('X-Robots-Tag', 'noindex');
+    next();
+  });
+  router.use(express.urlencoded({ extended: true, limit: '200kb', parameterLimit: 5000 }));
+  // File uploads (CSV import) are read into memory, small, before the CSRF check needs the form fields.
+  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: MAX_UPLOAD_BYTES, files: 1, fields: 50 } });
+  router.use((req, res, next) => (req.is('multipart/form-data') ? upload.single('file')(req, res, next) : next()));
+  router.use(services.staffSession);
+  router.use(services.csrf.protect);
+
+  router.use(staffAuthRoutes(services));
+  router.use(requireStaff(services));
+
+  router.get('/', async (_req, res) => {
+    const counts = await services.dashboardRepository.countByStatus(services.db);
+    res.render('admin/overview', { title: 'Overview', counts, statuses: REQUEST_STATUSES, labels: STATUS_LABELS });
+  });
+
+  return router;
+}

@@ -1,0 +1,230 @@
+// Staff accounts: the first-run setup, adding staff, passwords (argon2id) and signing in with
+// throttling per account and per address. Routes and the CLI both go through this service.
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import argon2 from 'argon2';
+import { z } from 'zod';
+import type { Database } from '../db/database';
+import { isUniqueViolation } from '../db/database';
+import { AppError, ConflictError, NotFoundError, ValidationError, type FieldProblem } from '../errors';
+import type { Logger } from '../logger';
+import { RateLimitedError, type RateLimit } from '../web/rate-limit';
+import { StaffUserRepository, type StaffRole, type StaffUserRecord } from './staff-user-repository';
+
+export const PASSWORD_MIN_LENGTH = 12;
+/** Failed sign-ins in a row after which an account is locked for LOCK_MS. */
+export const MAX_FAILED_SIGN_INS = 5;
+export const LOCK_MS = 15 * 60_000;
+
+const SIGN_IN_FAILED = 'That username and password do not match an active staff account.';
+
+const passwordSchema = z
+  .string({ message: 'Enter a password.' })
+  .min(PASSWORD_MIN_LENGTH, { message: `The password must be at least ${PASSWORD_MIN_LENGTH} characters long.` })
+  .max(200, { message: 'The password must be at most 200 characters long.' });
+
+const staffInputSchema = z.object({
+  username: z
+    .string({ message: 'Enter a username.' })
+    .trim()
+    .toLowerCase()
+    .regex(/^[a-z0-9._@-]{3,100}$/, { message: 'The username must be 3 to 100 letters, digits or . _ @ -' }),
+  displayName: z.string({ message: 'Enter a name.' }).trim().min(1, { message: 'Enter the name shown to other staff.' }).max(200, { message: 'The name must be at most 200 characters.' }),
+  email: z
+    .string()
+    .trim()
+    .max(254)
+    .optional()
+    .transform((v) => (v ? v.toLowerCase() : undefined))
+    .refine((v) => v === undefined || z.string().email().safeParse(v).success, { message: 'Enter a valid email address, or leave it empty.' }),
+  password: passwordSchema,
+});
+
+export type StaffInput = z.input<typeof staffInputSchema>;
+
+/** What a page may know about the signed-in person (never the password hash). */
+export interface StaffIdentity {
+  id: number;
+  username: string;
+  displayName: string;
+  role: StaffRole;
+}
+
+export function identityOf(user: StaffUserRecord): StaffIdentity {
+  return { id: user.id, username: user.username, displayName: user.displayName, role: user.role };
+}
+
+function fieldProblems(error: z.ZodError): FieldProblem[] {
+  return error.issues.map((issue) => ({ field: String(issue.path[0] ?? 'form'), message: issue.message }));
+}
+
+function parseStaffInput(input: StaffInput) {
+  const parsed = staffInputSchema.safeParse(input);
+  if (!parsed.success) throw new ValidationError('Some details need changing.', fieldProblems(parsed.error));
+  return parsed.data;
+}
+
+function parsePassword(password: string): string {
+  const parsed = passwordSchema.safeParse(password);
+  if (!parsed.success) throw new ValidationError('The password cannot be used.', fieldProblems(parsed.error).map((p) => ({ ...p, field: 'password' })));
+  return parsed.data;
+}
+
+const CODE_ALPHABET = 'ABCDEFGHJKMNPQRSTVWXYZ23456789';
+const normaliseCode = (code: string) => code.toUpperCase().replace(/[^A-Z0-9]/g, '');
+
+export interface StaffAccountLimits {
+  /** Every sign-in attempt from one address. */
+  perIp: RateLimit;
+  /** Failed attempts for a username no account has (so locking does not reveal which names exist). */
+  unknownUsername: RateLimit;
+}
+
+export class StaffAccounts {
+  private readonly repository = new StaffUserRepository();
+  private readonly now: () => number;
+  private dummyHash: Promise<string> | undefined;
+
+  constructor(
+    private readonly db: Database,
+    private readonly limits: StaffAccountLimits,
+    private readonly options: { sessionSecret: string; now?: () => number },
+  ) {
+    this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * The one-time code that lets the first administrator be created. Derived from the session
+   * secret, so every instance behind a load balancer accepts the same code; it stops working
+   * once any staff account exists.
+   */
+  setupCode(): string {
+    const digest = createHmac('sha256', this.options.sessionSecret).update('moodle-parent-provisioning first-run setup').digest();
+    const chars = [...digest.subarray(0, 12)].map((b) => CODE_ALPHABET[b % CODE_ALPHABET.length]).join('');
+    return chars.match(/.{4}/g)!.join('-');
+  }
+
+  async needsSetup(): Promise<boolean> {
+    return (await this.repository.count(this.db)) === 0;
+  }
+
+  /** Writes the setup code to the log when no staff account exists yet. */
+  async announceSetup(logger: Logger, baseUrl: string): Promise<void> {
+    if (!(await this.needsSetup())) return;
+    logger.warn(
+      { setupCode: this.setupCode(), setupUrl: `${baseUrl}/admin/setup` },
+      'No staff account exists yet: open the setup page and enter this one-time setup code to create the first administrator',
+    );
+  }
+
+  async createFirstAdmin(code: string, input: StaffInput): Promise<StaffUserRecord> {
+    const expected = Buffer.from(normaliseCode(this.setupCode()));
+    const given = Buffer.from(normaliseCode(code));
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw new ValidationError('The setup code is not right.', [{ field: 'setupCode', message: 'Enter the setup code printed in the service log when it started.' }]);
+    }
+    const data = parseStaffInput(input);
+    const passwordHash = await argon2.hash(data.password);
+    return this.db.transaction(async (trx) => {
+      // Closed as soon as one account exists, even if two people submit the page at once.
+      if ((await this.repository.count(trx)) > 0) throw new ConflictError('The first administrator has already been created. Sign in instead.', 'setup_done');
+      return this.insert(trx, { ...data, passwordHash, role: 'admin' });
+    });
+  }
+
+  async addStaff(input: StaffInput & { role?: StaffRole }): Promise<StaffUserRecord> {
+    const data = parseStaffInput(input);
+    const passwordHash = await argon2.hash(data.password);
+    return this.insert(this.db, { ...data, passwordHash, role: input.role ?? 'staff' });
+  }
+
+  private async insert(
+    q: Parameters<StaffUserRepository['insert']>[0],
+    data: { username: string; displayName: string; email?: string | undefined; passwordHash: string; role: StaffRole },
+  ): Promise<StaffUserRecord> {
+    const now = this.now();
+    try {
+      const id = await this.repository.insert(q, {
+        username: data.username,
+        displayName: data.displayName,
+        email: data.email ?? null,
+        passwordHash: data.passwordHash,
+        role: data.role,
+        createdAt: now,
+        updatedAt: now,
+      });
+      return (await this.repository.findById(q, id)) as StaffUserRecord;
+    } catch (error) {
+      if (isUniqueViolation(error)) {
+        throw new ValidationError('That username is taken.', [{ field: 'username', message: 'A staff account with this username already exists.' }]);
+      }
+      throw error;
+    }
+  }
+
+  private async existing(username: string): Promise<StaffUserRecord> {
+    const user = await this.repository.findByUsername(this.db, username.trim().toLowerCase());
+    if (!user) throw new NotFoundError(`There is no staff account "${username}".`);
+    return user;
+  }
+
+  /** Sets a new password and clears any lock. */
+  async resetPassword(username: string, password: string): Promise<StaffUserRecord> {
+    const user = await this.existing(username);
+    const passwordHash = await argon2.hash(parsePassword(password));
+    await this.repository.update(this.db, user.id, { passwordHash, failedLogins: 0, lockedUntil: null, updatedAt: this.now() });
+    return (await this.repository.findById(this.db, user.id)) as StaffUserRecord;
+  }
+
+  /** A disabled account cannot sign in, and its open sessions stop working at their next request. */
+  async setDisabled(username: string, disabled: boolean): Promise<StaffUserRecord> {
+    const user = await this.existing(username);
+    await this.repository.update(this.db, user.id, { disabled, updatedAt: this.now() });
+    return { ...user, disabled };
+  }
+
+  list(): Promise<StaffUserRecord[]> {
+    return this.repository.list(this.db);
+  }
+
+  /** The account behind a session, if it may still be used. */
+  async activeAccount(id: number): Promise<StaffUserRecord | undefined> {
+    const user = await this.repository.findById(this.db, id);
+    return user && !user.disabled ? user : undefined;
+  }
+
+  /**
+   * Checks a sign-in. Every attempt costs one password check, whether or not the account exists
+   * or is locked, so neither the answer nor its timing tells which usernames exist.
+   */
+  async authenticate(usernameInput: string, password: string, ip: string): Promise<StaffUserRecord> {
+    await this.limits.perIp.consume(ip, 'Too many sign-in attempts from this address. Try again in a few minutes.');
+    const username = usernameInput.trim().toLowerCase();
+    const user = username ? await this.repository.findByUsername(this.db, username) : undefined;
+    const passwordMatches = await this.verify(user?.passwordHash, password);
+    const now = this.now();
+    const lockedMessage = 'Too many failed sign-ins for this username. Try again in 15 minutes, or ask an administrator to reset the password.';
+
+    if (!user) {
+      await this.limits.unknownUsername.consume(username || '(empty)', lockedMessage);
+      throw new AppError(SIGN_IN_FAILED, 401, 'sign_in_failed');
+    }
+    if (user.lockedUntil !== null && user.lockedUntil > now) throw new RateLimitedError((user.lockedUntil - now) / 1000, lockedMessage);
+    if (!passwordMatches || user.disabled) {
+      const failures = await this.repository.recordFailedLogin(this.db, user.id, now);
+      if (failures >= MAX_FAILED_SIGN_INS) await this.repository.update(this.db, user.id, { lockedUntil: now + LOCK_MS, updatedAt: now });
+      throw new AppError(SIGN_IN_FAILED, 401, 'sign_in_failed');
+    }
+    await this.repository.update(this.db, user.id, { failedLogins: 0, lockedUntil: null, lastLoginAt: now, updatedAt: now });
+    return { ...user, failedLogins: 0, lockedUntil: null, lastLoginAt: now };
+  }
+
+  private async verify(hash: string | undefined, password: string): Promise<boolean> {
+    this.dummyHash ??= argon2.hash('no account has this password');
+    try {
+      const ok = await argon2.verify(hash ?? (await this.dummyHash), password.slice(0, 1000));
+      return hash !== undefined && ok;
+    } catch {
+      return false;
+    }
+  }
+}

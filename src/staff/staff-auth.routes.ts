@@ -1,0 +1,100 @@
+// First-run setup, sign-in and sign-out. Everything else in the dashboard sits behind
+// requireStaff.
+import express, { type Request, type Response, type Router } from 'express';
+import { AppError, ValidationError, type FieldProblem } from '../errors';
+import type { Services } from '../services';
+import { RateLimitedError } from '../web/rate-limit';
+import { safeNextPath } from './require-staff';
+import type { StaffUserRecord } from './staff-user-repository';
+
+function field(body: unknown, name: string): string {
+  const value = (body as Record<string, unknown> | undefined)?.[name];
+  return typeof value === 'string' ? value : '';
+}
+
+/** A new session id at sign-in, so a session id planted before sign-in is worth nothing after. */
+async function signIn(req: Request, user: StaffUserRecord): Promise<void> {
+  await new Promise<void>((resolve, reject) => req.session.regenerate((error) => (error ? reject(error) : resolve())));
+  req.session.staffUserId = user.id;
+  req.session.signedInAt = Date.now();
+  await new Promise<void>((resolve, reject) => req.session.save((error) => (error ? reject(error) : resolve())));
+}
+
+export function staffAuthRoutes(services: Services): Router {
+  const { staffAccounts, csrf } = services;
+  const router = express.Router();
+
+  function renderSetup(req: Request, res: Response, values: Record<string, string>, problems: FieldProblem[], status = 200) {
+    res.status(status).render('admin/setup', { title: 'Set up the dashboard', values, problems, csrfToken: csrf.token(req, res) });
+  }
+
+  function renderSignIn(req: Request, res: Response, options: { username?: string; error?: string; notice?: string; status?: number }) {
+    res.status(options.status ?? 200).render('admin/sign-in', {
+      title: 'Staff sign-in',
+      username: options.username ?? '',
+      error: options.error,
+      notice: options.notice,
+      next: safeNextPath(req.query.next ?? (req.body as Record<string, unknown> | undefined)?.next),
+      csrfToken: csrf.token(req, res),
+    });
+  }
+
+  router.get('/setup', async (req, res) => {
+    if (!(await staffAccounts.needsSetup())) return res.redirect(303, '/admin/sign-in');
+    renderSetup(req, res, {}, []);
+  });
+
+  router.post('/setup', async (req, res) => {
+    if (!(await staffAccounts.needsSetup())) return res.redirect(303, '/admin/sign-in');
+    const values = {
+      setupCode: field(req.body, 'setupCode'),
+      username: field(req.body, 'username'),
+      displayName: field(req.body, 'displayName'),
+      email: field(req.body, 'email'),
+    };
+    const password = field(req.body, 'password');
+    if (password !== field(req.body, 'passwordConfirm')) {
+      return renderSetup(req, res, values, [{ field: 'passwordConfirm', message: 'The two passwords are not the same.' }], 400);
+    }
+    try {
+      const user = await staffAccounts.createFirstAdmin(values.setupCode, { ...values, password });
+      await signIn(req, user);
+      req.session.flash = { kind: 'success', text: `Welcome, ${user.displayName}. Your administrator account is ready.` };
+      res.redirect(303, '/admin');
+    } catch (error) {
+      if (error instanceof ValidationError) return renderSetup(req, res, values, error.fields, 400);
+      throw error;
+    }
+  });
+
+  router.get('/sign-in', async (req, res) => {
+    if (await staffAccounts.needsSetup()) return res.redirect(303, '/admin/setup');
+    if (req.session.staffUserId && (await staffAccounts.activeAccount(req.session.staffUserId))) return res.redirect(303, '/admin');
+    renderSignIn(req, res, { ...(req.query.ended ? { notice: 'Your session ended. Please sign in again.' } : {}) });
+  });
+
+  router.post('/sign-in', async (req, res) => {
+    const username = field(req.body, 'username');
+    try {
+      const user = await staffAccounts.authenticate(username, field(req.body, 'password'), req.ip ?? 'unknown');
+      await signIn(req, user);
+      req.log.info({ staffUserId: user.id }, 'staff signed in');
+      res.redirect(303, safeNextPath(field(req.body, 'next')));
+    } catch (error) {
+      if (error instanceof RateLimitedError) {
+        res.setHeader('Retry-After', String(error.retryAfterSeconds));
+        return renderSignIn(req, res, { username, error: error.message, status: 429 });
+      }
+      if (error instanceof AppError && error.code === 'sign_in_failed') return renderSignIn(req, res, { username, error: error.message, status: 401 });
+      throw error;
+    }
+  });
+
+  router.post('/sign-out', async (req, res) => {
+    await new Promise<void>((resolve) => req.session.destroy(() => resolve()));
+    res.clearCookie(services.sessionCookieName, { path: '/' });
+    res.redirect(303, '/admin/sign-in');
+  });
+
+  return router;
+}
