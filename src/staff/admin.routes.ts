@@ -32,5 +32,10 @@ export function adminRoutes(services: Services): Router {
     res.render('admin/overview', { title: 'Overview', counts, statuses: REQUEST_STATUSES, labels: STATUS_LABELS });
   });
 
+  // Each area of the dashboard, all behind requireStaff above.
+  // (areas: requests list and bulk actions, CSV import/export)
+  // (areas: request page, privacy)
+  // (areas: provisioning, who can log in, diagnostics)
+
   return router;
 }
