@@ -8,6 +8,7 @@ import { intakeRoutes } from './intake/intake.routes';
 import { adminRoutes } from './staff/admin.routes';
 import type { Services } from './services';
 import { errorHandler, notFoundHandler } from './web/error-handler';
+import { healthRoutes } from './web/health.routes';
 import { requestLogging } from './web/request-logging';
 import { securityHeaders } from './web/security-headers';
 
@@ -35,9 +36,7 @@ export function createApp(services: Services) {
   app.use(cookieParser());
   app.use('/assets', express.static(path.join(VIEWS_DIR, 'assets'), { maxAge: '1h', index: false }));
 
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
-  });
+  app.use(healthRoutes(services));
 
   app.get('/', (_req, res) => {
     res.render('home', { title: config.schoolName });

@@ -86,6 +86,9 @@ const environmentSchema = z.object({
   }),
   SCHOOL_NAME: z.string().trim().min(1).max(200).default('Our school'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  METRICS_TOKEN: optionalText.refine((v) => v === undefined || v.length >= 16, {
+    message: 'must be at least 16 characters long (use a long random string)',
+  }),
 
   MOODLE_URL: httpUrl.optional(),
   MOODLE_TOKEN: optionalText,
@@ -193,6 +196,8 @@ export interface Config {
   sessionSecretGenerated: boolean;
   schoolName: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** Bearer token for /metrics; undefined means /metrics answers 404. */
+  metricsToken: string | undefined;
   dataDir: string;
   /** Express's "trust proxy" setting, for running behind the school's reverse proxy. */
   trustProxy: boolean | number | string;
@@ -303,6 +308,7 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
     sessionSecretGenerated,
     schoolName: e.SCHOOL_NAME,
     logLevel: e.LOG_LEVEL,
+    metricsToken: e.METRICS_TOKEN,
     dataDir,
     trustProxy: parseTrustProxy(e.TRUST_PROXY),
     intake: {
@@ -369,6 +375,7 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     { name: 'AUTH_TABLE', value: config.authTable },
     { name: 'SESSION_SECRET', value: config.sessionSecretGenerated ? '(generated for this run)' : '(set, hidden)' },
     { name: 'SCHOOL_NAME', value: config.schoolName },
+    { name: 'METRICS_TOKEN', value: config.metricsToken === undefined ? '(not set: /metrics is off)' : '(set, hidden)' },
     { name: 'MOODLE_URL', value: show(config.moodle.url) },
     { name: 'MOODLE_TOKEN', value: mask(config.moodle.token) },
     { name: 'MOODLE_PARENT_ROLE_ID', value: show(config.moodle.parentRoleId) },

@@ -1,28 +1,67 @@
-// Structured JSON logs (pino). Secrets are redacted by path wherever they might appear;
-// personal data stays out of log lines by habit: log ids, not names or addresses.
+// Structured JSON logs (pino). Secrets and addresses are redacted by key wherever they might
+// appear, and any email address left in a line (inside an error message, say) is masked on
+// the way out: log lines carry ids, never names, addresses or tokens.
 import pino, { type Logger } from 'pino';
 import type { Config } from './config';
 
 export type { Logger };
 
-export const REDACT_PATHS = [
+/** Keys whose values never reach a log line, at the top level and one or two levels down. */
+const SECRET_KEYS = [
   'token',
-  '*.token',
   'wstoken',
-  '*.wstoken',
+  'verificationToken',
   'password',
-  '*.password',
+  'pass',
   'secret',
-  '*.secret',
+  'sessionSecret',
+  'apiKey',
+  'api_key',
   'authorization',
-  '*.authorization',
   'cookie',
-  '*.cookie',
-  'headers.cookie',
-  'headers.authorization',
-  'req.headers.cookie',
-  'req.headers.authorization',
+  'smtpUrl',
+  // Personal data: not secret, but no business of a log file.
+  'email',
+  'recipient',
 ];
+const SECRET_HEADERS = ['authorization', 'cookie', 'set-cookie', 'x-api-key', 'proxy-authorization'];
+
+export const REDACT_PATHS: string[] = [
+  ...SECRET_KEYS.flatMap((key) => [key, `*.${key}`, `*.*.${key}`]),
+  ...SECRET_HEADERS.flatMap((header) => [`headers["${header}"]`, `*.headers["${header}"]`]),
+];
+
+export const HIDDEN = '[hidden]';
+export const EMAIL_MASK = '[email]';
+
+const LOCAL_PART = /[A-Za-z0-9._%+'-]/;
+const DOMAIN_PART = /[A-Za-z0-9.-]/;
+
+/**
+ * Replaces every email address in a line with a mask. A scan outward from each "@" rather than
+ * one regular expression, so a long line cannot make it slow.
+ */
+export function maskEmailAddresses(line: string): string {
+  if (!line.includes('@')) return line;
+  let out = '';
+  let copiedUpTo = 0;
+  let at = line.indexOf('@');
+  while (at !== -1) {
+    let start = at;
+    while (start > copiedUpTo && LOCAL_PART.test(line[start - 1] as string)) start -= 1;
+    let end = at + 1;
+    while (end < line.length && DOMAIN_PART.test(line[end] as string)) end += 1;
+    // A trailing dot ends a sentence, not a domain.
+    while (end > at + 1 && line[end - 1] === '.') end -= 1;
+    const domain = line.slice(at + 1, end);
+    if (start < at && /^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/.test(domain)) {
+      out += line.slice(copiedUpTo, start) + EMAIL_MASK;
+      copiedUpTo = end;
+    }
+    at = line.indexOf('@', Math.max(at + 1, copiedUpTo));
+  }
+  return out + line.slice(copiedUpTo);
+}
 
 export function createLogger(config: Pick<Config, 'logLevel' | 'env'>, destination?: pino.DestinationStream): Logger {
   const level = config.env === 'test' && !process.env.LOG_LEVEL ? 'silent' : config.logLevel;
@@ -30,7 +69,8 @@ export function createLogger(config: Pick<Config, 'logLevel' | 'env'>, destinati
     {
       level,
       base: { service: 'moodle-parent-provisioning' },
-      redact: { paths: REDACT_PATHS, censor: '[hidden]' },
+      redact: { paths: REDACT_PATHS, censor: HIDDEN },
+      hooks: { streamWrite: maskEmailAddresses },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
     destination,

@@ -5,6 +5,7 @@ import { createDatabase, type Database } from './db/database';
 import { migrateToLatest, migrationStatus } from './db/migrator';
 import { IntakeService } from './intake/intake.service';
 import { createLogger, type Logger } from './logger';
+import { ServiceMetrics } from './metrics';
 import { createMailMessages } from './mail/mail-messages';
 import { registerMailNotifications } from './mail/mail-notifications';
 import { MailOutbox } from './mail/mail-outbox';
@@ -43,11 +44,19 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
   const moodle =
     options.moodle === null
       ? undefined
-      : (options.moodle ?? createMoodleClient(config.moodle, { logger, onCall: () => (moodleCalls.total += 1) }));
+      : (options.moodle ??
+        createMoodleClient(config.moodle, {
+          logger,
+          onCall: (wsfunction, outcome, errorcode) => {
+            moodleCalls.total += 1;
+            metrics.recordMoodleCall(wsfunction, outcome, errorcode);
+          },
+        }));
 
   const mailTransport = options.mailTransport ?? createMailTransport(config.mail, logger);
   const mailMessages = createMailMessages(config);
   const mailOutbox = new MailOutbox(db, mailTransport, logger, clock);
+  const metrics = new ServiceMetrics({ db, mailOutbox, logger });
   registerMailNotifications(lifecycle, mailOutbox, mailMessages, {
     requireEmailVerification: config.intake.requireEmailVerification,
     staffNotify: config.mail.staffNotify,
@@ -74,7 +83,10 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     logger,
     ...clock,
     moodleCallCount: () => moodleCalls.total,
-    onFinished: notifyStaffOfCycle,
+    onFinished: async (summary) => {
+      await metrics.recordCycle(summary, () => cycle.repository.get(summary.cycleId));
+      await notifyStaffOfCycle(summary);
+    },
     settings: {
       parentRoleId: config.moodle.parentRoleId,
       extraContextIds: config.moodle.extraContextIds,
@@ -116,6 +128,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     mailMessages,
     mailOutbox,
     cycle,
+    metrics,
     scheduler,
     intake,
     csrf,

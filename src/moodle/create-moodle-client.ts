@@ -1,10 +1,10 @@
 // Builds the Moodle client from the configuration, or nothing when Moodle is not configured.
 import type { Config } from '../config';
-import { MoodleClient, type MoodleCallOutcome, type MoodleLogger } from './moodle-client';
+import { MoodleClient, type MoodleCallListener, type MoodleLogger } from './moodle-client';
 
 export function createMoodleClient(
   moodle: Readonly<Config['moodle']>,
-  options: { logger?: MoodleLogger; onCall?: (wsfunction: string, outcome: MoodleCallOutcome) => void } = {},
+  options: { logger?: MoodleLogger; onCall?: MoodleCallListener } = {},
 ): MoodleClient | undefined {
   if (!moodle.url || !moodle.token) return undefined;
   return new MoodleClient({

@@ -18,6 +18,12 @@ export type MoodleParams = { readonly [key: string]: MoodleParamValue };
 /** One HTTP attempt's result, for metrics: 'retried' and 'failed' are transport failures. */
 export type MoodleCallOutcome = 'ok' | 'moodle_error' | 'retried' | 'failed';
 
+/**
+ * Told about every HTTP attempt. errorcode is Moodle's own for 'moodle_error', one of ours
+ * (timeout, unreachable, …) for a transport failure, and undefined for 'ok'.
+ */
+export type MoodleCallListener = (wsfunction: string, outcome: MoodleCallOutcome, errorcode?: string) => void;
+
 /** The part of a pino logger the client uses; log lines carry no token and no request body. */
 export interface MoodleLogger {
   debug(details: Record<string, unknown>, message: string): void;
@@ -37,7 +43,7 @@ export interface MoodleClientOptions {
   retryDelayMs?: number;
   fetch?: typeof fetch;
   logger?: MoodleLogger;
-  onCall?: (wsfunction: string, outcome: MoodleCallOutcome) => void;
+  onCall?: MoodleCallListener;
 }
 
 export type UserLookupField = 'id' | 'idnumber' | 'username' | 'email';
@@ -277,7 +283,7 @@ export class MoodleClient {
   private readonly retryDelayMs: number;
   private readonly fetchImpl: typeof fetch;
   private readonly logger: MoodleLogger | undefined;
-  private readonly onCall: ((wsfunction: string, outcome: MoodleCallOutcome) => void) | undefined;
+  private readonly onCall: MoodleCallListener | undefined;
 
   constructor(options: MoodleClientOptions) {
     this.url = options.url.replace(/\/+$/, '');
@@ -310,7 +316,7 @@ export class MoodleClient {
         error = thrown;
       }
       const willRetry = error.transient && attempt <= this.retries;
-      this.onCall?.(wsfunction, error.fromMoodle ? 'moodle_error' : willRetry ? 'retried' : 'failed');
+      this.onCall?.(wsfunction, error.fromMoodle ? 'moodle_error' : willRetry ? 'retried' : 'failed', error.errorcode);
       const logDetails = { wsfunction, attempt, errorcode: error.errorcode, moodleMessage: error.moodleMessage };
       if (!willRetry) {
         this.logger?.warn(logDetails, 'Moodle call failed');
