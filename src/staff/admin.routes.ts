@@ -5,6 +5,9 @@ import { STATUS_LABELS, REQUEST_STATUSES } from '../requests/request-states';
 import type { Services } from '../services';
 import { requireStaff } from './require-staff';
 import { staffAuthRoutes } from './staff-auth.routes';
+import { accountsRoutes } from './accounts.routes';
+import { diagnosticsRoutes } from './diagnostics.routes';
+import { provisioningRoutes } from './provisioning.routes';
 
 /** Largest CSV file staff may upload for an import. */
 export const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;
@@ -36,6 +39,7 @@ export function adminRoutes(services: Services): Router {
   // (areas: requests list and bulk actions, CSV import/export)
   // (areas: request page, privacy)
   // (areas: provisioning, who can log in, diagnostics)
+  router.use(provisioningRoutes(services), accountsRoutes(services), diagnosticsRoutes(services));
 
   return router;
 }

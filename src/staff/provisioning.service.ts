@@ -1,0 +1,232 @@
+// What the provisioning pages show: the cycle running now (from the database lock, so a cycle on
+// another instance counts too), the history, one cycle's report with every request's outcome,
+// and "Run now".
+import type { Config } from '../config';
+import type { Database } from '../db/database';
+import { NotFoundError } from '../errors';
+import type { Logger } from '../logger';
+import type { CycleCounts, CycleRecord, RequestOutcomeReport } from '../provisioning/cycle-repository';
+import type { ProvisioningCycle } from '../provisioning/provisioning-cycle';
+import { STATUS_LABELS, type RequestStatus } from '../requests/request-states';
+import {
+  CHILD_OUTCOME_LABELS,
+  COUNT_LABELS,
+  countsInBrief,
+  describeSchedule,
+  formatDuration,
+  formatTime,
+  isProblemOutcome,
+  OUTCOME_LABELS,
+  paginate,
+  problemsFirst,
+  splitError,
+  STATE_LABELS,
+  STEP_LABELS,
+  TRIGGER_LABELS,
+} from './provisioning-format';
+import { ProvisioningPageRepository } from './provisioning.repository';
+
+export const HISTORY_PAGE_SIZE = 20;
+export const OUTCOMES_PAGE_SIZE = 100;
+
+/** One cycle as the pages show it. */
+export interface CycleView {
+  id: number;
+  state: CycleRecord['state'];
+  stateLabel: string;
+  triggerLabel: string;
+  triggeredBy: string;
+  startedAt: string;
+  startedAtIso: string;
+  finishedAt: string;
+  /** "3 min 5 s", or how long it has been running. */
+  took: string;
+  /** True while the cycle holds the lock and works. */
+  running: boolean;
+  /** Marked running but its process stopped renewing the lock (stopped or crashed). */
+  stalled: boolean;
+  step: string;
+  done: number;
+  total: number;
+  brief: string;
+}
+
+export interface OutcomeView {
+  requestId: number;
+  parentName: string;
+  email: string;
+  requestStatus: string;
+  outcome: RequestOutcomeReport['outcome'];
+  outcomeLabel: string;
+  problem: boolean;
+  message: string | null;
+  children: Array<{ name: string; tutorGroup: string; outcome: string; label: string; error: string | null }>;
+}
+
+export interface CycleProgressJson {
+  cycleId: number;
+  state: CycleRecord['state'];
+  stateLabel: string;
+  running: boolean;
+  step: string | null;
+  stepLabel: string;
+  done: number;
+  total: number;
+  finished: boolean;
+  reportUrl: string;
+}
+
+export class ProvisioningPages {
+  private readonly repository = new ProvisioningPageRepository();
+  private readonly now: () => number;
+
+  constructor(
+    private readonly deps: { db: Database; cycle: ProvisioningCycle; config: Readonly<Config>; logger: Logger; now?: () => number },
+  ) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** The cycle holding the lock right now, on any instance. `id` is null in the instant before it is named. */
+  async runningCycle(): Promise<{ id: number | null; view: CycleView | undefined } | undefined> {
+    const lock = await this.repository.cycleLock(this.deps.db, this.now());
+    if (!lock?.live) return undefined;
+    const record = lock.cycleId === null ? undefined : await this.deps.cycle.repository.get(lock.cycleId);
+    return { id: lock.cycleId, view: record ? this.view(record, lock.cycleId) : undefined };
+  }
+
+  async overview(page: number) {
+    const running = await this.runningCycle();
+    const pagination = paginate(await this.repository.countCycles(this.deps.db), page, HISTORY_PAGE_SIZE);
+    const records = await this.deps.cycle.repository.recent(pagination.pageSize, pagination.offset);
+    return {
+      running,
+      history: records.map((r) => this.view(r, running?.id ?? null)),
+      pagination,
+      schedule: describeSchedule(this.deps.config.cycle.schedule),
+      moodleConfigured: Boolean(this.deps.config.moodle.url && this.deps.config.moodle.token && this.deps.config.moodle.parentRoleId !== undefined),
+    };
+  }
+
+  /** Starts a cycle in the background; a failure to finish it is logged (the cycle records its own errors). */
+  async runNow(staffUsername: string): Promise<number> {
+    const { cycleId, finished } = await this.deps.cycle.start('manual', staffUsername);
+    this.deps.logger.info({ cycleId, staff: staffUsername }, 'provisioning cycle started from the dashboard');
+    finished.catch((error: unknown) => this.deps.logger.error({ err: error, cycleId }, 'provisioning cycle started from the dashboard did not finish'));
+    return cycleId;
+  }
+
+  private async record(id: number): Promise<CycleRecord> {
+    const record = await this.deps.cycle.repository.get(id);
+    if (!record) throw new NotFoundError(`There is no provisioning cycle ${id}.`, { help: 'The provisioning page lists every cycle.' });
+    return record;
+  }
+
+  async report(id: number, page: number) {
+    const record = await this.record(id);
+    const lock = await this.repository.cycleLock(this.deps.db, this.now());
+    const cycle = this.view(record, lock?.live ? lock.cycleId : null);
+    const ordered = problemsFirst(record.report);
+    const pagination = paginate(ordered.length, page, OUTCOMES_PAGE_SIZE);
+    const shown = ordered.slice(pagination.offset, pagination.offset + pagination.pageSize);
+    const requests = await this.repository.requestsByIds(this.deps.db, shown.map((o) => o.requestId));
+    const children = await this.repository.childrenByIds(
+      this.deps.db,
+      shown.flatMap((o) => o.children.map((c) => c.childId)),
+    );
+    const outcomes: OutcomeView[] = shown.map((o) => {
+      const request = requests.get(o.requestId);
+      return {
+        requestId: o.requestId,
+        parentName: request?.parentName || '(details erased)',
+        email: request?.email ?? '',
+        requestStatus: request ? STATUS_LABELS[request.status as RequestStatus] : '',
+        outcome: o.outcome,
+        outcomeLabel: OUTCOME_LABELS[o.outcome],
+        problem: isProblemOutcome(o.outcome),
+        message: summarise(o),
+        children: o.children.map((c) => {
+          const child = children.get(c.childId);
+          return {
+            name: child?.name || `Child ${c.childId}`,
+            tutorGroup: child?.tutorGroup ?? '',
+            outcome: c.outcome,
+            label: CHILD_OUTCOME_LABELS[c.outcome],
+            error: c.error ?? null,
+          };
+        }),
+      };
+    });
+    return {
+      cycle,
+      counts: record.counts ? countRows(record.counts) : [],
+      problemCount: record.report.filter((o) => isProblemOutcome(o.outcome)).length,
+      error: splitError(record.error),
+      syncOutput: record.syncOutput,
+      syncCommandSet: this.deps.config.moodle.syncCommand !== undefined,
+      outcomes,
+      pagination,
+    };
+  }
+
+  async progress(id: number): Promise<CycleProgressJson> {
+    const record = await this.record(id);
+    const lock = await this.repository.cycleLock(this.deps.db, this.now());
+    const view = this.view(record, lock?.live ? lock.cycleId : null);
+    return {
+      cycleId: record.id,
+      state: record.state,
+      stateLabel: view.stateLabel,
+      running: view.running,
+      step: record.step,
+      stepLabel: view.step,
+      done: view.done,
+      total: view.total,
+      finished: record.finishedAt !== null,
+      reportUrl: `/admin/cycles/${record.id}`,
+    };
+  }
+
+  private view(record: CycleRecord, liveCycleId: number | null): CycleView {
+    const running = record.state === 'running' && liveCycleId === record.id;
+    const stalled = record.state === 'running' && !running;
+    const end = record.finishedAt ?? this.now();
+    return {
+      id: record.id,
+      state: record.state,
+      stateLabel: stalled ? 'Not responding' : STATE_LABELS[record.state],
+      triggerLabel: TRIGGER_LABELS[record.trigger] ?? record.trigger,
+      triggeredBy: record.triggeredBy ?? '',
+      startedAt: formatTime(record.startedAt),
+      startedAtIso: new Date(record.startedAt).toISOString(),
+      finishedAt: formatTime(record.finishedAt),
+      took: record.finishedAt !== null ? formatDuration(end - record.startedAt) : running ? `running for ${formatDuration(end - record.startedAt)}` : '',
+      running,
+      stalled,
+      step: record.step ? STEP_LABELS[record.step] : STEP_LABELS.starting,
+      done: record.progressDone,
+      total: record.progressTotal,
+      // A failed or stopped cycle did nothing worth counting: its reason says more.
+      brief: (record.state === 'failed' || record.state === 'interrupted') && record.error ? (splitError(record.error)?.message ?? '') : countsInBrief(record.counts),
+    };
+  }
+}
+
+/** A request's message that only repeats its children's errors (shown beside each child) is put in brief. */
+function summarise(o: RequestOutcomeReport): string | null {
+  const childErrors = o.children.filter((c) => c.error).map((c) => c.error);
+  if (o.message === null || childErrors.length === 0 || o.message !== childErrors.join(' ')) return o.message;
+  const linked = o.children.filter((c) => c.outcome === 'linked').length;
+  return linked === 0
+    ? 'No child could be linked; they are tried again in a later cycle.'
+    : `${linked} of ${o.children.length} children linked; the others are tried again in a later cycle.`;
+}
+
+/** The main counts always, the others only when something happened. */
+function countRows(counts: CycleCounts): Array<{ label: string; value: number; problem: boolean }> {
+  const always = new Set<keyof CycleCounts>(['requests', 'provisioned', 'childrenLinked']);
+  const problems = new Set<keyof CycleCounts>(['childrenFailed', 'waitedTooLong', 'refused', 'unassignFailed']);
+  return COUNT_LABELS.map(([key, label]) => ({ key, label, value: Number(counts[key] ?? 0) }))
+    .filter((c) => always.has(c.key) || c.value > 0)
+    .map(({ key, label, value }) => ({ label, value, problem: problems.has(key) && value > 0 }));
+}
+

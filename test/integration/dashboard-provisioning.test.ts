@@ -1,0 +1,277 @@
+// The dashboard's provisioning pages against real databases and the Moodle test double: "Run now"
+// starts a cycle whose page shows its progress while it runs (reloading itself) and its report
+// after; a second "Run now" is refused with a link to the running cycle; the history pages.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import type { Express } from 'express';
+import request from 'supertest';
+import { createApp } from '../../src/app';
+import { parseConfig } from '../../src/config';
+import { createServices, type Services } from '../../src/services';
+import { submission } from '../support/builders';
+import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
+import { htmlText } from '../support/http';
+import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
+import { createStaffUser, StaffSession } from '../support/staff';
+
+const SECRET = 'dashboard-provisioning-secret-0123456789abcdef';
+const PARENT_ROLE = 9;
+
+/**
+ * MOODLE_SYNC_COMMAND for the double: a small HTTP endpoint in this process runs auth_db's sync
+ * against the auth table, and the command (a real child process, as in production) fetches it
+ * and prints what Moodle's CLI would.
+ */
+async function startSyncEndpoint(moodle: MoodleDouble, t: TestDatabase) {
+  const server = http.createServer((_req, res) => {
+    moodle.sync(t.db, TEST_AUTH_TABLE).then(
+      (output) => res.end(output),
+      (error: unknown) => {
+        res.statusCode = 500;
+        res.end(String(error));
+      },
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/sync`;
+  return {
+    command: `'${process.execPath}' -e 'fetch(process.argv[1]).then((r) => r.text()).then((t) => process.stdout.write(t))' '${url}'`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The page's words without tags, as a reader sees them. */
+const textOf = (html: string) => htmlText(html.replace(/<[^>]+>/g, ' ')).replace(/\s+/g, ' ');
+
+const cycleLinks = (html: string) => [...html.matchAll(/href="\/admin\/cycles\/(\d+)">Cycle \d+/g)].map((m) => Number(m[1]));
+
+for (const dialect of DIALECTS) {
+  describe(`dashboard provisioning pages on ${dialect}`, async () => {
+    const skip = await skipReason(dialect);
+    let t: TestDatabase;
+    let moodle: MoodleDouble;
+    let sync: Awaited<ReturnType<typeof startSyncEndpoint>>;
+    let services: Services;
+    let app: Express;
+    let username: string;
+
+    before(async () => {
+      if (skip) return;
+      t = await createTestDatabase(dialect);
+      moodle = await startMoodleDouble({ state: seedRecordedSite() });
+      sync = await startSyncEndpoint(moodle, t);
+      const config = parseConfig({
+        NODE_ENV: 'test',
+        AUTH_TABLE: TEST_AUTH_TABLE,
+        SESSION_SECRET: SECRET,
+        MOODLE_URL: moodle.url,
+        MOODLE_TOKEN: moodle.tokens.ws,
+        MOODLE_PARENT_ROLE_ID: String(PARENT_ROLE),
+        MOODLE_RETRIES: '0',
+        MOODLE_TIMEOUT_MS: '15000',
+        MOODLE_SYNC_COMMAND: sync.command,
+        CYCLE_SCHEDULE: 'off',
+      });
+      services = createServices(config, { db: t.db });
+      app = createApp(services);
+      username = await createStaffUser(services, { displayName: 'Robin Office' });
+    });
+    after(async () => {
+      if (skip) return;
+      await services.cycle.requestStop();
+      await services.close();
+      await sync.close();
+      await moodle.close();
+      await t.destroy();
+    });
+
+    async function approve(email: string, pupils: number[]) {
+      const children = [
+        { firstName: 'Ann', lastName: 'Pupil', tutorGroup: '7B', pupilIdentifier: null },
+        { firstName: 'Bob', lastName: 'Pupil', tutorGroup: '9C', pupilIdentifier: null },
+      ].slice(0, pupils.length);
+      const { request: submitted, children: kids } = await services.lifecycle.submitRequest(submission({ email, children }), { type: 'parent' });
+      const approved = await services.lifecycle.approveRequest(
+        submitted.id,
+        { expectedVersion: submitted.version, children: kids.map((c, i) => ({ childId: c.id, moodleUserId: pupils[i] ?? null })) },
+        { type: 'staff', id: 'office' },
+      );
+      return approved.id;
+    }
+
+    const cycleCount = async () => Number(((await t.db('provisioning_cycles').count({ n: '*' }).first()) as { n: number | string }).n);
+    const progressOf = async (browser: StaffSession, id: number) => (await browser.get(`/admin/cycles/${id}/progress`).set('Accept', 'application/json').expect(200)).body as Record<string, unknown>;
+
+    it('refuses the pages without a session and "Run now" without the CSRF token', { skip }, async () => {
+      for (const path of ['/admin/provisioning', '/admin/cycles/1']) {
+        const res = await request(app).get(path);
+        assert.equal(res.status, 303, path);
+        assert.match(res.headers.location ?? '', /^\/admin\/sign-in\?next=/);
+      }
+      const json = await request(app).get('/admin/cycles/1/progress').set('Accept', 'application/json');
+      assert.equal(json.status, 401);
+      assert.equal(json.body.error.code, 'not_signed_in');
+
+      const before = await cycleCount();
+      assert.equal((await request(app).post('/admin/provisioning/run').type('form').send('')).status, 403);
+      const browser = await StaffSession.signIn(app, username);
+      await browser.open('/admin/provisioning');
+      assert.equal((await browser.post('/admin/provisioning/run', {}, { csrf: false })).status, 403);
+      assert.equal(await cycleCount(), before, 'no cycle was started');
+    });
+
+    it('"Run now" starts a cycle: its page shows the progress while it runs, refuses a second one, then shows the report', { skip }, async () => {
+      const ready = await approve('ready.parent@example.org', [3, 4]);
+      const partly = await approve('partly.parent@example.org', [4, 998]);
+      // A teacher's manual account already has this username: Moodle's sync cannot create the parent.
+      moodle.state.addUser({ username: 'taken.parent@example.org', firstname: 'Tom', lastname: 'Teacher', auth: 'manual' });
+      const taken = await approve('taken.parent@example.org', [3]);
+
+      // Role assignments wait until the test has looked at the running cycle.
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let reached!: () => void;
+      const assigning = new Promise<void>((resolve) => (reached = resolve));
+      moodle.setHooks({
+        received: async (call) => {
+          if (call.wsfunction !== 'core_role_assign_roles') return;
+          reached();
+          await gate;
+        },
+      });
+      try {
+        const browser = await StaffSession.signIn(app, username);
+        const page = await browser.open('/admin/provisioning');
+        assert.match(page.text, /No cycle is running/);
+        assert.match(page.text, /Run provisioning now/);
+        assert.doesNotMatch(page.text, /http-equiv="refresh"/);
+
+        const run = await browser.post('/admin/provisioning/run');
+        assert.equal(run.status, 303);
+        const match = /^\/admin\/cycles\/(\d+)$/.exec(run.headers.location ?? '');
+        assert.ok(match, `redirected to the cycle's page, got ${run.headers.location}`);
+        const id = Number(match[1]);
+        await assigning;
+
+        const running = await browser.open(`/admin/cycles/${id}`);
+        assert.match(running.text, /<meta http-equiv="refresh" content="3">/);
+        assert.match(running.text, /Linking parents to their children in Moodle/);
+        assert.match(running.text, /<progress max="\d+" value="0"/);
+        assert.match(running.text, /Started .* by .*staff\d/);
+        assert.match(running.text, /outcome is listed here when the cycle has finished/);
+        const progress = await progressOf(browser, id);
+        assert.equal(progress.running, true);
+        assert.equal(progress.state, 'running');
+        assert.equal(progress.step, 'assigning');
+
+        const overview = await browser.open('/admin/provisioning');
+        assert.match(overview.text, /<meta http-equiv="refresh" content="3">/);
+        assert.match(overview.text, new RegExp(`Cycle <a href="/admin/cycles/${id}">${id}</a> is running`));
+
+        const cyclesBefore = await cycleCount();
+        const second = await browser.post('/admin/provisioning/run');
+        assert.equal(second.status, 409);
+        assert.match(second.text, /already running, so a new one was not started/);
+        assert.match(second.text, new RegExp(`<a href="/admin/cycles/${id}">See the running cycle`));
+        assert.equal(await cycleCount(), cyclesBefore, 'no second cycle');
+
+        release();
+        await waitFor('the cycle to finish', async () => (await progressOf(browser, id)).finished === true);
+
+        const report = await browser.open(`/admin/cycles/${id}`);
+        assert.doesNotMatch(report.text, /http-equiv="refresh"/, 'a finished cycle does not reload');
+        assert.doesNotMatch(report.text, /<progress/);
+        assert.match(report.text, /Finished with problems/);
+        assert.match(report.text, /“Run now” button \(staff\d/);
+        // Every request's outcome, linked to its page, problems first.
+        const takenAt = report.text.indexOf(`href="/admin/requests/${taken}"`);
+        const partlyAt = report.text.indexOf(`href="/admin/requests/${partly}"`);
+        const readyAt = report.text.indexOf(`href="/admin/requests/${ready}"`);
+        assert.ok(takenAt > 0 && partlyAt > 0 && readyAt > 0, 'each request is listed with a link');
+        assert.ok(takenAt < partlyAt && partlyAt < readyAt, 'failed, then partly linked, then ready');
+        const text = textOf(report.text);
+        assert.match(text, /3 requests, 2 with problems \(listed first\)/);
+        assert.match(text, /Moodle already has an account named taken\.parent@example\.org that this service does not manage/);
+        assert.match(text, /Ann Pupil \(7B\): Linked/);
+        assert.match(text, /Bob Pupil \(9C\): Not linked – Moodle refused to give the Parent role/);
+        assert.match(text, /Some children linked .* 1 of 2 children linked; the others are tried again in a later cycle\./);
+        assert.match(text, /Account ready/);
+        // The sync command's own output, escaped.
+        assert.match(report.text, /<pre class="command-output">[^<]*Inserted user ready\.parent@example\.org id \d+/);
+        assert.match(report.text, /already created through &#39;manual&#39; plugin/);
+        assert.match(report.text, /Scheduled task complete/);
+
+        const done = await progressOf(browser, id);
+        assert.equal(done.running, false);
+        assert.equal(done.state, 'problems');
+
+        const history = await browser.open('/admin/provisioning');
+        assert.match(history.text, /No cycle is running/);
+        assert.deepEqual(cycleLinks(history.text).slice(0, 1), [id]);
+        assert.match(textOf(history.text), /“Run now” button staff\d/);
+        assert.match(history.text, /1 account ready · 3 children linked/);
+        assert.match(history.text, /Off: cycles run only from this page or the command line/);
+      } finally {
+        release();
+        moodle.setHooks(undefined);
+      }
+    });
+
+    it('a cycle that fails shows the reason and what to do', { skip }, async () => {
+      await approve('down.parent@example.org', [3]);
+      moodle.setFaults({ webServicesEnabled: false });
+      try {
+        const browser = await StaffSession.signIn(app, username);
+        await browser.open('/admin/provisioning');
+        const run = await browser.post('/admin/provisioning/run');
+        const id = Number(/(\d+)$/.exec(run.headers.location ?? '')?.[1]);
+        await waitFor('the cycle to finish', async () => (await progressOf(browser, id)).finished === true);
+        const page = textOf((await browser.open(`/admin/cycles/${id}`)).text);
+        assert.match(page, /Failed/);
+        assert.match(page, /web services .*switched off/i);
+        assert.match(page, /What to do: .*Enable web services/);
+        assert.match(page, /did not run in this cycle/);
+      } finally {
+        moodle.setFaults({ webServicesEnabled: true });
+      }
+    });
+
+    it('the history is paginated, newest first; a cycle left "running" by a stopped service is shown as such', { skip }, async () => {
+      for (let i = 0; i < 22; i++) await services.cycle.run('schedule', null);
+      const total = await cycleCount();
+      const browser = await StaffSession.signIn(app, username);
+      const first = await browser.open('/admin/provisioning');
+      const firstIds = cycleLinks(first.text);
+      assert.equal(firstIds.length, 20);
+      assert.deepEqual(firstIds, [...firstIds].sort((a, b) => b - a), 'newest first');
+      assert.match(first.text, new RegExp(`Page 1 of 2 \\(${total} cycles\\)`));
+      assert.match(first.text, /href="\/admin\/provisioning\?page=2#history" rel="next"/);
+      const second = await browser.open('/admin/provisioning?page=2');
+      const secondIds = cycleLinks(second.text);
+      assert.equal(secondIds.length, total - 20);
+      assert.ok(Math.max(...secondIds) < Math.min(...firstIds));
+      assert.match(second.text, /<td>Schedule<\/td>/);
+
+      const [stale] = await t.db('provisioning_cycles').insert({ trigger: 'schedule', state: 'running', step: 'looking_up', started_at: Date.now() - 60_000 });
+      const stalePage = await browser.open(`/admin/cycles/${Number(stale)}`);
+      assert.match(stalePage.text, /stopped answering/);
+      assert.doesNotMatch(stalePage.text, /http-equiv="refresh"/);
+      await t.db('provisioning_cycles').where({ id: Number(stale) }).update({ state: 'interrupted', finished_at: Date.now() });
+
+      assert.equal((await browser.get('/admin/cycles/999999')).status, 404);
+      assert.equal((await browser.get('/admin/cycles/abc')).status, 404);
+    });
+  });
+}
