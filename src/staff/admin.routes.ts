@@ -8,6 +8,8 @@ import { staffAuthRoutes } from './staff-auth.routes';
 import { accountsRoutes } from './accounts.routes';
 import { diagnosticsRoutes } from './diagnostics.routes';
 import { provisioningRoutes } from './provisioning.routes';
+import { requestsListRoutes } from './requests-list.routes';
+import { importRoutes } from './import.routes';
 
 /** Largest CSV file staff may upload for an import. */
 export const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;
@@ -37,6 +39,7 @@ export function adminRoutes(services: Services): Router {
 
   // Each area of the dashboard, all behind requireStaff above.
   // (areas: requests list and bulk actions, CSV import/export)
+  router.use(requestsListRoutes(services), importRoutes(services));
   // (areas: request page, privacy)
   // (areas: provisioning, who can log in, diagnostics)
   router.use(provisioningRoutes(services), accountsRoutes(services), diagnosticsRoutes(services));

@@ -1,0 +1,106 @@
+// The "Import and export" page: upload a CSV of pre-approved parents, check every row in a
+// preview (nothing is written but the batch), then commit it once; and download the requests.
+import express, { type Request, type Response, type Router } from 'express';
+import type { FieldProblem } from '../errors';
+import { NotFoundError } from '../errors';
+import { REQUEST_STATUSES, STATUS_LABELS } from '../requests/request-states';
+import type { Services } from '../services';
+import { flash } from './require-staff';
+import { IMPORT_COLUMNS, IMPORT_FIELDS, MAX_IMPORT_ROWS } from './import-csv';
+import type { ImportBatchRecord } from './import-batch.repository';
+import { ImportService, PREVIEW_VALID_MS } from './import.service';
+import { RequestSearchRepository } from './request-search.repository';
+import type { StaffIdentity } from './staff-accounts';
+
+const BATCH_ID = /^[A-Za-z0-9_-]{16,32}$/;
+const dateTime = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'short', timeZone: 'Europe/London' });
+const formatDate = (ms: number) => dateTime.format(new Date(ms));
+
+const MATCHED_BY: Record<string, string> = {
+  pupil_identifier: 'by pupil identifier',
+  name_and_tutor_group: 'by name and tutor group',
+  name: 'by name',
+};
+
+export function importRoutes(services: Services): Router {
+  const router = express.Router();
+  const imports = new ImportService({
+    db: services.db,
+    lifecycle: services.lifecycle,
+    requestRepository: services.requestRepository,
+    search: new RequestSearchRepository(),
+    moodle: services.moodle,
+    logger: services.logger,
+    maxChildren: services.config.intake.maxChildren,
+  });
+
+  async function renderImportPage(res: Response, problems: FieldProblem[] = [], status = 200) {
+    res.status(status).render('admin/import/index', {
+      title: 'Import and export',
+      problems,
+      columns: IMPORT_FIELDS.map((f) => IMPORT_COLUMNS[f]),
+      maxRows: MAX_IMPORT_ROWS,
+      recent: await imports.recent(),
+      statuses: REQUEST_STATUSES.map((s) => ({ value: s, label: STATUS_LABELS[s] })),
+      moodleConfigured: services.moodle !== undefined,
+      formatDate,
+    });
+  }
+
+  function renderBatch(res: Response, batch: ImportBatchRecord, problems: FieldProblem[] = [], status = 200) {
+    const validRows = batch.rows.filter((r) => r.problems.length === 0);
+    const parents = new Set(validRows.map((r) => r.values.email)).size;
+    res.status(status).render('admin/import/batch', {
+      title: batch.state === 'committed' ? 'Import committed' : 'Check the import',
+      batch,
+      problems,
+      validRowCount: validRows.length,
+      parents,
+      problemRowCount: batch.rows.length - validRows.length,
+      canCommit: batch.state === 'previewed' && validRows.length > 0 && batch.createdAt >= Date.now() - PREVIEW_VALID_MS,
+      expired: batch.state === 'previewed' && batch.createdAt < Date.now() - PREVIEW_VALID_MS,
+      matchedBy: MATCHED_BY,
+      formatDate,
+    });
+  }
+
+  async function batchFrom(req: Request): Promise<ImportBatchRecord> {
+    const id = String(req.params.batchId ?? '');
+    const batch = BATCH_ID.test(id) ? await imports.get(id) : undefined;
+    if (!batch) throw new NotFoundError('There is no such import. It may have expired: upload the file again.');
+    return batch;
+  }
+
+  router.get('/import', async (_req, res) => {
+    await renderImportPage(res);
+  });
+
+  router.post('/import/preview', async (req, res) => {
+    const file = req.file;
+    if (!file) return renderImportPage(res, [{ field: 'file', message: 'Choose a CSV file to upload.' }], 400);
+    const outcome = await imports.preview({ buffer: file.buffer, name: file.originalname ?? '' }, res.locals.staff as StaffIdentity);
+    if (!outcome.ok) return renderImportPage(res, [{ field: 'file', message: outcome.problem }], 400);
+    res.redirect(303, `/admin/import/${outcome.batch.publicId}`);
+  });
+
+  router.get('/import/:batchId', async (req, res) => {
+    renderBatch(res, await batchFrom(req));
+  });
+
+  router.post('/import/:batchId/commit', async (req, res) => {
+    const batch = await batchFrom(req);
+    const outcome = await imports.commit(batch.publicId, res.locals.staff as StaffIdentity);
+    if (!outcome.ok) return renderBatch(res, outcome.batch ?? batch, [{ field: 'import-summary', message: outcome.message }], 409);
+    const result = outcome.batch.result;
+    const approved = result?.approved ?? 0;
+    flash(
+      req,
+      'success',
+      `Imported: ${approved} ${approved === 1 ? 'request' : 'requests'} created and approved` +
+        `${result?.leftPending ? `, ${result.leftPending} left waiting for review` : ''}${result?.skipped ? `, ${result.skipped} not imported` : ''}.`,
+    );
+    res.redirect(303, `/admin/import/${outcome.batch.publicId}`);
+  });
+
+  return router;
+}

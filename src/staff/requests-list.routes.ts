@@ -1,0 +1,201 @@
+// The dashboard's request list (status tabs with counts, search, sort, pages), its bulk actions
+// and its CSV export. Thin: reads the query, asks the search repository or the bulk actions,
+// renders. Every page here sits behind requireStaff.
+import express, { type Request, type Response, type Router } from 'express';
+import type { FieldProblem } from '../errors';
+import type { Actor } from '../requests/request-lifecycle';
+import { REQUEST_STATUSES, STATUS_LABELS } from '../requests/request-states';
+import type { Services } from '../services';
+import { streamRequestsCsv } from './csv-export';
+import {
+  LIST_SORTS,
+  MAX_SEARCH_LENGTH,
+  RequestSearchRepository,
+  type ListCursor,
+  type ListSort,
+  type StatusFilter,
+} from './request-search.repository';
+import { BULK_ACTIONS, RequestsBulkActions, type BulkAction, type BulkItem } from './requests-bulk-actions';
+import type { StaffIdentity } from './staff-accounts';
+
+export const PAGE_SIZE = 50;
+/** More than a page's worth is never selected from the list. */
+const MAX_SELECTED = 100;
+const MAX_REASON_LENGTH = 2000;
+
+/** The tabs, the one staff use most first. */
+export const TAB_ORDER: readonly StatusFilter[] = ['pending', 'unverified', 'approved', 'provisioned', 'denied', 'duplicate', 'bogus', 'revoked', 'all'];
+const TAB_LABELS: Record<StatusFilter, string> = {
+  pending: 'Waiting for review',
+  unverified: 'Email not confirmed',
+  approved: 'Approved',
+  provisioned: 'Account ready',
+  denied: 'Not approved',
+  duplicate: 'Duplicate',
+  bogus: 'Not genuine',
+  revoked: 'Access removed',
+  all: 'All',
+};
+const SORT_LABELS: Record<ListSort, string> = {
+  newest: 'Newest first',
+  oldest: 'Oldest first',
+  name: 'Parent last name',
+  status: 'Status',
+};
+const BULK_TITLES: Record<BulkAction, string> = {
+  approve: 'Approve the selected requests',
+  deny: 'Deny the selected requests',
+  bogus: 'Mark the selected requests as not genuine',
+};
+
+export interface ListParams {
+  status: StatusFilter;
+  q: string;
+  sort: ListSort;
+  cursor: ListCursor | null;
+}
+
+const dateTime = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'short', timeZone: 'Europe/London' });
+
+function text(value: unknown): string {
+  if (Array.isArray(value)) return text(value[0]);
+  return typeof value === 'string' ? value : '';
+}
+
+function encodeCursor(values: Array<string | number>): string {
+  return Buffer.from(JSON.stringify(values), 'utf8').toString('base64url');
+}
+
+function decodeCursor(value: string): unknown {
+  if (value === '' || value.length > 1000) return undefined;
+  try {
+    return JSON.parse(Buffer.from(value, 'base64url').toString('utf8')) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads status, q, sort and after/before from a query string or a form; anything odd gives the default. */
+export function readListParams(source: Record<string, unknown>, defaultStatus: StatusFilter): ListParams {
+  const statusText = text(source.status);
+  const status: StatusFilter = statusText === 'all' || (REQUEST_STATUSES as readonly string[]).includes(statusText) ? (statusText as StatusFilter) : defaultStatus;
+  const q = text(source.q).trim().slice(0, MAX_SEARCH_LENGTH);
+  const sortText = text(source.sort);
+  const sort: ListSort = (LIST_SORTS as readonly string[]).includes(sortText) ? (sortText as ListSort) : 'newest';
+  let cursor: ListCursor | null = null;
+  for (const direction of ['after', 'before'] as const) {
+    const values = decodeCursor(text(source[direction]));
+    // A link made for another sort, or tampered with, just shows the first page.
+    if (values !== undefined && RequestSearchRepository.validCursorValues(sort, status, values)) cursor = { direction, values };
+  }
+  return { status, q, sort, cursor };
+}
+
+/** The list's address for these parameters (the first page unless a cursor is given). */
+export function listHref(params: Pick<ListParams, 'status' | 'q' | 'sort'>, cursor: ListCursor | null = null, path = '/admin/requests'): string {
+  const query = new URLSearchParams({ status: params.status });
+  if (params.q) query.set('q', params.q);
+  if (params.sort !== 'newest') query.set('sort', params.sort);
+  if (cursor) query.set(cursor.direction, encodeCursor(cursor.values));
+  return `${path}?${query.toString()}`;
+}
+
+function staffActor(res: Response): Actor {
+  return { type: 'staff', id: (res.locals.staff as StaffIdentity).username };
+}
+
+export function requestsListRoutes(services: Services): Router {
+  const router = express.Router();
+  const search = new RequestSearchRepository();
+  const bulk = new RequestsBulkActions({ lifecycle: services.lifecycle, moodle: services.moodle, logger: services.logger });
+
+  async function renderList(
+    res: Response,
+    params: ListParams,
+    options: { selected?: ReadonlySet<number>; problems?: FieldProblem[]; reason?: string; status?: number } = {},
+  ) {
+    const filter = { status: params.status, search: params.q };
+    const [counts, page] = await Promise.all([
+      search.countByStatus(services.db, params.q),
+      search.page(services.db, filter, params.sort, PAGE_SIZE, params.cursor),
+    ]);
+    const total = Object.values(counts).reduce((sum, n) => sum + n, 0);
+    const tabs = TAB_ORDER.map((status) => ({
+      status,
+      label: TAB_LABELS[status],
+      count: status === 'all' ? total : counts[status],
+      href: listHref({ ...params, status }),
+      current: status === params.status,
+    }));
+    res.status(options.status ?? 200).render('admin/requests/list', {
+      title: params.status === 'all' ? 'Requests' : `Requests: ${TAB_LABELS[params.status].toLowerCase()}`,
+      params,
+      tabs,
+      tabLabel: TAB_LABELS[params.status],
+      shownTotal: params.status === 'all' ? total : counts[params.status],
+      rows: page.rows,
+      sorts: LIST_SORTS.map((value) => ({ value, label: SORT_LABELS[value] })),
+      sortLabel: SORT_LABELS[params.sort],
+      statusLabels: STATUS_LABELS,
+      nextHref: page.next ? listHref(params, page.next) : null,
+      previousHref: page.previous ? listHref(params, page.previous) : null,
+      firstHref: params.cursor ? listHref(params) : null,
+      clearSearchHref: listHref({ ...params, q: '' }),
+      exportHref: listHref({ ...params, sort: 'newest' }, null, '/admin/requests.csv'),
+      cursorField: params.cursor ? { name: params.cursor.direction, value: encodeCursor(params.cursor.values) } : null,
+      selected: options.selected ?? new Set<number>(),
+      problems: options.problems ?? [],
+      reason: options.reason ?? '',
+      formatDate: (ms: number) => dateTime.format(new Date(ms)),
+      moodleConfigured: services.moodle !== undefined,
+    });
+  }
+
+  router.get('/requests', async (req, res) => {
+    await renderList(res, readListParams(req.query as Record<string, unknown>, 'pending'));
+  });
+
+  router.post('/requests/bulk', async (req: Request, res: Response) => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const params = readListParams(body, 'pending');
+    const ids = [...new Set(([] as unknown[]).concat(body.request ?? []).map((v) => Number(v)))].filter((n) => Number.isSafeInteger(n) && n > 0);
+    const actionText = text(body.action);
+    const reason = text(body.reason).trim();
+    const problems: FieldProblem[] = [];
+    if (!(BULK_ACTIONS as readonly string[]).includes(actionText)) problems.push({ field: 'bulk-actions', message: 'Choose what to do with the selected requests.' });
+    if (ids.length === 0) problems.push({ field: 'requests-table', message: 'Select at least one request: tick the box at the start of its row.' });
+    if (ids.length > MAX_SELECTED) problems.push({ field: 'requests-table', message: `Select at most ${MAX_SELECTED} requests at a time.` });
+    if (actionText === 'deny' && reason === '') problems.push({ field: 'reason', message: 'Give a reason for denying: every selected parent is told it.' });
+    if (reason.length > MAX_REASON_LENGTH) problems.push({ field: 'reason', message: `The reason must be ${MAX_REASON_LENGTH} characters or fewer.` });
+    if (problems.length > 0) {
+      return renderList(res, params, { selected: new Set(ids), problems, reason: text(body.reason), status: 400 });
+    }
+    const action = actionText as BulkAction;
+    // The version each row had when the list was shown: a request changed since is left alone.
+    const items: BulkItem[] = ids.map((id) => ({ id, expectedVersion: Number(text(body[`version-${id}`])) }));
+    const results = await bulk.run(action, items, { reason }, staffActor(res));
+    req.log.info({ action, requests: ids.length, done: results.filter((r) => r.outcome === 'done').length }, 'staff bulk action');
+    const count = (outcome: string) => results.filter((r) => r.outcome === outcome).length;
+    res.render('admin/requests/list-bulk-result', {
+      title: BULK_TITLES[action],
+      action,
+      results,
+      done: count('done'),
+      needsMatching: count('needs_matching'),
+      notChanged: count('not_changed'),
+      statusLabels: STATUS_LABELS,
+      backHref: listHref(params, params.cursor),
+    });
+  });
+
+  router.get('/requests.csv', async (req, res) => {
+    const params = readListParams(req.query as Record<string, unknown>, 'all');
+    const day = new Date().toISOString().slice(0, 10);
+    res.setHeader('Content-Type', 'text/csv; charset=utf-8');
+    res.setHeader('Content-Disposition', `attachment; filename="requests-${params.status}-${day}.csv"`);
+    const written = await streamRequestsCsv(res, services.db, search, { status: params.status, search: params.q });
+    req.log.info({ status: params.status, searched: params.q !== '', requests: written }, 'requests exported');
+  });
+
+  return router;
+}
