@@ -10,6 +10,12 @@ export type Database = Knex;
 export interface DatabaseOptions {
   /** Connection pool size for MySQL. SQLite always uses one connection. */
   poolMax?: number;
+  /**
+   * How long a query waits for a connection (MySQL), and how long opening one may take, before
+   * it fails as "database unreachable". Tests of an outage make these short.
+   */
+  acquireConnectionTimeoutMs?: number;
+  connectTimeoutMs?: number;
 }
 
 export function createDatabase(database: DatabaseConfig, options: DatabaseOptions = {}): Database {
@@ -42,11 +48,16 @@ export function createDatabase(database: DatabaseConfig, options: DatabaseOption
       supportBigNumbers: true,
       bigNumberStrings: false,
       timezone: 'Z',
-      connectTimeout: 10_000,
+      connectTimeout: options.connectTimeoutMs ?? 10_000,
     } as Knex.MySql2ConnectionConfig,
     pool: { min: 0, max: options.poolMax ?? 10 },
-    acquireConnectionTimeout: 10_000,
+    acquireConnectionTimeout: options.acquireConnectionTimeoutMs ?? 10_000,
   });
+}
+
+/** Answers when the database does; throws (a connection error) when it cannot be reached. */
+export async function pingDatabase(db: Database): Promise<void> {
+  await db.raw('select 1');
 }
 
 export function isMysql(db: Database): boolean {

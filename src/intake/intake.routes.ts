@@ -1,7 +1,7 @@
 // The public request form, the email confirmation link, and the parent's status page.
 // Thin: read and validate, call the intake service, render.
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
-import type { FieldProblem } from '../errors';
+import { ValidationError, type FieldProblem } from '../errors';
 import type { Services } from '../services';
 import { isCsrfError } from '../web/csrf';
 import { RateLimitedError } from '../web/rate-limit';
@@ -55,7 +55,10 @@ export function intakeRoutes(services: Services): Router {
     });
   }
 
-  router.get('/', (req, res) => {
+  router.get('/', async (req, res) => {
+    // Nothing on the page needs the database, but sending it will: when the database is down,
+    // better to say so now than after the parent has filled in the whole form.
+    await intake.checkAvailable();
     renderForm(req, res, emptyForm(), []);
   });
 
@@ -78,12 +81,19 @@ export function intakeRoutes(services: Services): Router {
     }
     const result = validateForm(values, maxChildren, tooManyChildren);
     if (!result.ok) return renderForm(req, res, values, result.problems);
-    const outcome = await intake.submit(result.data, {
-      source: 'form',
-      actor: { type: 'parent' },
-      ip: req.ip ?? null,
-      agent: req.get('user-agent') ?? null,
-    });
+    let outcome;
+    try {
+      outcome = await intake.submit(result.data, {
+        source: 'form',
+        actor: { type: 'parent' },
+        ip: req.ip ?? null,
+        agent: req.get('user-agent') ?? null,
+      });
+    } catch (error) {
+      // Joining the parent's open request would take it past the form's limits.
+      if (error instanceof ValidationError) return renderForm(req, res, values, error.fields);
+      throw error;
+    }
     renderThankYou(res, outcome.outcome, result.data.email);
   });
 

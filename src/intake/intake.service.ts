@@ -3,13 +3,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config';
 import type { Database } from '../db/database';
-import { isUniqueViolation } from '../db/database';
+import { isUniqueViolation, pingDatabase } from '../db/database';
 import { ConflictError, NotFoundError } from '../errors';
 import { hashToken, type Actor, type RequestLifecycle, type SubmitResult } from '../requests/request-lifecycle';
 import type { ChildRecord, RequestRecord, RequestRepository } from '../requests/request-repository';
 import type { RequestSource, RequestStatus } from '../requests/request-states';
 import type { RateLimit } from '../web/rate-limit';
-import type { ValidRequest } from './request-form';
+import { MAX_COMMENT, type ValidRequest } from './request-form';
 import { buildTimeline, NEXT_STEPS, PARENT_STATUS_LABELS, type TimelineEntry } from './status-timeline';
 
 export interface IntakeRateLimits {
@@ -70,6 +70,11 @@ export class IntakeService {
     this.now = options.now ?? Date.now;
   }
 
+  /** Throws a connection error when the database cannot be reached. */
+  async checkAvailable(): Promise<void> {
+    await pingDatabase(this.db);
+  }
+
   statusUrl(publicId: string): string {
     return `${this.config.baseUrl}/request/status/${encodeURIComponent(publicId)}`;
   }
@@ -102,6 +107,7 @@ export class IntakeService {
       submitterIp: meta.ip ?? null,
       submitterAgent: meta.agent ?? null,
       idempotencyKey: meta.idempotencyKey ?? null,
+      limits: { maxChildren: this.config.intake.maxChildren, maxCommentLength: MAX_COMMENT },
     };
     let result: SubmitResult;
     try {

@@ -19,8 +19,14 @@ const NAME_PATTERN = /^[\p{L}\p{M}][\p{L}\p{M} '’.\-\u2010\u2011]*$/u;
 const TITLE_PATTERN = /^[\p{L}\p{M}][\p{L}\p{M} .\-]*$/u;
 const TUTOR_GROUP_PATTERN = /^[\p{L}\p{N}][\p{L}\p{N} .\/\-]*$/u;
 const PUPIL_IDENTIFIER_PATTERN = /^[\p{L}\p{N}][\p{L}\p{N} .\/_\-]*$/u;
-// A pragmatic email shape: one @, no spaces or angle brackets, a dot in the domain.
-const EMAIL_PATTERN = /^[^\s@<>()[\]\\,;:"]+@[^\s@<>()[\]\\,;:"]+\.[^\s@<>()[\]\\,;:"]{2,}$/u;
+// A pragmatic email shape: one @, no spaces or angle brackets, a dot in the domain. \p{C} keeps
+// out control, invisible-formatting (right-to-left overrides, zero-width) and unpaired
+// surrogate characters: they would make an address that looks like another one, or that no
+// mail server takes.
+const EMAIL_PATTERN = /^[^\s\p{C}@<>()[\]\\,;:"]+@[^\s\p{C}@<>()[\]\\,;:"]+\.[^\s\p{C}@<>()[\]\\,;:"]{2,}$/u;
+// Control characters other than tab and line breaks, and unpaired surrogates: nothing a person
+// types, and trouble in mail, exports and Moodle.
+const COMMENT_FORBIDDEN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\p{Cs}]/u;
 
 /** The messages parents see, keyed by what went wrong. `{n}` is the child's number. */
 export const MESSAGES = {
@@ -52,6 +58,7 @@ export const MESSAGES = {
   pupilIdentifierTooLong: `The pupil number of child {n} must be ${MAX_PUPIL_IDENTIFIER} characters or fewer`,
   pupilIdentifierCharacters: 'The pupil number of child {n} can only contain letters, numbers, hyphens and slashes',
   commentTooLong: `Your comment must be ${MAX_COMMENT} characters or fewer`,
+  commentCharacters: 'Your comment contains hidden control characters. Please type it again instead of pasting it',
   privacyMissing: 'Confirm that you have read the privacy notice',
 } as const;
 
@@ -84,7 +91,20 @@ const childSchema = z.object({
     .transform((v) => (v ? v : null)),
 });
 
+// Building a zod schema costs far more than using one (about a millisecond per request), so
+// each limit's schema is built once.
+const schemas = new Map<number, ReturnType<typeof buildRequestSchema>>();
+
 export function requestSchema(maxChildren: number) {
+  let schema = schemas.get(maxChildren);
+  if (!schema) {
+    schema = buildRequestSchema(maxChildren);
+    schemas.set(maxChildren, schema);
+  }
+  return schema;
+}
+
+function buildRequestSchema(maxChildren: number) {
   return z.object({
     title: z
       .string()
@@ -95,13 +115,15 @@ export function requestSchema(maxChildren: number) {
       .transform((v) => v ?? ''),
     firstName: nameField(MESSAGES.firstNameMissing, MESSAGES.firstNameTooLong, MESSAGES.firstNameCharacters),
     lastName: nameField(MESSAGES.lastNameMissing, MESSAGES.lastNameTooLong, MESSAGES.lastNameCharacters),
+    // Lower-cased before the checks: lower-casing can lengthen a string (İ becomes i and a
+    // combining dot), and what is stored, mailed and used as the Moodle username must fit.
     email: z
       .string({ error: MESSAGES.emailMissing })
       .trim()
+      .toLowerCase()
       .min(1, { error: MESSAGES.emailMissing })
       .max(MAX_EMAIL, { error: MESSAGES.emailTooLong })
-      .regex(EMAIL_PATTERN, { error: MESSAGES.emailFormat })
-      .transform((v) => v.toLowerCase()),
+      .regex(EMAIL_PATTERN, { error: MESSAGES.emailFormat }),
     requestType: z.enum(REQUEST_TYPES, { error: MESSAGES.requestTypeMissing }),
     children: z
       .array(childSchema, { error: MESSAGES.childrenMissing })
@@ -111,6 +133,7 @@ export function requestSchema(maxChildren: number) {
       .string()
       .trim()
       .max(MAX_COMMENT, { error: MESSAGES.commentTooLong })
+      .refine((v) => !COMMENT_FORBIDDEN.test(v), { error: MESSAGES.commentCharacters })
       .nullish()
       .transform((v) => (v ? v : null)),
     privacyAccepted: z.literal(true, { error: MESSAGES.privacyMissing }),

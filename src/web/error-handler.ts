@@ -40,7 +40,9 @@ export function errorHandler(showDetails: boolean) {
       status: appError.status,
       message: appError.message,
       help: appError.help,
-      detail: showDetails && !(error instanceof AppError) ? String((error as Error)?.stack ?? error) : undefined,
+      sending: req.method !== 'GET' && req.method !== 'HEAD',
+      // Only for our own faults: a refused request or an unreachable database is not a bug to debug.
+      detail: showDetails && appError.status === 500 && !(error instanceof AppError) ? String((error as Error)?.stack ?? error) : undefined,
     });
   };
 }

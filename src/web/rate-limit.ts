@@ -1,5 +1,6 @@
 // Rate limits whose counters live in the database (the `rate_limits` table), so several app
 // instances behind a load balancer share them. rate-limiter-flexible does the counting.
+import { createHash } from 'node:crypto';
 import { RateLimiterMySQL, RateLimiterRes, RateLimiterSQLite, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Database } from '../db/database';
 import { isMysql } from '../db/database';
@@ -37,6 +38,15 @@ function databaseName(db: Database): string {
   return name;
 }
 
+/**
+ * What is stored for a key: its SHA-256. Keys are email addresses and client addresses, which
+ * have no business sitting readable in the table, and an email address can be longer than the
+ * key column once the limit's prefix is added.
+ */
+function storedKey(key: string): string {
+  return createHash('sha256').update(key).digest('base64url');
+}
+
 export function createRateLimit(db: Database, options: RateLimitOptions): RateLimit {
   const common = {
     storeClient: db,
@@ -54,7 +64,7 @@ export function createRateLimit(db: Database, options: RateLimitOptions): RateLi
   return {
     async consume(key: string, message?: string) {
       try {
-        await limiter.consume(key);
+        await limiter.consume(storedKey(key));
       } catch (rejection) {
         // A RateLimiterRes means "over the limit"; anything else is a database error.
         if (rejection instanceof RateLimiterRes) throw new RateLimitedError(rejection.msBeforeNext / 1000, message);

@@ -91,7 +91,7 @@ for (const dialect of DIALECTS) {
         const form = await request(app).get('/request').expect(200);
         assert.match(String(form.headers['content-security-policy']), /frame-ancestors 'self' https:\/\/www\.example-school\.org/);
         const home = await request(app).get('/').expect(200);
-        assert.match(String(home.headers['content-security-policy']), /frame-ancestors 'self'(;|$)/);
+        assert.match(String(home.headers['content-security-policy']), /frame-ancestors 'none'(;|$)/);
         await request(app).get('/assets/request-form.js').expect(200).expect('content-type', /javascript/);
       });
 
