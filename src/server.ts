@@ -58,16 +58,52 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    server.close(async () => {
-      await services.close().catch(() => undefined);
-      process.exit(0);
-    });
-    server.closeAllConnections?.();
-    setTimeout(() => process.exit(1), 30_000).unref();
+    const forced = setTimeout(() => {
+      logger.error({ graceMs: SHUTDOWN_GRACE_MS }, 'shutdown took too long: exiting without waiting further');
+      process.exit(1);
+    }, SHUTDOWN_GRACE_MS);
+    forced.unref();
+    shutDown(server, services).then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }
+
+/**
+ * How long a shutdown may take before the process exits anyway. A cycle stopped in the middle of
+ * a step is marked interrupted by the next cycle, and its lock is taken over once expired.
+ */
+const SHUTDOWN_GRACE_MS = 30_000;
+
+/**
+ * Stops taking requests at once and lets those under way finish; a running provisioning cycle
+ * finishes the step it is on, records what it did, marks itself stopped and releases its lock;
+ * then the schedule, the mail sender and the database are closed.
+ */
+export async function shutDown(server: Server, services: Services): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  // A keep-alive connection is closed as soon as its request under way has been answered.
+  const closeIdle = setInterval(() => server.closeIdleConnections(), 100);
+  try {
+    server.closeIdleConnections();
+    await services.cycle.requestStop();
+    await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, REQUEST_GRACE_MS).unref())]);
+    server.closeAllConnections();
+    await closed;
+  } finally {
+    clearInterval(closeIdle);
+  }
+  await services.close();
+}
+
+/** How long requests under way get to finish once the service is stopping. */
+const REQUEST_GRACE_MS = 10_000;
 
 if (require.main === module) {
   void main();

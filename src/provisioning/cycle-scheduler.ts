@@ -2,7 +2,7 @@
 // cycle is running (here or on another instance) is skipped, not queued.
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from '../logger';
-import { CycleAlreadyRunningError, type ProvisioningCycle } from './provisioning-cycle';
+import { CycleAlreadyRunningError, CycleStoppingError, type ProvisioningCycle } from './provisioning-cycle';
 
 export class CycleScheduler {
   private task: ScheduledTask | undefined;
@@ -35,6 +35,7 @@ export class CycleScheduler {
         this.logger.info({ cycleId: error.cycleId }, 'scheduled cycle skipped: one is already running');
         return;
       }
+      if (error instanceof CycleStoppingError) return;
       this.logger.error({ err: error }, 'scheduled cycle could not start');
     }
   }

@@ -12,7 +12,7 @@ import { MoodleError } from '../moodle/moodle-error';
 import { runScheduledTask, type ScheduledTaskReport } from '../moodle/sync-command';
 import type { Actor, ProvisioningOutcome, RequestLifecycle } from '../requests/request-lifecycle';
 import type { ChildRecord, RequestRecord } from '../requests/request-repository';
-import { CYCLE_LOCK, DatabaseLock } from './cycle-lock';
+import { CYCLE_LOCK, DatabaseLock, type LockHolder } from './cycle-lock';
 import {
   CycleRepository,
   type CycleCounts,
@@ -50,6 +50,19 @@ export interface CycleSummary {
   report: RequestOutcomeReport[];
 }
 
+/** Refused because the service is shutting down. */
+export class CycleStoppingError extends ConflictError {
+  constructor() {
+    super('The service is stopping, so no provisioning cycle is started now.', 'stopping', {
+      help: 'The next cycle runs when the service is back.',
+    });
+  }
+}
+
+export const STOPPED_MESSAGE =
+  'The service was stopped while this cycle ran. The cycle finished the step it was on, kept a record of everything it did, ' +
+  'and stopped; the next cycle does the rest.';
+
 export class CycleAlreadyRunningError extends ConflictError {
   constructor(readonly cycleId: number | null) {
     super(
@@ -69,6 +82,15 @@ class CycleStop extends Error {
     super(message);
   }
 }
+
+/** A stop asked for from outside (the service is shutting down), taken before the next step. */
+class CycleStopRequested extends CycleStop {
+  constructor() {
+    super(STOPPED_MESSAGE);
+  }
+}
+
+const LOCK_CONTENTION_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
 
 export interface CycleDependencies {
   db: Database;
@@ -109,6 +131,7 @@ export class ProvisioningCycle {
   private readonly cycles: CycleRepository;
   private readonly now: () => number;
   private running: { cycleId: number; progress: CycleProgress; promise: Promise<CycleSummary> } | undefined;
+  private stopRequested = false;
 
   constructor(private readonly deps: CycleDependencies) {
     this.now = deps.now ?? Date.now;
@@ -125,27 +148,56 @@ export class ProvisioningCycle {
     return this.running ? { ...this.running.progress } : undefined;
   }
 
+  /**
+   * Asks a running cycle to stop once the step it is on is done (Moodle work already done is
+   * still recorded), and refuses new cycles from now on. Resolves when no cycle of this process runs.
+   */
+  async requestStop(): Promise<void> {
+    this.stopRequested = true;
+    await this.running?.promise.catch(() => undefined);
+  }
+
   /** Starts a cycle and answers at once with its id ("Run now"); the work goes on in the background. */
   async start(trigger: CycleTrigger, triggeredBy: string | null): Promise<{ cycleId: number; finished: Promise<CycleSummary> }> {
+    if (this.stopRequested) throw new CycleStoppingError();
     const holder = `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
-    const acquired = await this.lock.acquire(holder, this.deps.settings.lockTtlMs);
-    if (!acquired.acquired) throw new CycleAlreadyRunningError(acquired.current.cycleId);
-    let cycleId: number;
-    try {
-      cycleId = await this.cycles.create(trigger, triggeredBy, this.now());
-      await this.lock.renew(holder, this.deps.settings.lockTtlMs, cycleId);
-      const interrupted = await this.cycles.markInterrupted(cycleId, this.now());
-      if (interrupted > 0) this.deps.logger.warn({ cycleId, interrupted }, 'earlier cycles had stopped before finishing');
-    } catch (error) {
-      await this.lock.release(holder).catch(() => undefined);
-      throw error;
-    }
+    const cycleId = await this.takeLockAndOpenCycle(holder, trigger, triggeredBy);
     const progress: CycleProgress = { cycleId, step: 'starting', done: 0, total: 0 };
     const finished = this.execute(cycleId, holder, progress).finally(() => {
       this.running = undefined;
     });
     this.running = { cycleId, progress, promise: finished };
     return { cycleId, finished };
+  }
+
+  /**
+   * Takes the lock and creates the cycle's record in one transaction, so the lock always names its
+   * cycle (a refused caller is told which one runs) and a crash in between leaves neither behind.
+   */
+  private async takeLockAndOpenCycle(holder: string, trigger: CycleTrigger, triggeredBy: string | null): Promise<number> {
+    const ttl = this.deps.settings.lockTtlMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const opened = await this.deps.db.transaction(async (trx): Promise<{ refusedBy: LockHolder } | { refusedBy: null; id: number; interrupted: number; takenOverFrom: LockHolder | null }> => {
+          const lock = new DatabaseLock(trx, CYCLE_LOCK, this.now);
+          const cycles = new CycleRepository(trx);
+          const acquired = await lock.acquire(holder, ttl);
+          if (!acquired.acquired) return { refusedBy: acquired.current };
+          const id = await cycles.create(trigger, triggeredBy, this.now());
+          await lock.renew(holder, ttl, id);
+          const interrupted = await cycles.markInterrupted(id, this.now());
+          return { refusedBy: null, id, interrupted, takenOverFrom: acquired.takenOverFrom };
+        });
+        if (opened.refusedBy !== null) throw new CycleAlreadyRunningError(opened.refusedBy.cycleId);
+        if (opened.takenOverFrom) this.deps.logger.warn({ cycleId: opened.id, from: opened.takenOverFrom.holder }, 'took over an expired cycle lock');
+        if (opened.interrupted > 0) this.deps.logger.warn({ cycleId: opened.id, interrupted: opened.interrupted }, 'earlier cycles had stopped before finishing');
+        return opened.id;
+      } catch (error) {
+        // Two instances taking over one expired lock at once: MySQL rolls one back; on the retry it sees the winner.
+        if (attempt < 3 && LOCK_CONTENTION_CODES.has(String((error as { code?: unknown }).code))) continue;
+        throw error;
+      }
+    }
   }
 
   /** Runs a whole cycle and waits for it (schedule, CLI). */
@@ -162,7 +214,8 @@ export class ProvisioningCycle {
     const report: RequestOutcomeReport[] = [];
     let syncOutput: string | null = null;
     let lostLock = false;
-    const renewEvery = Math.max(1000, Math.floor(settings.lockTtlMs / 3));
+    // Well inside the TTL, so one late timer tick never lets the lock lapse.
+    const renewEvery = Math.max(100, Math.floor(settings.lockTtlMs / 3));
     const renewal = setInterval(() => {
       this.lock.renew(holder, settings.lockTtlMs, cycleId).then(
         (ok) => {
@@ -174,6 +227,11 @@ export class ProvisioningCycle {
     renewal.unref();
 
     let currentStep: CycleStep | undefined;
+    /** Set when a stop request made the cycle skip Moodle work it would otherwise have done. */
+    let stoppedEarly = false;
+    const stopPoint = () => {
+      if (this.stopRequested) throw new CycleStopRequested();
+    };
     const step = async (name: CycleStep, done = 0, total = 0) => {
       if (lostLock) throw new CycleStop('The cycle lost its lock (it ran longer than CYCLE_LOCK_TTL_SECONDS without renewing) and stopped.');
       Object.assign(progress, { step: name, done, total });
@@ -188,6 +246,7 @@ export class ProvisioningCycle {
     let error: string | null = null;
     let help: string | null = null;
     try {
+      stopPoint();
       await step('checking');
       const moodle = this.deps.moodle;
       if (!moodle || settings.parentRoleId === undefined) {
@@ -207,6 +266,7 @@ export class ProvisioningCycle {
 
         let sync: (ScheduledTaskReport & { command: { output: string } }) | undefined;
         if (settings.syncCommand) {
+          stopPoint();
           await step('syncing');
           sync = await runScheduledTask(settings.syncCommand, { timeoutMs: settings.commandTimeoutMs });
           syncOutput = sync.command.output;
@@ -217,6 +277,7 @@ export class ProvisioningCycle {
           }
         }
 
+        stopPoint();
         await step('looking_up', 0, work.length);
         const parents = await this.lookUpParents(moodle, work, unassignments);
 
@@ -259,6 +320,7 @@ export class ProvisioningCycle {
           pending.set(request.id, { outcome, report: entry, attempts: request.attempts });
         }
 
+        stopPoint();
         await step('assigning', 0, assignments.length);
         if (assignments.length > 0) {
           const result = await moodle.assignRolesIsolated(assignments.map((a) => a.assignment));
@@ -289,12 +351,18 @@ export class ProvisioningCycle {
           await step('assigning', assignments.length, assignments.length);
         }
 
-        if (unassignments.length > 0) {
+        // From here on Moodle has work of this cycle that must be recorded: a stop skips the
+        // remaining Moodle steps but not the recording.
+        const goOn = () => {
+          if (this.stopRequested) stoppedEarly = true;
+          return !this.stopRequested;
+        };
+        if (unassignments.length > 0 && goOn()) {
           await step('unassigning', 0, unassignments.length);
           await this.carryOutUnassignments(moodle, unassignments, parents, counts);
         }
 
-        if (settings.passwordEmailCommand && sync?.ok && sync.inserted.length > 0) {
+        if (settings.passwordEmailCommand && sync?.ok && sync.inserted.length > 0 && goOn()) {
           await step('password_email');
           const mail = await runScheduledTask(settings.passwordEmailCommand, { timeoutMs: settings.commandTimeoutMs });
           syncOutput = `${syncOutput ?? ''}\n\n${mail.command.output}`.trim();
@@ -327,12 +395,15 @@ export class ProvisioningCycle {
           counts.childrenFailed += outcome.failedChildren!.length;
         }
         report.push(...[...pending.values()].map((p) => p.report));
-        if (state === 'succeeded' && (counts.childrenFailed > 0 || counts.waitedTooLong > 0 || counts.unassignFailed > 0 || report.some((r) => r.outcome === 'failed'))) {
+        if (stoppedEarly) {
+          state = 'interrupted';
+          error = [STOPPED_MESSAGE, error].filter(Boolean).join(' ');
+        } else if (state === 'succeeded' && (counts.childrenFailed > 0 || counts.waitedTooLong > 0 || counts.unassignFailed > 0 || report.some((r) => r.outcome === 'failed'))) {
           state = 'problems';
         }
       }
     } catch (caught) {
-      state = 'failed';
+      state = caught instanceof CycleStopRequested ? 'interrupted' : 'failed';
       if (caught instanceof CycleStop) {
         error = caught.message;
         help = caught.help;

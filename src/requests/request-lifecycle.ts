@@ -23,6 +23,7 @@ import {
   type ChildRecord,
   type NewChildRow,
   type RequestRecord,
+  type RowPatch,
 } from './request-repository';
 import { usernameFromEmail } from './username';
 
@@ -65,6 +66,12 @@ export interface SubmitInput {
   importBatchId?: string | null;
   /** Join an open request for the same email instead of opening a second one (default true). */
   joinOpenRequest?: boolean;
+  /**
+   * The intake's limits, which a joined request must still meet: without them a parent sending
+   * the form again and again could pile any number of children and any length of comment onto
+   * one request.
+   */
+  limits?: { maxChildren: number; maxCommentLength: number };
 }
 
 export interface SubmitResult {
@@ -131,6 +138,13 @@ export function hashToken(token: string): string {
 
 export function newPublicId(): string {
   return randomBytes(16).toString('base64url');
+}
+
+/** Outcome rows changed under the recording transaction: it is rolled back and run again. */
+class ChangedDuringRecording extends Error {
+  constructor() {
+    super('A request changed while provisioning outcomes were being recorded.');
+  }
 }
 
 function actorLabel(actor: Actor): string {
@@ -264,6 +278,15 @@ export class RequestLifecycle {
         ? `${existing.parentComment}\n\n${comment}`
         : comment
       : existing.parentComment;
+    if (input.limits && current.length + added.length > input.limits.maxChildren) {
+      const message = `You can add up to ${input.limits.maxChildren} children on one request, and your request in progress already names some of them. Tell us about any others in the comment box.`;
+      throw new ValidationError(message, [{ field: 'children', message }]);
+    }
+    if (input.limits && (parentComment?.length ?? 0) > input.limits.maxCommentLength) {
+      const room = Math.max(0, input.limits.maxCommentLength - (existing.parentComment?.length ?? 0) - 2);
+      const message = `Your request in progress already has a comment. Shorten this one to ${room} characters or fewer, or contact the school office.`;
+      throw new ValidationError(message, [{ field: 'comment', message }]);
+    }
     const ok = await this.repository.updateIfVersion(trx, existing.id, existing.version, {
       parentComment,
       updatedAt: now,
@@ -568,6 +591,7 @@ export class RequestLifecycle {
   /**
    * Records a cycle's outcomes for many requests in one transaction. Each is applied only if
    * the request is still approved at the version the cycle read; the rest are reported back.
+   * The writes are set queries (a few statements per 500 requests, not one per request).
    */
   async recordProvisioningOutcomes(outcomes: ProvisioningOutcome[], actor: Actor): Promise<OutcomeResult[]> {
     if (outcomes.length === 0) return [];
@@ -579,7 +603,10 @@ export class RequestLifecycle {
       const results: OutcomeResult[] = [];
       const linkedIds: number[] = [];
       const audits: AuditEventInput[] = [];
-      const events: LifecycleEvent[] = [];
+      const provisioned: RequestRecord[] = [];
+      const requestUpdates: Array<RowPatch<RequestRecord> & { expectedVersion: number }> = [];
+      const failedChildUpdates: Array<RowPatch<ChildRecord>> = [];
+      const updatedIds = new Set<number>();
 
       for (const outcome of outcomes) {
         const request = requests.get(outcome.requestId);
@@ -599,23 +626,26 @@ export class RequestLifecycle {
           });
           continue;
         }
+        if (updatedIds.has(request.id)) {
+          // A second outcome for one request: the first already moved it past the version read.
+          results.push({ requestId: request.id, applied: false, status: request.status, refusal: STALE_MESSAGE });
+          continue;
+        }
         const children = childrenByRequest.get(request.id) ?? [];
         const matched = new Map(children.filter((c) => c.linkState === 'matched').map((c) => [c.id, c]));
         const linked = (outcome.linkedChildIds ?? []).filter((id) => matched.has(id));
         const failed = (outcome.failedChildren ?? []).filter((f) => matched.has(f.childId));
         for (const f of failed) {
           const child = matched.get(f.childId) as ChildRecord;
-          await this.repository.updateChild(trx, f.childId, {
-            lastError: f.error,
-            attempts: child.attempts + 1,
-            nextAttemptAt: outcome.nextAttemptAt ?? null,
-            updatedAt: now,
+          failedChildUpdates.push({
+            id: f.childId,
+            patch: { lastError: f.error, attempts: child.attempts + 1, nextAttemptAt: outcome.nextAttemptAt ?? null, updatedAt: now },
           });
         }
         linkedIds.push(...linked);
         const stillUnlinked = [...matched.keys()].filter((id) => !linked.includes(id));
         const requestErrors = outcome.requestErrors ?? [];
-        const provisioned =
+        const isProvisioned =
           stillUnlinked.length === 0 && requestErrors.length === 0 && (linked.length > 0 || children.some((c) => c.linkState === 'linked'));
         const waiting = outcome.waiting ?? null;
         const problems = [...requestErrors, ...failed.map((f) => f.error)];
@@ -624,15 +654,12 @@ export class RequestLifecycle {
           waitingSince: waiting ? (request.waitingSince ?? now) : null,
           lastError: waiting ? waiting.message : problems.length > 0 ? problems.join('\n') : null,
           attempts: problems.length > 0 ? request.attempts + 1 : waiting ? request.attempts : 0,
-          nextAttemptAt: provisioned ? null : (outcome.nextAttemptAt ?? null),
+          nextAttemptAt: isProvisioned ? null : (outcome.nextAttemptAt ?? null),
           updatedAt: now,
-          ...(provisioned ? { status: 'provisioned' as const, provisionedAt: now } : {}),
+          ...(isProvisioned ? { status: 'provisioned' as const, provisionedAt: now } : {}),
         };
-        const ok = await this.repository.updateIfVersion(trx, request.id, request.version, patch);
-        if (!ok) {
-          results.push({ requestId: request.id, applied: false, status: request.status, refusal: STALE_MESSAGE });
-          continue;
-        }
+        requestUpdates.push({ id: request.id, expectedVersion: request.version, patch });
+        updatedIds.add(request.id);
         const after = { ...request, ...patch, version: request.version + 1 } as RequestRecord;
         results.push({ requestId: request.id, applied: true, status: after.status });
         if (linked.length > 0) audits.push(this.auditInput(actor, request.id, 'children_linked', { childIds: linked, parentMoodleUserId: after.moodleUserId }));
@@ -640,11 +667,16 @@ export class RequestLifecycle {
           audits.push(this.auditInput(actor, request.id, 'link_failed', { children: failed, problems: requestErrors }));
         }
         if (waiting && request.waitingSince === null) audits.push(this.auditInput(actor, request.id, 'waiting_for_moodle', { message: waiting.message }));
-        if (provisioned) {
+        if (isProvisioned) {
           audits.push(this.auditInput(actor, request.id, 'provisioned', { from: 'approved', to: 'provisioned' }));
-          events.push({ type: 'provisioned', request: after, children, actor, details: {} });
+          provisioned.push(after);
         }
       }
+      await this.repository.updateChildrenEach(trx, failedChildUpdates);
+      const changed = await this.repository.updateManyIfVersion(trx, requestUpdates);
+      // The rows were read under this transaction's locks, so nobody can have changed them since;
+      // if somebody did, start over from a fresh read, which refuses those outcomes properly.
+      if (changed !== requestUpdates.length) throw new ChangedDuringRecording();
       if (linkedIds.length > 0) {
         await this.repository.updateChildren(trx, linkedIds, {
           linkState: 'linked',
@@ -655,9 +687,14 @@ export class RequestLifecycle {
         });
       }
       await this.repository.insertAudit(trx, now, audits);
-      for (const event of events) {
-        event.children = await this.repository.children(trx, event.request.id);
-        await this.emit(trx, event);
+      if (provisioned.length > 0) {
+        const childrenAfter = await this.repository.childrenOfMany(
+          trx,
+          provisioned.map((r) => r.id),
+        );
+        for (const request of provisioned) {
+          await this.emit(trx, { type: 'provisioned', request, children: childrenAfter.get(request.id) ?? [], actor, details: {} });
+        }
       }
       return results;
     });
@@ -703,6 +740,9 @@ export class RequestLifecycle {
   ): Promise<RequestRecord> {
     const request = await this.repository.findById(trx, id, { forUpdate: true });
     if (!request) throw new NotFoundError(`There is no request number ${id}.`);
+    // An erased request keeps only what happened to it: acting on it again could only bring
+    // personal data back (a comment) or reach a parent nobody may identify any more.
+    if (request.erasedAt !== null) throw new ConflictError(`The personal data of request ${id} has been erased, so nothing more can be done with it.`, 'erased');
     if (expectedVersion !== undefined && request.version !== expectedVersion) {
       throw new ConflictError(STALE_MESSAGE, 'stale');
     }
@@ -758,9 +798,104 @@ export class RequestLifecycle {
         return await this.db.transaction(fn);
       } catch (error) {
         const code = (error as { code?: string }).code;
-        if (!(error instanceof AppError) && (code === 'ER_LOCK_DEADLOCK' || code === 'ER_LOCK_WAIT_TIMEOUT') && attempt < 3) continue;
+        const retryable = code === 'ER_LOCK_DEADLOCK' || code === 'ER_LOCK_WAIT_TIMEOUT' || error instanceof ChangedDuringRecording;
+        if (!(error instanceof AppError) && retryable && attempt < 3) continue;
         throw error;
       }
     }
   }
+
+  // ---------------------------------------------------------------- privacy
+
+  /**
+   * Erases a request's personal data in one transaction: the parent's and children's names, the
+   * email address, comments, reasons, the submitter's address, the Moodle account names and ids,
+   * the confirmation token, and the same from its audit events, whose rows stay (what happened,
+   * when, and which staff member did it). Listeners purge what else they keep for the request
+   * (its queued mail). An open request is closed by it, so it leaves the review queue.
+   */
+  async eraseRequest(id: number, input: { expectedVersion?: number }, actor: Actor): Promise<RequestRecord> {
+    return this.transaction(async (trx) => {
+      const now = this.now();
+      const request = await this.lockForAction(trx, id, 'erase', input.expectedVersion);
+      const children = await this.repository.children(trx, id);
+      // Taking the Parent role away in Moodle needs the parent's and the child's Moodle ids.
+      if (children.some((c) => c.unassignPending)) {
+        throw new ConflictError(
+          'A child on this request still has to be unlinked in Moodle, which the next provisioning cycle does. Erase the request after that cycle has run.',
+          'refused',
+        );
+      }
+      await this.repository.eraseChildren(trx, id, now);
+      await this.repository.rewriteAuditDetails(trx, id, auditDetailsWithoutPersonalData);
+      const closes = request.status === 'unverified' || request.status === 'pending';
+      return this.applyTransition(
+        trx,
+        request,
+        actor,
+        'erased',
+        {
+          ...(closes ? { status: 'denied' as const, decidedAt: now, decidedBy: actorLabel(actor) } : {}),
+          parentTitle: '',
+          parentFirstName: '',
+          parentLastName: '',
+          email: '',
+          parentComment: null,
+          staffComment: null,
+          decisionReason: null,
+          moodleUsername: null,
+          moodleUserId: null,
+          linkExistingAccount: false,
+          verificationTokenHash: null,
+          verificationExpiresAt: null,
+          lastError: null,
+          nextAttemptAt: null,
+          waitingSince: null,
+          submitterIp: null,
+          submitterAgent: null,
+          idempotencyKey: null,
+          erasedAt: now,
+        },
+        { children: children.length },
+      );
+    });
+  }
+}
+
+/** Audit detail keys that say what happened without saying who; their values are ids, counts and states. */
+const AUDIT_KEYS_KEPT_ON_ERASURE: ReadonlySet<string> = new Set([
+  'from',
+  'to',
+  'status',
+  'source',
+  'requestType',
+  'children',
+  'addedChildren',
+  'commentAdded',
+  'removedAuthRow',
+  'revokedChildren',
+  'childId',
+  'childIds',
+  'lastChild',
+  'duplicateOf',
+]);
+
+/**
+ * An audit event's details as they stay after erasure. Only known keys are kept, so a detail added
+ * later (a reason, a message naming an account) is dropped unless it is added here on purpose;
+ * lists keep only the children's ids (not the Moodle accounts they were matched to).
+ */
+export function auditDetailsWithoutPersonalData(details: Record<string, unknown>): Record<string, unknown> {
+  const kept: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(details)) {
+    if (!AUDIT_KEYS_KEPT_ON_ERASURE.has(key)) continue;
+    if (typeof value === 'number' || typeof value === 'boolean' || value === null) kept[key] = value;
+    else if (typeof value === 'string' && /^[a-z_]{1,40}$/.test(value)) kept[key] = value;
+    else if (Array.isArray(value)) {
+      kept[key] = value
+        .map((item: unknown) => (typeof item === 'number' ? item : (item as { childId?: unknown } | null)?.childId))
+        .filter((item): item is number => typeof item === 'number');
+    }
+  }
+  return kept;
 }

@@ -226,6 +226,37 @@ export interface NewChildRow {
   pupilIdentifier: string | null;
 }
 
+/** One row's own patch, for the set updates below. */
+export interface RowPatch<T> {
+  id: number;
+  patch: Partial<T>;
+}
+
+/** Ids per statement in the set updates: well inside SQLite's limit on bound values. */
+const SET_UPDATE_CHUNK = 500;
+
+/**
+ * Builds the SET clause that gives each row its own values in one statement: a column every row
+ * sets to the same value is set plainly, any other becomes CASE id WHEN … THEN … ELSE column END.
+ */
+function perRowSet(q: Queryable, rows: Array<{ id: number; values: Row }>): Row {
+  const columns = new Set(rows.flatMap((r) => Object.keys(r.values)));
+  const set: Row = {};
+  for (const column of columns) {
+    const having = rows.filter((r) => column in r.values);
+    const first = having[0]?.values[column];
+    if (having.length === rows.length && having.every((r) => r.values[column] === first)) {
+      set[column] = first;
+      continue;
+    }
+    const bindings: unknown[] = ['id'];
+    for (const r of having) bindings.push(r.id, r.values[column]);
+    bindings.push(column);
+    set[column] = q.raw(`CASE ?? ${having.map(() => 'WHEN ? THEN ?').join(' ')} ELSE ?? END`, bindings as Knex.RawBinding[]);
+  }
+  return set;
+}
+
 export interface ListRequestsFilter {
   status?: RequestStatus | RequestStatus[];
   email?: string;
@@ -323,6 +354,54 @@ export class RequestRepository {
     return Number(changed) === 1;
   }
 
+  /**
+   * Gives each request its own patch with one statement per chunk, each only while the request is
+   * still at its expected version, and bumps those versions. Returns how many rows were changed:
+   * fewer than given means some were changed by someone else first.
+   */
+  async updateManyIfVersion(q: Queryable, updates: Array<RowPatch<RequestRecord> & { expectedVersion: number }>): Promise<number> {
+    let changed = 0;
+    for (let i = 0; i < updates.length; i += SET_UPDATE_CHUNK) {
+      const chunk = updates.slice(i, i + SET_UPDATE_CHUNK);
+      const versions: unknown[] = ['id'];
+      for (const u of chunk) versions.push(u.id, u.expectedVersion);
+      changed += Number(
+        await q(REQUESTS_TABLE)
+          .whereIn(
+            'id',
+            chunk.map((u) => u.id),
+          )
+          .where('version', q.raw(`CASE ?? ${chunk.map(() => 'WHEN ? THEN ?').join(' ')} END`, versions as Knex.RawBinding[]))
+          .update({
+            ...perRowSet(
+              q,
+              chunk.map((u) => ({ id: u.id, values: requestToRow(u.patch) })),
+            ),
+            version: q.raw('?? + 1', ['version']),
+          }),
+      );
+    }
+    return changed;
+  }
+
+  /** Gives each child its own patch, one statement per chunk. */
+  async updateChildrenEach(q: Queryable, updates: Array<RowPatch<ChildRecord>>): Promise<void> {
+    for (let i = 0; i < updates.length; i += SET_UPDATE_CHUNK) {
+      const chunk = updates.slice(i, i + SET_UPDATE_CHUNK);
+      await q(CHILDREN_TABLE)
+        .whereIn(
+          'id',
+          chunk.map((u) => u.id),
+        )
+        .update(
+          perRowSet(
+            q,
+            chunk.map((u) => ({ id: u.id, values: childToRow(u.patch) })),
+          ),
+        );
+    }
+  }
+
   async findChild(q: Queryable, childId: number): Promise<ChildRecord | undefined> {
     const row = (await q(CHILDREN_TABLE).where({ id: childId }).first()) as Row | undefined;
     return row ? childFromRow(row) : undefined;
@@ -414,6 +493,25 @@ export class RequestRepository {
   async auditFor(q: Queryable, requestId: number): Promise<AuditEventRecord[]> {
     const rows = (await q(AUDIT_TABLE).where({ request_id: requestId }).orderBy('id')) as Row[];
     return rows.map(auditFromRow);
+  }
+
+  // --- erasure ---
+
+  /** Blanks the names and identifiers of a request's children; link states and times stay. */
+  async eraseChildren(q: Queryable, requestId: number, now: number): Promise<void> {
+    await q(CHILDREN_TABLE)
+      .where({ request_id: requestId })
+      .update(childToRow({ firstName: '', lastName: '', tutorGroup: '', pupilIdentifier: null, moodleUserId: null, lastError: null, updatedAt: now }));
+  }
+
+  /** Rewrites the details of a request's audit events; the rows themselves stay. */
+  async rewriteAuditDetails(q: Queryable, requestId: number, rewrite: (details: Record<string, unknown>) => Record<string, unknown>): Promise<void> {
+    const rows = (await q(AUDIT_TABLE).where({ request_id: requestId }).select('id', 'details')) as Row[];
+    for (const row of rows) {
+      // Compared with the stored text, so details that no longer parse are replaced too.
+      const details = JSON.stringify(rewrite(auditFromRow(row).details));
+      if (details !== row.details) await q(AUDIT_TABLE).where({ id: row.id }).update({ details });
+    }
   }
 }
 

@@ -1,8 +1,14 @@
 // The provisioning cycle against a real database and the Moodle test double over HTTP.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import pino from 'pino';
+import { parseConfig } from '../../src/config';
 import type { Database } from '../../src/db/database';
+import { CYCLE_LOCK, DatabaseLock } from '../../src/provisioning/cycle-lock';
+import { createServices } from '../../src/services';
 import { MoodleClient } from '../../src/moodle/moodle-client';
 import { CycleAlreadyRunningError, ProvisioningCycle, type CycleDependencies, type CycleSettings } from '../../src/provisioning/provisioning-cycle';
 import type { RequestLifecycle } from '../../src/requests/request-lifecycle';
@@ -217,6 +223,146 @@ for (const dialect of DIALECTS) {
       assert.equal(slow.cycle.current(), undefined);
       const afterwards = await other.cycle.run('schedule', null);
       assert.equal(afterwards.state, 'succeeded', 'the lock is released when the cycle ends');
+    });
+
+    /** The whole service graph (the mail notifications included) against this database and the double. */
+    function servicesWith(extra: Record<string, string> = {}, now?: () => number) {
+      const config = parseConfig({
+        NODE_ENV: 'test',
+        LOG_LEVEL: 'silent',
+        DATABASE_URL: 'sqlite::memory:',
+        AUTH_TABLE: TEST_AUTH_TABLE,
+        MOODLE_URL: moodle.url,
+        MOODLE_TOKEN: moodle.tokens.ws,
+        MOODLE_PARENT_ROLE_ID: String(PARENT_ROLE),
+        MOODLE_RETRIES: '0',
+        STAFF_NOTIFY_EMAILS: 'office@example-school.org',
+        ...extra,
+      });
+      return createServices(config, { db: t.db, ...(now ? { now } : {}) });
+    }
+
+    async function queued(kind: string, requestId?: number) {
+      const rows = (await t.db('mail_outbox')
+        .where({ kind, ...(requestId === undefined ? {} : { request_id: requestId }) })
+        .orderBy('id')) as Array<{ recipient: string; payload: string; request_id: number | null }>;
+      return rows.map((r) => ({ ...r, ...(JSON.parse(r.payload) as { subject: string; text: string }) }));
+    }
+
+    it('a cycle that provisions a request queues the parent\'s "account ready" mail with the login address and username', { skip }, async () => {
+      const services = servicesWith();
+      try {
+        const { request, children } = await services.lifecycle.submitRequest(submission({ email: 'Ready.Parent@Example.org', children: [{ firstName: 'Ann', lastName: 'Pupil', tutorGroup: '7B', pupilIdentifier: null }] }), { type: 'parent' });
+        await services.lifecycle.approveRequest(request.id, { children: [{ childId: children[0]!.id, moodleUserId: 3 }] }, staff);
+        const waiting = await services.cycle.run('manual', 'office');
+        assert.equal(waiting.counts.waiting, 1);
+        assert.deepEqual(await queued('provisioned', request.id), [], 'nothing is sent while Moodle has no account');
+
+        await moodle.sync(t.db, TEST_AUTH_TABLE);
+        const summary = await services.cycle.run('manual', 'office');
+        assert.equal(summary.counts.provisioned, 1);
+        const mails = await queued('provisioned', request.id);
+        assert.equal(mails.length, 1);
+        const mail = mails[0]!;
+        assert.equal(mail.recipient, 'ready.parent@example.org');
+        assert.match(mail.subject, /Moodle parent account is ready/);
+        assert.ok(mail.text.includes(`${moodle.url}/login/index.php`), mail.text);
+        assert.match(mail.text, /Your username is: ready\.parent@example\.org/);
+        assert.match(mail.text, /password in a separate email/);
+        assert.match(mail.text, /linked to: Ann Pupil/);
+
+        await services.cycle.run('manual', 'office');
+        assert.equal((await queued('provisioned', request.id)).length, 1, 'a later cycle does not mail again');
+      } finally {
+        await services.close();
+      }
+    });
+
+    it('staff get a summary mail after a cycle where something failed or waited too long, and none after a clean one', { skip }, async () => {
+      let clock = Date.now();
+      // The failed child is not retried within the test, so each cycle's mail counts one thing.
+      const services = servicesWith({ SYNC_WAIT_WARN_MINUTES: '60', RETRY_BASE_SECONDS: '86400' }, () => clock);
+      try {
+        const approveWith = async (email: string, pupils: number[]) => {
+          const { request, children } = await services.lifecycle.submitRequest(
+            submission({ email, children: pupils.map((_, i) => ({ firstName: `Kid${i}`, lastName: 'Pupil', tutorGroup: '7B', pupilIdentifier: null })) }),
+            { type: 'parent' },
+          );
+          await services.lifecycle.approveRequest(request.id, { children: children.map((c, i) => ({ childId: c.id, moodleUserId: pupils[i]! })) }, staff);
+          return request;
+        };
+        const summaries = async () => (await queued('staff_cycle_summary')).length;
+        const before = await summaries();
+
+        await approveWith('clean.summary@example.org', [3]);
+        await moodle.sync(t.db, TEST_AUTH_TABLE);
+        const clean = await services.cycle.run('manual', 'office');
+        assert.equal(clean.state, 'succeeded');
+        assert.equal(await summaries(), before, 'no mail after a clean cycle');
+
+        await approveWith('failing.summary@example.org', [4, 998]);
+        await moodle.sync(t.db, TEST_AUTH_TABLE);
+        const failing = await services.cycle.run('manual', 'office');
+        assert.equal(failing.state, 'problems');
+        const afterFailure = await queued('staff_cycle_summary');
+        assert.equal(afterFailure.length, before + 1);
+        assert.equal(afterFailure.at(-1)!.recipient, 'office@example-school.org');
+        assert.match(afterFailure.at(-1)!.subject, new RegExp(`Provisioning cycle ${failing.cycleId}: 1 failed, 0 waiting`));
+
+        // A parent Moodle's sync never creates: first it just waits (no mail), then it waits too long.
+        await approveWith('never.synced@example.org', [3]);
+        const waiting = await services.cycle.run('manual', 'office');
+        assert.equal(waiting.counts.waiting, 1);
+        assert.equal(waiting.counts.waitedTooLong, 0);
+        assert.equal(await summaries(), before + 1, 'waiting a while is normal: no mail');
+        clock += 61 * 60_000;
+        const tooLong = await services.cycle.run('manual', 'office');
+        assert.equal(tooLong.counts.waitedTooLong, 1);
+        const afterWait = await queued('staff_cycle_summary');
+        assert.equal(afterWait.length, before + 2);
+        assert.match(afterWait.at(-1)!.subject, new RegExp(`Provisioning cycle ${tooLong.cycleId}: 0 failed, 1 waiting`));
+      } finally {
+        await services.close();
+      }
+    });
+
+    it('a step longer than the lock TTL keeps the lock (renewed): a second cycle is refused; the lock is released at the end', { skip }, async () => {
+      await approve('renew.parent@example.org', [3]);
+      const gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'mpp-gate-')), 'open');
+      const lockTtlMs = 1000;
+      let syncing!: () => void;
+      const inSync = new Promise<void>((resolve) => (syncing = resolve));
+      const slow = makeCycle(t.db, lifecycle, moodle, {
+        // A sync command that runs until the test lets it finish, then prints what Moodle prints.
+        settings: {
+          ...settings,
+          lockTtlMs,
+          syncCommand: `while [ ! -e '${gate}' ]; do sleep 0.05; done; printf '%s\\n' 'Scheduled task complete: Synchronise users task (auth_db\\task\\sync_users)'`,
+        },
+        onStep: (step) => {
+          if (step === 'syncing') syncing();
+        },
+      });
+      const { cycleId, finished } = await slow.cycle.start('manual', 'office');
+      await inSync;
+      const lock = new DatabaseLock(t.db, CYCLE_LOCK);
+      const taken = await lock.current();
+      assert.equal(taken?.cycleId, cycleId);
+      // Wait until the lock as first taken has long expired: only renewals keep it.
+      await new Promise((resolve) => setTimeout(resolve, taken!.acquiredAt + 2.5 * lockTtlMs - Date.now()));
+      const other = makeCycle(t.db, lifecycle, moodle, { settings: { ...settings, lockTtlMs } });
+      await assert.rejects(other.cycle.run('schedule', null), (e: unknown) => e instanceof CycleAlreadyRunningError && e.cycleId === cycleId);
+      const renewed = await lock.current();
+      assert.equal(renewed?.holder, taken?.holder, 'still held by the first cycle');
+      assert.ok(renewed!.expiresAt > taken!.acquiredAt + 2 * lockTtlMs, 'its expiry moved on');
+
+      fs.writeFileSync(gate, '');
+      const summary = await finished;
+      assert.equal(summary.state, 'succeeded', summary.error ?? '');
+      assert.equal(await lock.current(), undefined, 'released when the cycle ends');
+      const next = await other.cycle.run('schedule', null);
+      assert.notEqual(next.state, 'failed');
+      fs.rmSync(path.dirname(gate), { recursive: true, force: true });
     });
 
     it('a parent account not managed by this service is not linked without staff deciding', { skip }, async () => {

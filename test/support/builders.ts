@@ -69,3 +69,68 @@ export async function assertAuthInvariant(db: Database): Promise<void> {
   assert.deepEqual(actual, expected, 'auth table must equal the parents of approved/provisioned requests');
   for (const r of rows) assert.equal(r.username, r.username.toLowerCase(), 'auth usernames are lower-case');
 }
+
+/**
+ * Bulk test data: `count` approved requests, each with `childrenEach` children matched to pupil
+ * ids firstPupilId, firstPupilId + 1, … and its auth row, written with a few multi-row inserts
+ * (through the lifecycle, a thousand requests take thousands of transactions).
+ */
+export async function insertApprovedRequests(
+  db: Database,
+  count: number,
+  options: { childrenEach?: number; firstPupilId?: number; emailPrefix?: string } = {},
+): Promise<Array<{ id: number; version: number; email: string; childIds: number[]; pupilIds: number[] }>> {
+  const childrenEach = options.childrenEach ?? 2;
+  const prefix = options.emailPrefix ?? `bulk${++counter}.${process.pid}`;
+  const now = Date.now();
+  const emails = Array.from({ length: count }, (_, i) => `${prefix}.${i}@example.org`);
+  for (let i = 0; i < count; i += 200) {
+    await db('requests').insert(
+      emails.slice(i, i + 200).map((email, j) => ({
+        public_id: `${prefix}-${i + j}`.slice(0, 32),
+        status: 'approved',
+        request_type: 'new_account',
+        source: 'import',
+        parent_first_name: 'Pat',
+        parent_last_name: `Bulk${i + j}`,
+        email,
+        moodle_username: email,
+        decided_at: now,
+        decided_by: 'staff:office',
+        version: 2,
+        created_at: now,
+        updated_at: now,
+      })),
+    );
+  }
+  const rows = (await db('requests').whereIn('email', emails).select('id', 'email').orderBy('id')) as Array<{ id: number; email: string }>;
+  const firstPupil = options.firstPupilId ?? 3;
+  const children = rows.flatMap((r, i) =>
+    Array.from({ length: childrenEach }, (_, position) => ({
+      request_id: r.id,
+      position,
+      first_name: `Child${position}`,
+      last_name: `Bulk${i}`,
+      moodle_user_id: firstPupil + i * childrenEach + position,
+      link_state: 'matched',
+      updated_at: now,
+    })),
+  );
+  for (let i = 0; i < children.length; i += 200) await db('request_children').insert(children.slice(i, i + 200));
+  for (let i = 0; i < rows.length; i += 200) {
+    await db(TEST_AUTH_TABLE).insert(
+      rows.slice(i, i + 200).map((r, j) => ({ username: r.email, firstname: 'Pat', lastname: `Bulk${i + j}`, email: r.email, request_id: r.id })),
+    );
+  }
+  const childRows = (await db('request_children')
+    .whereIn(
+      'request_id',
+      rows.map((r) => r.id),
+    )
+    .select('id', 'request_id', 'moodle_user_id')
+    .orderBy(['request_id', 'position'])) as Array<{ id: number; request_id: number; moodle_user_id: number }>;
+  return rows.map((r) => {
+    const own = childRows.filter((c) => Number(c.request_id) === Number(r.id));
+    return { id: Number(r.id), version: 2, email: r.email, childIds: own.map((c) => Number(c.id)), pupilIds: own.map((c) => Number(c.moodle_user_id)) };
+  });
+}

@@ -779,11 +779,31 @@ export interface RecordedRequest {
   form: string;
 }
 
+/** A call as the hooks see it: `index` is its position in `requests` (1 for the first since the last resetCounts). */
+export interface DoubleCall {
+  wsfunction: string;
+  index: number;
+}
+
+/**
+ * Points in a call's life where a test may act (stop the caller's process, hold the call, take a
+ * database lock), each awaited before the call goes on. `received` and `handled` may return a fault
+ * for this call instead of its normal course: at `received` Moodle has not acted yet, at `handled`
+ * it has (a role assignment has landed) but the answer has not left.
+ */
+export interface MoodleDoubleHooks {
+  received?: (call: DoubleCall) => Promise<FaultKind | void> | FaultKind | void;
+  handled?: (call: DoubleCall) => Promise<'hang' | 'reset' | void> | 'hang' | 'reset' | void;
+  /** The answer has been handed to the network. */
+  answered?: (call: DoubleCall) => void;
+}
+
 export interface MoodleDoubleOptions {
   state?: MoodleSiteState;
   faults?: Partial<MoodleDoubleFaults>;
   /** Seed for errorRate / hangRate. */
   seed?: number;
+  hooks?: MoodleDoubleHooks;
 }
 
 export interface MoodleDouble {
@@ -798,6 +818,8 @@ export interface MoodleDouble {
   calls(wsfunction?: string): number;
   resetCounts(): void;
   setFaults(faults: Partial<MoodleDoubleFaults>): void;
+  /** Replaces the hooks (undefined removes them). */
+  setHooks(hooks: MoodleDoubleHooks | undefined): void;
   /** Runs auth_db's sync against the service's auth table; returns what Moodle's CLI prints. */
   sync(knex: Knex, authTable: string): Promise<string>;
   sendNewUserPasswords(): string;
@@ -838,6 +860,7 @@ export async function startMoodleDouble(options: MoodleDoubleOptions = {}): Prom
     ...options.faults,
   };
   const random = mulberry32(options.seed ?? 1);
+  let hooks: MoodleDoubleHooks = options.hooks ?? {};
   const counts: Record<string, number> = {};
   const requests: RecordedRequest[] = [];
   let siteUrl = '';
@@ -872,9 +895,13 @@ export async function startMoodleDouble(options: MoodleDoubleOptions = {}): Prom
     const wsfunction = typeof params.wsfunction === 'string' ? params.wsfunction : '';
     counts[wsfunction] = (counts[wsfunction] ?? 0) + 1;
     requests.push({ wsfunction, form: body });
+    const call: DoubleCall = { wsfunction, index: requests.length };
+    const { answered } = hooks;
+    if (answered !== undefined) res.once('finish', () => answered(call));
+    const hooked = hooks.received === undefined ? undefined : ((await hooks.received(call)) ?? undefined);
 
     if (faults.latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, faults.latencyMs));
-    switch (pickFault()) {
+    switch (hooked ?? pickFault()) {
       case 'hang':
         return;
       case 'reset':
@@ -898,6 +925,12 @@ export async function startMoodleDouble(options: MoodleDoubleOptions = {}): Prom
     }
 
     const json = params.moodlewsrestformat === 'json';
+    /** The `handled` hook: true when it chose that this answer never leaves. */
+    const answerLost = async (): Promise<boolean> => {
+      const lost = await hooks.handled?.(call);
+      if (lost === 'reset') req.socket.destroy();
+      return lost === 'reset' || lost === 'hang';
+    };
     try {
       const token = typeof params.wstoken === 'string' ? state.tokens.get(params.wstoken) : undefined;
       if (token === undefined) throw invalidToken();
@@ -914,6 +947,7 @@ export async function startMoodleDouble(options: MoodleDoubleOptions = {}): Prom
       }
       const ctx: CallContext = { state, params: functionParams, token, viewer: state.users.get(token.userid), siteUrl };
       const result = handler(ctx);
+      if (hooks.handled !== undefined && (await answerLost())) return;
       if (!json) {
         answer(res, 501, 'text/plain; charset=utf-8', 'The Moodle double answers only moodlewsrestformat=json.');
         return;
@@ -921,6 +955,7 @@ export async function startMoodleDouble(options: MoodleDoubleOptions = {}): Prom
       answer(res, 200, 'application/json', JSON.stringify(result));
     } catch (error) {
       if (!(error instanceof WsError)) throw error;
+      if (hooks.handled !== undefined && (await answerLost())) return;
       if (json) {
         answer(res, 200, 'application/json', JSON.stringify({ exception: error.exception, errorcode: error.errorcode, message: error.message }));
       } else {
@@ -960,6 +995,9 @@ export async function startMoodleDouble(options: MoodleDoubleOptions = {}): Prom
     setFaults: (changes: Partial<MoodleDoubleFaults>) => {
       Object.assign(faults, changes);
       if (changes.next !== undefined) faults.next = [...changes.next];
+    },
+    setHooks: (next: MoodleDoubleHooks | undefined) => {
+      hooks = next ?? {};
     },
     sync: (knex: Knex, authTable: string) => syncFromAuthTable(state, knex, authTable),
     sendNewUserPasswords: () => sendNewUserPasswords(state),
