@@ -12,6 +12,7 @@ import { API_KEY_USAGE, runApiKeyCommand } from './intake/api-key-commands';
 import { formatDoctor } from './moodle/doctor';
 import { createServices, type Services } from './services';
 import { runStaffCommand, STAFF_USAGE, type StaffCommandIo } from './staff/staff-commands';
+import { PRIVACY_USAGE, runPrivacyCommand } from './staff/privacy-commands';
 
 export interface CliIo {
   out: (text: string) => void;
@@ -38,6 +39,7 @@ Commands:
   requests comment <id> "text"
 ${API_KEY_USAGE}
 ${STAFF_USAGE}
+${PRIVACY_USAGE}
   help                            this text
 
 Statuses: ${REQUEST_STATUSES.join(', ')}`;
@@ -247,6 +249,8 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
         return await runApiKeyCommand(services, args, io);
       case 'staff':
         return await runStaffCommand(services, args, io);
+      case 'privacy':
+        return await runPrivacyCommand(services, args, io);
       default:
         throw new UsageError(`Unknown command "${command}".`);
     }

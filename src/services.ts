@@ -19,6 +19,7 @@ import { RequestLifecycle } from './requests/request-lifecycle';
 import { RequestRepository } from './requests/request-repository';
 import { DashboardRepository } from './staff/dashboard.repository';
 import { StaffAccounts } from './staff/staff-accounts';
+import { PrivacyService } from './staff/privacy.service';
 import { createCsrf } from './web/csrf';
 import { createSessionMiddleware, sessionCookieName } from './web/sessions';
 import { createRateLimit } from './web/rate-limit';
@@ -117,6 +118,9 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     { sessionSecret: config.sessionSecret, ...clock },
   );
 
+  const privacy = new PrivacyService({ db, lifecycle, mailOutbox, retentionDays: config.privacy.retentionDays, logger, ...clock });
+  lifecycle.addListener(privacy.erasureListener);
+
   return {
     config,
     logger,
@@ -136,6 +140,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     staffSession: createSessionMiddleware(config, db, logger),
     sessionCookieName: sessionCookieName(config),
     dashboardRepository: new DashboardRepository(),
+    privacy,
     migrate: () => migrateToLatest(db, { authTable: config.authTable }),
     migrationStatus: () => migrationStatus(db, { authTable: config.authTable }),
     doctor: (runSync = false) => runDoctor({ config, db, moodle, verifyMail: () => mailTransport.verify() }, { runSync }),
@@ -143,10 +148,12 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     startBackground(): void {
       mailOutbox.startSender(10_000);
       scheduler.start();
+      privacy.startRetention();
       staffAccounts.announceSetup(logger, config.baseUrl).catch((error) => logger.error({ err: error }, 'could not check for staff accounts'));
     },
     async close(): Promise<void> {
       await scheduler.stop().catch(() => undefined);
+      await privacy.stop().catch(() => undefined);
       await mailOutbox.stop().catch(() => undefined);
       mailTransport.close();
       if (!options.db) await db.destroy();

@@ -5,6 +5,8 @@ import { STATUS_LABELS, REQUEST_STATUSES } from '../requests/request-states';
 import type { Services } from '../services';
 import { requireStaff } from './require-staff';
 import { staffAuthRoutes } from './staff-auth.routes';
+import { privacyRoutes } from './privacy.routes';
+import { requestPageRoutes } from './request-page.routes';
 import { accountsRoutes } from './accounts.routes';
 import { diagnosticsRoutes } from './diagnostics.routes';
 import { provisioningRoutes } from './provisioning.routes';
@@ -41,6 +43,7 @@ export function adminRoutes(services: Services): Router {
   // (areas: requests list and bulk actions, CSV import/export)
   router.use(requestsListRoutes(services), importRoutes(services));
   // (areas: request page, privacy)
+  router.use(requestPageRoutes(services), privacyRoutes(services));
   // (areas: provisioning, who can log in, diagnostics)
   router.use(provisioningRoutes(services), accountsRoutes(services), diagnosticsRoutes(services));
 

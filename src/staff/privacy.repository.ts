@@ -1,0 +1,109 @@
+// The queries behind erasure, retention and a pupil's access history. Reads the request tables;
+// its only writes are to the provisioning cycle reports, whose per-request messages can name a
+// parent's Moodle account and must go when that request is erased.
+import { CYCLES_TABLE } from '../provisioning/cycle-repository';
+import {
+  AUDIT_TABLE,
+  auditFromRow,
+  CHILDREN_TABLE,
+  childFromRow,
+  REQUESTS_TABLE,
+  requestFromRow,
+  type AuditEventRecord,
+  type ChildRecord,
+  type Queryable,
+  type RequestRecord,
+} from '../requests/request-repository';
+import type { RequestStatus } from '../requests/request-states';
+
+type Row = Record<string, unknown>;
+
+export interface PupilLinkRow {
+  child: ChildRecord;
+  request: RequestRecord;
+}
+
+export class PrivacyRepository {
+  /** Requests in these statuses, not erased yet, decided before the cutoff, oldest first. */
+  async decidedBefore(q: Queryable, statuses: readonly RequestStatus[], cutoff: number): Promise<number[]> {
+    const rows = (await q(REQUESTS_TABLE)
+      .whereIn('status', statuses)
+      .whereNull('erased_at')
+      .where('decided_at', '<', cutoff)
+      .orderBy('id')
+      .select('id')) as Row[];
+    return rows.map((r) => Number(r.id));
+  }
+
+  /** Whether a provisioning cycle ever recorded anything for the request (only then can its reports name it). */
+  async workedOnByCycle(q: Queryable, requestId: number): Promise<boolean> {
+    return (await q(AUDIT_TABLE).where({ request_id: requestId, actor_type: 'cycle' }).first('id')) !== undefined;
+  }
+
+  /**
+   * Removes what the cycle reports say about one request beyond its outcome: the messages (which
+   * can name the parent's Moodle account) and the per-child errors. Run in the erasure's transaction.
+   */
+  async scrubCycleReports(q: Queryable, requestId: number): Promise<number> {
+    // The reports are stored as JSON.stringify writes them, so the request's entries contain exactly this.
+    const rows = (await q(CYCLES_TABLE)
+      .where((w) => w.where('log', 'like', `%"requestId":${requestId},%`).orWhere('log', 'like', `%"requestId":${requestId}}%`))
+      .select('id', 'log')) as Row[];
+    let changed = 0;
+    for (const row of rows) {
+      let report: unknown;
+      try {
+        report = JSON.parse(String(row.log));
+      } catch {
+        continue;
+      }
+      if (!Array.isArray(report)) continue;
+      const scrubbed = report.map((entry: Record<string, unknown>) =>
+        entry && entry.requestId === requestId
+          ? {
+              ...entry,
+              message: null,
+              children: Array.isArray(entry.children) ? entry.children.map((c: Record<string, unknown>) => ({ childId: c.childId, outcome: c.outcome })) : [],
+            }
+          : entry,
+      );
+      await q(CYCLES_TABLE).where({ id: row.id }).update({ log: JSON.stringify(scrubbed) });
+      changed += 1;
+    }
+    return changed;
+  }
+
+  /** Every child row ever matched to this Moodle pupil account, with its request, oldest first. */
+  async linksOfPupil(q: Queryable, moodleUserId: number): Promise<PupilLinkRow[]> {
+    const children = ((await q(CHILDREN_TABLE).where({ moodle_user_id: moodleUserId }).orderBy('id')) as Row[]).map(childFromRow);
+    if (children.length === 0) return [];
+    const requestIds = [...new Set(children.map((c) => c.requestId))];
+    const requests = new Map<number, RequestRecord>();
+    for (let i = 0; i < requestIds.length; i += 500) {
+      const rows = (await q(REQUESTS_TABLE).whereIn('id', requestIds.slice(i, i + 500))) as Row[];
+      for (const row of rows) {
+        const request = requestFromRow(row);
+        requests.set(request.id, request);
+      }
+    }
+    return children.flatMap((child) => {
+      const request = requests.get(child.requestId);
+      return request ? [{ child, request }] : [];
+    });
+  }
+
+  /** The audit events of these requests, in order, by request. */
+  async auditOfRequests(q: Queryable, requestIds: number[]): Promise<Map<number, AuditEventRecord[]>> {
+    const byRequest = new Map<number, AuditEventRecord[]>(requestIds.map((id) => [id, []]));
+    for (let i = 0; i < requestIds.length; i += 500) {
+      const rows = (await q(AUDIT_TABLE)
+        .whereIn('request_id', requestIds.slice(i, i + 500))
+        .orderBy('id')) as Row[];
+      for (const row of rows) {
+        const event = auditFromRow(row);
+        if (event.requestId !== null) byRequest.get(event.requestId)?.push(event);
+      }
+    }
+    return byRequest;
+  }
+}

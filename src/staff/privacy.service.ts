@@ -1,0 +1,110 @@
+// Privacy: erasing a request's personal data on demand, erasing closed requests once the
+// retention period (RETENTION_DAYS) has passed, and the access history of one pupil.
+import type { Knex } from 'knex';
+import type { Database } from '../db/database';
+import { AppError } from '../errors';
+import type { Logger } from '../logger';
+import type { MailOutbox } from '../mail/mail-outbox';
+import type { Actor, LifecycleEvent, RequestLifecycle } from '../requests/request-lifecycle';
+import type { RequestRecord } from '../requests/request-repository';
+import type { RequestStatus } from '../requests/request-states';
+import { PrivacyRepository } from './privacy.repository';
+import { buildPupilHistory, type PupilHistoryEntry } from './pupil-history';
+
+/** Closed without access ever being given for long: kept only for RETENTION_DAYS after the decision. */
+export const RETAINED_STATUSES: readonly RequestStatus[] = ['denied', 'bogus', 'duplicate'];
+
+const DAY_MS = 86_400_000;
+
+export interface RetentionResult {
+  erased: number[];
+  /** Requests the lifecycle refused to erase this time (tried again on the next run). */
+  skipped: Array<{ requestId: number; reason: string }>;
+}
+
+export interface PrivacyDependencies {
+  db: Database;
+  lifecycle: RequestLifecycle;
+  mailOutbox: Pick<MailOutbox, 'purgeForRequest'>;
+  retentionDays: number;
+  logger: Pick<Logger, 'info' | 'warn' | 'error'>;
+  now?: () => number;
+}
+
+export class PrivacyService {
+  readonly repository = new PrivacyRepository();
+  private readonly now: () => number;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+
+  constructor(private readonly deps: PrivacyDependencies) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /**
+   * A lifecycle listener: when a request is erased, its mail (queued or sent, which holds the
+   * parent's address and names) and the cycle reports' messages about it go in the same transaction.
+   */
+  readonly erasureListener = async (trx: Knex.Transaction, event: LifecycleEvent): Promise<void> => {
+    if (event.type !== 'erased') return;
+    await this.deps.mailOutbox.purgeForRequest(trx, event.request.id);
+    // The reports are large text: searched only for a request a cycle has worked on.
+    if (await this.repository.workedOnByCycle(trx, event.request.id)) await this.repository.scrubCycleReports(trx, event.request.id);
+  };
+
+  eraseRequest(id: number, input: { expectedVersion?: number }, actor: Actor): Promise<RequestRecord> {
+    return this.deps.lifecycle.eraseRequest(id, input, actor);
+  }
+
+  /** Erases the denied, bogus and duplicate requests decided more than RETENTION_DAYS before `now`. */
+  async eraseExpired(now: number): Promise<RetentionResult> {
+    const cutoff = now - this.deps.retentionDays * DAY_MS;
+    const ids = await this.repository.decidedBefore(this.deps.db, RETAINED_STATUSES, cutoff);
+    const result: RetentionResult = { erased: [], skipped: [] };
+    const actor: Actor = { type: 'system', id: 'retention' };
+    for (const id of ids) {
+      try {
+        await this.deps.lifecycle.eraseRequest(id, {}, actor);
+        result.erased.push(id);
+      } catch (error) {
+        // One request the lifecycle refuses (a Moodle unlink still due) must not stop the rest.
+        if (!(error instanceof AppError)) throw error;
+        result.skipped.push({ requestId: id, reason: error.message });
+      }
+    }
+    if (result.erased.length > 0 || result.skipped.length > 0) {
+      this.deps.logger.info({ erased: result.erased.length, skipped: result.skipped.length, retentionDays: this.deps.retentionDays }, 'retention: erased expired requests');
+    }
+    return result;
+  }
+
+  /** Runs eraseExpired now and then every intervalMs (never two runs at once here) until stop(). */
+  startRetention(intervalMs = DAY_MS): void {
+    if (this.timer) return;
+    const tick = () => {
+      if (this.running) return;
+      this.running = this.eraseExpired(this.now())
+        .catch((error: unknown) => this.deps.logger.error({ err: error }, 'retention: could not erase expired requests'))
+        .finally(() => {
+          this.running = undefined;
+        });
+    };
+    this.timer = setInterval(tick, intervalMs);
+    this.timer.unref();
+    tick();
+  }
+
+  /** Stops the daily run and waits for one in progress, so shutdown never cuts an erasure short. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+
+  /** Everyone who was ever linked (or matched) to this Moodle pupil account, oldest first. */
+  async pupilHistory(moodleUserId: number): Promise<PupilHistoryEntry[]> {
+    const links = await this.repository.linksOfPupil(this.deps.db, moodleUserId);
+    const audit = await this.repository.auditOfRequests(this.deps.db, [...new Set(links.map((l) => l.request.id))]);
+    return buildPupilHistory(links, audit);
+  }
+}

@@ -1,0 +1,131 @@
+// The request page (/admin/requests/:id) and its actions. Thin: read the form, call the page
+// service (which goes through the request lifecycle), redirect back with a message.
+import express, { type Request, type Response, type Router } from 'express';
+import { AppError } from '../errors';
+import type { Actor } from '../requests/request-lifecycle';
+import type { RequestRecord } from '../requests/request-repository';
+import type { Services } from '../services';
+import { flash } from './require-staff';
+import { choicesQuery, readChoices, RequestPageService } from './request-page.service';
+import type { StaffIdentity } from './staff-accounts';
+
+export const REQUEST_TYPE_WORDS: Record<string, string> = {
+  new_account: 'No parent account yet',
+  cannot_log_in: 'Has an account but cannot log in',
+  child_not_linked: 'Has an account, but a child is not linked to it',
+};
+
+export const SOURCE_WORDS: Record<string, string> = {
+  form: 'The request form',
+  api: 'The school website',
+  import: 'CSV import',
+  cli: 'Command line',
+};
+
+const dateFormat = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'short', timeZone: 'Europe/London' });
+export const formatDate = (ms: number | null): string => (ms === null ? '' : dateFormat.format(new Date(ms)));
+
+/** A request id from the path, or undefined for anything else (left to other routes). */
+export function requestIdParam(req: Request): number | undefined {
+  const raw = req.params.id;
+  return typeof raw === 'string' && /^\d{1,10}$/.test(raw) && Number(raw) > 0 ? Number(raw) : undefined;
+}
+
+export function staffActor(res: Response): Actor {
+  return { type: 'staff', id: (res.locals.staff as StaffIdentity).username };
+}
+
+/** What staff are told when the lifecycle refuses: its message, and what to do when it says. */
+export function refusalText(error: AppError): string {
+  return error.help && error.help !== error.message ? `${error.message} ${error.help}` : error.message;
+}
+
+export function requestPageRoutes(services: Services): Router {
+  const page = new RequestPageService({
+    db: services.db,
+    lifecycle: services.lifecycle,
+    repository: services.requestRepository,
+    moodle: services.moodle,
+    staffAccounts: services.staffAccounts,
+    config: services.config,
+  });
+  const router = express.Router();
+
+  router.get('/requests/:id', async (req, res, next) => {
+    const id = requestIdParam(req);
+    if (id === undefined) return next();
+    const query = new URLSearchParams(req.originalUrl.split('?')[1] ?? '');
+    // The search buttons submit the whole approval form by GET, so that every child's choice is
+    // kept; what is not a choice (the CSRF token above all) is dropped from the address.
+    const kept = new URLSearchParams([...query].filter(([name]) => name === 'account' || /^(match|typed|search)_\d{1,10}$/.test(name)));
+    if (kept.toString() !== query.toString()) {
+      const text = kept.toString();
+      return res.redirect(303, `/admin/requests/${id}${text === '' ? '' : `?${text}`}`);
+    }
+    const view = await page.load(id, readChoices(query));
+    res.render('admin/request/page', {
+      title: `Request ${id}`,
+      view,
+      formatDate,
+      requestTypeWords: REQUEST_TYPE_WORDS,
+      sourceWords: SOURCE_WORDS,
+    });
+  });
+
+  /** One action: run it, then back to the page with what happened, or the lifecycle's refusal. */
+  function action(
+    name: string,
+    run: (id: number, body: Record<string, unknown>, actor: Actor) => Promise<RequestRecord>,
+    success: (after: RequestRecord, body: Record<string, unknown>) => string,
+    backAfterRefusal: (id: number, body: Record<string, unknown>) => string = (id) => `/admin/requests/${id}`,
+  ) {
+    router.post(`/requests/:id/${name}`, async (req, res, next) => {
+      const id = requestIdParam(req);
+      if (id === undefined) return next();
+      const body = (req.body ?? {}) as Record<string, unknown>;
+      try {
+        const after = await run(id, body, staffActor(res));
+        flash(req, 'success', success(after, body));
+        res.redirect(303, `/admin/requests/${id}`);
+      } catch (error) {
+        if (!(error instanceof AppError) || error.status >= 500) throw error;
+        flash(req, 'error', refusalText(error));
+        res.redirect(303, backAfterRefusal(id, body));
+      }
+    });
+  }
+
+  action(
+    'approve',
+    (id, body, actor) => page.approve(id, body, actor),
+    (r) =>
+      `Request ${r.id} is approved. The next provisioning cycle ${r.linkExistingAccount ? 'links the children to the parent’s existing Moodle account' : 'sets up the parent’s Moodle account and links the children'}.`,
+    // Back to the page with the choices made, so a refused approval does not lose them.
+    (id, body) => `/admin/requests/${id}${choicesQuery(readChoices(Object.entries(body)))}`,
+  );
+  action('deny', (id, body, actor) => page.deny(id, body, actor), (r) => `Request ${r.id} was denied. The parent will be emailed the reason.`);
+  action(
+    'duplicate',
+    (id, body, actor) => page.markDuplicate(id, body, actor),
+    (r, body) => `Request ${r.id} was marked as a duplicate${typeof body.duplicateOf === 'string' && body.duplicateOf.trim() !== '' ? ` of request ${body.duplicateOf.trim().replace(/^#/, '')}` : ''}.`,
+  );
+  action('bogus', (id, body, actor) => page.markBogus(id, body, actor), (r) => `Request ${r.id} was rejected as not genuine.`);
+  action(
+    'revoke',
+    (id, body, actor) => page.revoke(id, body, actor),
+    (r) => `Access through request ${r.id} was removed. The next provisioning cycle takes the Parent role away in Moodle.`,
+  );
+  action('revoke-child', (id, body, actor) => page.revokeChild(id, body, actor), (r) =>
+    r.status === 'revoked'
+      ? `The link was removed. It was the last one, so access through request ${r.id} has ended.`
+      : 'The link to that child was removed. The next provisioning cycle takes the Parent role away in Moodle.',
+  );
+  action('comment', (id, body, actor) => page.comment(id, body, actor), () => 'Your comment was added.');
+  action(
+    'resend-verification',
+    (id, _body, actor) => page.resendVerification(id, actor),
+    () => 'A new confirmation link was emailed to the parent. Earlier links no longer work.',
+  );
+
+  return router;
+}
