@@ -1,0 +1,355 @@
+// Provisioning cycle: approved requests × 2 children against the Moodle test double answering
+// each call after 25 ms, the real cycle (batched) against a naive one-call-per-item cycle.
+// The double runs in this process and counts the calls; each cycle runs in its own process.
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import { parseConfig } from '../../../src/config';
+import type { CycleStep } from '../../../src/provisioning/cycle-repository';
+import type { BenchDatabase } from '../support/bench-database';
+import { BENCH_AUTH_TABLE } from '../support/bench-database';
+import { addPupils, CHILDREN_PER_REQUEST, seedApprovedRequests } from '../cycle/seed';
+import { decimal, integer, megabytes, seconds, table, timesFewer, yesNo } from '../support/format';
+import { check, type BenchContext, type BenchScenario, type ReportSection, type TargetResult } from '../support/scenario';
+import { startWorker } from '../support/worker';
+import type { NaiveCycleRun } from '../workers/cycle-naive';
+import type { ServiceCycleRun } from '../workers/cycle-service';
+import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../../support/moodle-double';
+
+const LATENCY_MS = 25;
+const PARENT_ROLE_ID = 9;
+const SETTINGS = {
+  full: { sizes: [1000, 10_000], naiveSample: 1000 },
+  quick: { sizes: [100, 400], naiveSample: 100 },
+} as const;
+const CALLS_TARGET = 20;
+const SPEED_TARGET = 10;
+
+const FUNCTIONS = {
+  check: 'core_webservice_get_site_info',
+  lookUp: 'core_user_get_users_by_field',
+  assign: 'core_role_assign_roles',
+} as const;
+
+interface CallCounts {
+  check: number;
+  lookUp: number;
+  assign: number;
+  total: number;
+}
+
+interface Figures {
+  wallMs: number;
+  /** The service only: wall time per cycle step. */
+  stepMs?: ServiceCycleRun['stepMs'];
+  calls: CallCounts;
+  queries: number;
+  doubleCpuMs: number;
+  peakRssBytes: number;
+}
+
+function callCounts(moodle: MoodleDouble): CallCounts {
+  return { check: moodle.calls(FUNCTIONS.check), lookUp: moodle.calls(FUNCTIONS.lookUp), assign: moodle.calls(FUNCTIONS.assign), total: moodle.calls() };
+}
+
+function cycleEnvironment(bench: BenchDatabase, moodle: MoodleDouble): Record<string, string> {
+  return {
+    NODE_ENV: 'production',
+    SESSION_SECRET: randomBytes(32).toString('base64url'),
+    DATABASE_URL: bench.url,
+    AUTH_TABLE: BENCH_AUTH_TABLE,
+    MOODLE_URL: moodle.url,
+    MOODLE_TOKEN: moodle.tokens.ws,
+    MOODLE_PARENT_ROLE_ID: String(PARENT_ROLE_ID),
+    CYCLE_SCHEDULE: 'off',
+    LOG_LEVEL: 'info',
+  };
+}
+
+async function countWhere(bench: BenchDatabase, tableName: string, where: Record<string, unknown>): Promise<number> {
+  const row = (await bench.db(tableName).where(where).count({ n: '*' }).first()) as { n: number | string } | undefined;
+  return Number(row?.n ?? 0);
+}
+
+function parentRoleAssignments(moodle: MoodleDouble): number {
+  return moodle.state.assignments.filter((a) => a.roleid === PARENT_ROLE_ID).length;
+}
+
+/** A fresh database with `size` approved requests whose parents Moodle's sync has created. */
+async function prepare(context: BenchContext, moodle: MoodleDouble, size: number, label: string): Promise<BenchDatabase> {
+  const bench = await context.databases.create(`cycle_${label}_${size}`);
+  context.log(`cycle ${integer(size)}/${label}: seeding ${integer(size)} approved requests × ${CHILDREN_PER_REQUEST} children`);
+  await seedApprovedRequests(bench.db, size);
+  context.log(`cycle ${integer(size)}/${label}: Moodle's user sync (test double) creates the parents; adding the pupils`);
+  moodle.setFaults({ latencyMs: 0 });
+  await moodle.sync(bench.db, BENCH_AUTH_TABLE);
+  addPupils(moodle.state, size);
+  const parents = [...moodle.state.users.values()].filter((u) => u.auth === 'db' && !u.suspended && u.username.endsWith('@bench.example.org'));
+  check(parents.length === size, `the sync created ${parents.length} parents, expected ${size}`);
+  // Each cycle starts from a Moodle where no Parent role is assigned yet.
+  moodle.state.assignments = [];
+  moodle.resetCounts();
+  moodle.setFaults({ latencyMs: LATENCY_MS });
+  return bench;
+}
+
+/** Runs fn while printing the double's call count every 10 s, and measures this process's CPU (the double's work). */
+async function watch<T>(context: BenchContext, label: string, moodle: MoodleDouble, fn: () => Promise<T>): Promise<{ value: T; doubleCpuMs: number }> {
+  const timer = setInterval(() => context.log(`${label}: ${integer(moodle.calls())} Moodle calls so far`), 10_000);
+  const cpu = process.cpuUsage();
+  try {
+    const value = await fn();
+    const used = process.cpuUsage(cpu);
+    return { value, doubleCpuMs: (used.user + used.system) / 1000 };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+async function runService(context: BenchContext, moodle: MoodleDouble, size: number): Promise<Figures> {
+  const bench = await prepare(context, moodle, size, 'service');
+  const worker = await startWorker('cycle-service.ts', {
+    env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(cycleEnvironment(bench, moodle)) },
+    verbose: context.verbose,
+  });
+  try {
+    context.log(`cycle ${integer(size)}/service: running the provisioning cycle`);
+    const { value: run, doubleCpuMs } = await watch(context, `cycle ${integer(size)}/service`, moodle, () => worker.call<ServiceCycleRun>('run'));
+    const calls = callCounts(moodle);
+    check(run.state === 'succeeded', `the cycle ended ${run.state}: ${run.error ?? ''}`);
+    check(run.counts.provisioned === size, `the cycle provisioned ${run.counts.provisioned} of ${size} requests`);
+    check(run.counts.childrenLinked === CHILDREN_PER_REQUEST * size, `the cycle linked ${run.counts.childrenLinked} children`);
+    check(run.counts.moodleCalls === calls.total, `the cycle counted ${run.counts.moodleCalls} Moodle calls, the double ${calls.total}`);
+    check((await countWhere(bench, 'requests', { status: 'provisioned' })) === size, 'not every request is provisioned in the database');
+    check((await countWhere(bench, 'request_children', { link_state: 'linked' })) === CHILDREN_PER_REQUEST * size, 'not every child is linked in the database');
+    check(parentRoleAssignments(moodle) === CHILDREN_PER_REQUEST * size, `Moodle holds ${parentRoleAssignments(moodle)} Parent role assignments`);
+    const figures = { wallMs: run.wallMs, stepMs: run.stepMs, calls, queries: run.queries, doubleCpuMs, peakRssBytes: run.peakRssBytes };
+    context.log(`cycle ${integer(size)}/service: ${seconds(run.wallMs)}, ${calls.total} Moodle calls, ${integer(run.queries)} queries, peak RSS ${megabytes(run.peakRssBytes)}`);
+    return figures;
+  } finally {
+    await worker.stop();
+    await bench.drop();
+  }
+}
+
+interface NaiveFigures {
+  measured: Figures & { processed: number; loadMs: number; loopMs: number };
+  /** Equal to measured when every request was processed. */
+  estimated: Figures;
+  extrapolated: boolean;
+}
+
+async function runNaive(context: BenchContext, moodle: MoodleDouble, size: number, sample: number): Promise<NaiveFigures> {
+  const bench = await prepare(context, moodle, size, 'naive');
+  const worker = await startWorker('cycle-naive.ts', {
+    env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(cycleEnvironment(bench, moodle)) },
+    verbose: context.verbose,
+  });
+  const limit = Math.min(size, sample);
+  try {
+    context.log(
+      `cycle ${integer(size)}/naive: running the naive cycle over ${limit === size ? 'every request' : `the first ${integer(limit)} requests`} ` +
+        `(at least ${integer((limit * 3 * LATENCY_MS) / 1000)} s: three ${LATENCY_MS} ms calls per request)`,
+    );
+    const { value: run, doubleCpuMs } = await watch(context, `cycle ${integer(size)}/naive`, moodle, () =>
+      worker.call<NaiveCycleRun>('run', limit === size ? {} : { limit }),
+    );
+    const calls = callCounts(moodle);
+    check(run.due === size, `the naive cycle found ${run.due} due requests, expected ${size}`);
+    check(run.processed === limit && run.provisioned === limit, `the naive cycle provisioned ${run.provisioned} of ${limit}`);
+    check((await countWhere(bench, 'requests', { status: 'provisioned' })) === limit, 'the naive cycle did not record every request');
+    check((await countWhere(bench, 'request_children', { link_state: 'linked' })) === CHILDREN_PER_REQUEST * limit, 'the naive cycle did not record every child');
+    check(parentRoleAssignments(moodle) === CHILDREN_PER_REQUEST * limit, `Moodle holds ${parentRoleAssignments(moodle)} Parent role assignments`);
+    check(calls.lookUp === limit && calls.assign === CHILDREN_PER_REQUEST * limit, 'the naive cycle did not make one call per item');
+
+    const measured = {
+      wallMs: run.loadMs + run.loopMs,
+      calls,
+      queries: run.loadQueries + run.loopQueries,
+      doubleCpuMs,
+      peakRssBytes: run.peakRssBytes,
+      processed: run.processed,
+      loadMs: run.loadMs,
+      loopMs: run.loopMs,
+    };
+    // Per-request work scales linearly; reading the due work is done once, for all of it, either way.
+    const factor = size / limit;
+    const estimated: Figures = {
+      wallMs: run.loadMs + run.loopMs * factor,
+      calls: { check: calls.check, lookUp: calls.lookUp * factor, assign: calls.assign * factor, total: calls.total * factor },
+      queries: run.loadQueries + run.loopQueries * factor,
+      doubleCpuMs: doubleCpuMs * factor,
+      peakRssBytes: run.peakRssBytes,
+    };
+    context.log(
+      `cycle ${integer(size)}/naive: ${seconds(measured.wallMs)} for ${integer(limit)} requests, ${integer(calls.total)} Moodle calls` +
+        (factor > 1 ? `; ${seconds(estimated.wallMs)} and ${integer(estimated.calls.total)} calls extrapolated to ${integer(size)}` : ''),
+    );
+    return { measured, estimated, extrapolated: factor > 1 };
+  } finally {
+    await worker.stop();
+    await bench.drop();
+  }
+}
+
+interface SizeResult {
+  size: number;
+  service: Figures;
+  naive: NaiveFigures;
+}
+
+function targetsFor(r: SizeResult): TargetResult[] {
+  const label = `Cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}`;
+  const note = r.naive.extrapolated ? ' (naive extrapolated from a sample)' : '';
+  const callsRatio = r.naive.estimated.calls.total / r.service.calls.total;
+  const speedRatio = r.naive.estimated.wallMs / r.service.wallMs;
+  const calls: TargetResult = {
+    name: `${label}: Moodle calls`,
+    target: `≥ ${CALLS_TARGET}× fewer than the naive cycle`,
+    measured: `${integer(r.service.calls.total)} vs ${integer(r.naive.estimated.calls.total)}: ${timesFewer(r.service.calls.total, r.naive.estimated.calls.total)}${note}`,
+    met: callsRatio >= CALLS_TARGET,
+  };
+  if (!calls.met) calls.shortfall = `${decimal(callsRatio)}× instead of ${CALLS_TARGET}×`;
+  const speed: TargetResult = {
+    name: `${label}: wall time`,
+    target: `≥ ${SPEED_TARGET}× faster than the naive cycle`,
+    measured: `${seconds(r.service.wallMs)} vs ${seconds(r.naive.estimated.wallMs)}: ${decimal(speedRatio)}× faster${note}`,
+    met: speedRatio >= SPEED_TARGET,
+  };
+  if (!speed.met) speed.shortfall = `${decimal(speedRatio)}× instead of ${SPEED_TARGET}×; the cycle would need to finish in ${seconds(r.naive.estimated.wallMs / SPEED_TARGET)}`;
+  return [calls, speed];
+}
+
+function rowsFor(r: SizeResult): Array<Array<string | number>> {
+  const size = `${integer(r.size)} × ${CHILDREN_PER_REQUEST}`;
+  const row = (name: string, f: Figures, approx = false) => {
+    const n = (v: number) => `${approx ? '≈ ' : ''}${integer(v)}`;
+    return [
+      size,
+      name,
+      `${approx ? '≈ ' : ''}${seconds(f.wallMs)}`,
+      integer(f.calls.check),
+      n(f.calls.lookUp),
+      n(f.calls.assign),
+      n(f.calls.total),
+      n(f.queries),
+      `${approx ? '≈ ' : ''}${seconds(f.doubleCpuMs)}`,
+      megabytes(f.peakRssBytes),
+    ];
+  };
+  const rows = [row('the service', r.service)];
+  if (r.naive.extrapolated) {
+    rows.push(row(`naive, measured on the first ${integer(r.naive.measured.processed)}`, r.naive.measured));
+    rows.push(row(`naive, extrapolated to ${integer(r.size)}`, r.naive.estimated, true));
+  } else {
+    rows.push(row('naive', r.naive.estimated));
+  }
+  const e = r.naive.estimated;
+  rows.push([
+    size,
+    '**service vs naive**',
+    `**${decimal(e.wallMs / r.service.wallMs)}× faster**`,
+    '',
+    timesFewer(r.service.calls.lookUp, e.calls.lookUp),
+    timesFewer(r.service.calls.assign, e.calls.assign),
+    `**${timesFewer(r.service.calls.total, e.calls.total)}**`,
+    r.service.queries <= e.queries ? timesFewer(r.service.queries, e.queries) : `${decimal(r.service.queries / e.queries)}× more`,
+    '',
+    '',
+  ]);
+  return rows;
+}
+
+const STEPS: Array<{ step: CycleStep; label: string }> = [
+  { step: 'starting', label: 'starting (lock, cycle record)' },
+  { step: 'checking', label: 'reading the due work, site check' },
+  { step: 'looking_up', label: 'parent look-ups' },
+  { step: 'assigning', label: 'role assignments' },
+  { step: 'recording', label: 'recording outcomes' },
+  { step: 'done', label: 'finishing (cycle report, lock)' },
+];
+
+function stepRows(results: SizeResult[]): Array<Array<string | number>> {
+  return results.map((r) => {
+    const stepMs = r.service.stepMs ?? {};
+    return [`${integer(r.size)} × ${CHILDREN_PER_REQUEST}`, ...STEPS.map(({ step }) => seconds(stepMs[step] ?? 0)), seconds(r.service.wallMs)];
+  });
+}
+
+async function run(context: BenchContext): Promise<ReportSection> {
+  const { naiveSample } = SETTINGS[context.scale];
+  const sizes = process.env.BENCH_CYCLE_SIZES ? process.env.BENCH_CYCLE_SIZES.split(',').map(Number) : SETTINGS[context.scale].sizes;
+  const results: SizeResult[] = [];
+  for (const size of sizes) {
+    const moodle = await startMoodleDouble({ state: seedRecordedSite() });
+    try {
+      const service = await runService(context, moodle, size);
+      const naive = await runNaive(context, moodle, size, naiveSample);
+      results.push({ size, service, naive });
+    } finally {
+      await moodle.close();
+    }
+  }
+
+  const targets = results.flatMap(targetsFor);
+  const batchSize = parseConfig({}, { cwd: os.tmpdir() }).moodle.batchSize;
+  const extrapolated = results.filter((r) => r.naive.extrapolated);
+  const body = [
+    table(
+      ['requests × children', 'cycle', 'wall time', 'site info', 'parent look-ups', 'role assignment calls', 'Moodle calls', 'DB queries', 'Moodle double CPU', 'peak RSS'],
+      results.flatMap(rowsFor),
+    ),
+    '',
+    ...targets.map((t) => `- ${t.name}, ${t.target}: ${t.measured} — ${yesNo(t.met)}${t.shortfall ? ` (${t.shortfall})` : ''}.`),
+    '',
+    'Where the service\'s cycle spends its time, step by step (the cycle\'s own progress, sampled every 5 ms in its process):',
+    '',
+    table(['requests × children', ...STEPS.map((s) => s.label), 'total'], stepRows(results)),
+    '',
+    ...(extrapolated.length > 0
+      ? [
+          `**Extrapolated figures.** At ${extrapolated.map((r) => integer(r.size)).join(', ')} requests the naive cycle was not run to ` +
+            `the end (it would take about ${extrapolated.map((r) => seconds(r.naive.estimated.wallMs)).join(', ')}): it read all the due ` +
+            `work, processed the first ${integer(naiveSample)} requests, and its per-request time, calls, queries and double CPU were ` +
+            'multiplied by the number of requests over the sample size; reading the due work is counted once. Every request costs it ' +
+            'the same three calls, so its call counts are exact; its time assumes the later requests cost what the first ones did.',
+          '',
+        ]
+      : []),
+    '**Method.** A fresh MariaDB database per cycle holds the approved requests, each with two children matched to Moodle pupil ' +
+      'accounts, and the parents\' auth rows (written in batches with the request repository\'s row mapping; the auth-table ' +
+      'invariant is checked). The Moodle test double (`test/support/moodle-double.ts`) holds the recorded site plus the pupils, ' +
+      'and its `sync` (auth_db\'s user sync) creates the parents from the auth table before each cycle. One double serves both ' +
+      'cycles of a size, with its role assignments and counters cleared before each. Every call to the double then waits ' +
+      `${LATENCY_MS} ms before it answers; the call columns are the double's own counters.`,
+    '',
+    '- *The service*: `createServices(config).cycle.run(\'manual\')` in its own process, with the default configuration ' +
+      `(\`MOODLE_BATCH_SIZE\` ${batchSize}, no sync command): one site check, parent look-ups ${batchSize} usernames per call, ` +
+      `role assignments ${batchSize} per call, every outcome recorded through the request lifecycle (audit events, the "account ` +
+      'ready" email queued, the cycle report).',
+    '- *Naive* (`test/bench/cycle/naive-cycle.ts`): reads the due work with the same two queries, then per request one look-up ' +
+      'call, one assignment call per child and one `UPDATE` per outcome (each child, then the request), through the same Moodle ' +
+      'client sending one item per call. No lock, audit, email or report.',
+    '- *Checks* (no figures without them): every request provisioned and every child linked in the database, the double holding ' +
+      'exactly one Parent role assignment per child, and the service\'s own call count equal to the double\'s.',
+    '- *DB queries* are knex `query` events in the cycle\'s process (transaction `BEGIN`/`COMMIT` included). *Moodle double CPU* ' +
+      'is the bench process\'s CPU time during the cycle, nearly all of it the double answering; it is part of both wall times ' +
+      'and runs on the other core. It grows with the size of the site: the double finds the context of each assignment by a ' +
+      `linear search over every user's context, so with many users a call of ${batchSize} assignments takes it well over the ` +
+      `${LATENCY_MS} ms, and both cycles pay that for every assignment.`,
+  ].join('\n');
+
+  return {
+    title: 'Provisioning cycle against the Moodle test double',
+    body,
+    targets,
+    peakMemory: results.flatMap((r) => [
+      { label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: the service`, rssBytes: r.service.peakRssBytes },
+      {
+        label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: naive baseline${r.naive.extrapolated ? ` (first ${integer(r.naive.measured.processed)})` : ''}`,
+        rssBytes: r.naive.measured.peakRssBytes,
+      },
+    ]),
+  };
+}
+
+export const cycleScenario: BenchScenario = { id: 'cycle', run };
