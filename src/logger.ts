@@ -73,6 +73,8 @@ export function createLogger(config: Pick<Config, 'logLevel' | 'env'>, destinati
       hooks: { streamWrite: maskEmailAddresses },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    destination,
+    // Written asynchronously: a synchronous write per log line held up every request. pino
+    // flushes what is buffered when the process exits.
+    destination ?? pino.destination({ dest: 1, sync: false }),
   );
 }

@@ -171,7 +171,8 @@ export class MailMessages {
       const filename = path.join(this.viewsDir, `${name}.ejs`);
       const source = fs.readFileSync(filename, 'utf8');
       const isText = name.endsWith('.text');
-      const fn = ejs.compile(source, { filename, ...(isText ? { escape: plainText } : {}) });
+      // cache: the templates' own includes (the button) are compiled once too, not per message.
+      const fn = ejs.compile(source, { filename, cache: true, ...(isText ? { escape: plainText } : {}) });
       compiled = (locals: Locals) => fn(locals);
       this.templates.set(name, compiled);
     }
