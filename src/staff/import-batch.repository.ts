@@ -130,6 +130,26 @@ export class ImportBatchRepository {
     await q(IMPORT_BATCHES_TABLE).where({ public_id: publicId, state: 'committing' }).update({ state: 'committed', committed_at: now, result_json: JSON.stringify(result) });
   }
 
+  /**
+   * Removes one imported parent from a committed batch's record (their lines of the file and
+   * their name and email in the result), when their request's personal data is erased: the
+   * batch must not keep a copy of what the erasure removed.
+   */
+  async scrubImportedRequest(q: Queryable, publicId: string, requestId: number): Promise<void> {
+    const row = (await q(IMPORT_BATCHES_TABLE).where({ public_id: publicId }).first('rows_json', 'result_json')) as Row | undefined;
+    if (!row) return;
+    const rows = parseJson<ImportRow[]>(row.rows_json, []);
+    const result = parseJson<ImportResult | null>(row.result_json, null);
+    const parent = result?.parents.find((p) => p.requestId === requestId);
+    if (!result || !parent) return;
+    const email = parent.email.toLowerCase();
+    const keptRows = rows.filter((r) => !parent.lines.includes(r.line) && r.values.email.trim().toLowerCase() !== email);
+    const parents = result.parents.map((p) => (p === parent ? { ...p, email: '', parentName: '(personal data erased)', message: '' } : p));
+    await q(IMPORT_BATCHES_TABLE)
+      .where({ public_id: publicId })
+      .update({ rows_json: JSON.stringify(keptRows), result_json: JSON.stringify({ ...result, parents }) });
+  }
+
   /** Previews nobody committed hold personal data for no purpose: they go after a while. */
   async deletePreviewsOlderThan(q: Queryable, before: number): Promise<number> {
     return Number(await q(IMPORT_BATCHES_TABLE).where({ state: 'previewed' }).andWhere('created_at', '<', before).delete());

@@ -8,6 +8,7 @@ import type { MailOutbox } from '../mail/mail-outbox';
 import type { Actor, LifecycleEvent, RequestLifecycle } from '../requests/request-lifecycle';
 import type { RequestRecord } from '../requests/request-repository';
 import type { RequestStatus } from '../requests/request-states';
+import { ImportBatchRepository } from './import-batch.repository';
 import { PrivacyRepository } from './privacy.repository';
 import { buildPupilHistory, type PupilHistoryEntry } from './pupil-history';
 
@@ -37,6 +38,8 @@ export class PrivacyService {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<unknown> | undefined;
 
+  private readonly importBatches = new ImportBatchRepository();
+
   constructor(private readonly deps: PrivacyDependencies) {
     this.now = deps.now ?? Date.now;
   }
@@ -50,6 +53,7 @@ export class PrivacyService {
     await this.deps.mailOutbox.purgeForRequest(trx, event.request.id);
     // The reports are large text: searched only for a request a cycle has worked on.
     if (await this.repository.workedOnByCycle(trx, event.request.id)) await this.repository.scrubCycleReports(trx, event.request.id);
+    if (event.request.importBatchId) await this.importBatches.scrubImportedRequest(trx, event.request.importBatchId, event.request.id);
   };
 
   eraseRequest(id: number, input: { expectedVersion?: number }, actor: Actor): Promise<RequestRecord> {
