@@ -20,6 +20,12 @@ export function errorHandler(showDetails: boolean) {
     if (error instanceof AppError) appError = error;
     else if (isConnectionError(error)) appError = new ServiceUnavailableError();
     else if ((error as { type?: string }).type === 'entity.too.large') appError = new AppError('What was sent is too large.', 413, 'too_large');
+    // A file upload (the CSV import) over its limits: the uploader's mistake, said plainly.
+    else if ((error as { name?: string }).name === 'MulterError')
+      appError =
+        (error as { code?: string }).code === 'LIMIT_FILE_SIZE'
+          ? new AppError('The file is too large: it can be at most 2 MB.', 413, 'too_large', { help: 'Split the file into smaller files and import them one after another.' })
+          : new AppError('The upload could not be read: send one CSV file with the form.', 400, 'bad_upload');
     else if ((error as { type?: string }).type === 'entity.parse.failed') appError = new AppError('What was sent could not be read.', 400, 'bad_request');
     else if (typeof status === 'number' && status >= 400 && status < 500) appError = new AppError('The request could not be understood.', status, 'bad_request');
     else appError = new AppError('Something went wrong on our side. Please try again; if it keeps happening, tell the school office.', 500, 'internal');

@@ -9,6 +9,7 @@ import { parse } from 'csv-parse/sync';
 import type { Express } from 'express';
 import request from 'supertest';
 import { createApp } from '../../src/app';
+import { MAX_UPLOAD_BYTES } from '../../src/staff/admin.routes';
 import { parseConfig } from '../../src/config';
 import { MoodleClient } from '../../src/moodle/moodle-client';
 import type { SubmitInput } from '../../src/requests/request-lifecycle';
@@ -324,6 +325,9 @@ for (const dialect of DIALECTS) {
         assert.equal(res.status, 400, String(message));
         assert.match(htmlText(res.text), message);
       }
+      const huge = await upload(browser, Buffer.alloc(MAX_UPLOAD_BYTES + 1, 'a'));
+      assert.equal(huge.status, 413, 'a file over the limit is the uploader’s mistake, not a server error');
+      assert.match(htmlText(huge.text), /The file is too large: it can be at most 2 MB/);
       const none = await browser.agent.post('/admin/import/preview').type('form').send(`_csrf=${encodeURIComponent(browser.csrfToken)}`);
       assert.equal(none.status, 400);
       assert.match(none.text, /Choose a CSV file to upload/);
