@@ -3,6 +3,7 @@
 // backoff, and several app instances may run the loop against one database.
 import type { Knex } from 'knex';
 import type { Database } from '../db/database';
+import { PeriodicTask } from '../periodic-task';
 import type { MailKind } from './mail-messages';
 import { MailSendError, type MailLogger, type MailMessage, type MailTransport } from './mail-transport';
 
@@ -97,8 +98,11 @@ export class MailOutbox {
   private readonly firstRetryDelayMs: number;
   private readonly maxRetryDelayMs: number;
   private readonly claimTimeoutMs: number;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> | undefined;
+  // A database hiccup fails a round: the messages are still queued, the next round picks them up.
+  private readonly sender = new PeriodicTask(
+    () => this.sendDue(),
+    (error) => this.logger.error({ error: (error as Error).message }, 'Mail sender round failed'),
+  );
 
   constructor(
     private readonly db: Database,
@@ -172,28 +176,12 @@ export class MailOutbox {
 
   /** Runs sendDue every intervalMs (never two rounds at once in this process) until stop(). */
   startSender(intervalMs: number): void {
-    if (this.timer) return;
-    const tick = () => {
-      if (this.running) return;
-      this.running = this.sendDue()
-        .catch((error: unknown) => {
-          // A database hiccup: the messages are still queued, the next round picks them up.
-          this.logger.error({ error: (error as Error).message }, 'Mail sender round failed');
-        })
-        .finally(() => {
-          this.running = undefined;
-        });
-    };
-    this.timer = setInterval(tick, intervalMs);
-    this.timer.unref();
-    tick();
+    this.sender.start(intervalMs);
   }
 
   /** Stops the loop and waits for a round in progress, so shutdown never cuts a send short. */
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running;
+  stop(): Promise<void> {
+    return this.sender.stop();
   }
 
   /** Deletes every queued or sent mail of a request (erasure). Run it in the erasure's transaction. */

@@ -3,6 +3,7 @@
 import type { Knex } from 'knex';
 import type { Database } from '../db/database';
 import { AppError } from '../errors';
+import { PeriodicTask } from '../periodic-task';
 import type { Logger } from '../logger';
 import type { MailOutbox } from '../mail/mail-outbox';
 import type { Actor, LifecycleEvent, RequestLifecycle } from '../requests/request-lifecycle';
@@ -35,8 +36,10 @@ export interface PrivacyDependencies {
 export class PrivacyService {
   readonly repository = new PrivacyRepository();
   private readonly now: () => number;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> | undefined;
+  private readonly retention = new PeriodicTask(
+    () => this.eraseExpired(this.now()),
+    (error) => this.deps.logger.error({ err: error }, 'retention: could not erase expired requests'),
+  );
 
   private readonly importBatches = new ImportBatchRepository();
 
@@ -84,25 +87,12 @@ export class PrivacyService {
 
   /** Runs eraseExpired now and then every intervalMs (never two runs at once here) until stop(). */
   startRetention(intervalMs = DAY_MS): void {
-    if (this.timer) return;
-    const tick = () => {
-      if (this.running) return;
-      this.running = this.eraseExpired(this.now())
-        .catch((error: unknown) => this.deps.logger.error({ err: error }, 'retention: could not erase expired requests'))
-        .finally(() => {
-          this.running = undefined;
-        });
-    };
-    this.timer = setInterval(tick, intervalMs);
-    this.timer.unref();
-    tick();
+    this.retention.start(intervalMs);
   }
 
   /** Stops the daily run and waits for one in progress, so shutdown never cuts an erasure short. */
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running;
+  stop(): Promise<void> {
+    return this.retention.stop();
   }
 
   /** Everyone who was ever linked (or matched) to this Moodle pupil account, oldest first. */
