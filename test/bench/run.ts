@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { cycleScenario } from './scenarios/cycle';
+import { dashboardScenario } from './scenarios/dashboard';
 import { intakeScenario } from './scenarios/intake';
 import { BenchDatabases } from './support/bench-database';
 import { megabytes, table, yesNo } from './support/format';
@@ -23,7 +24,7 @@ import type { BenchContext, BenchScale, BenchScenario, ReportSection } from './s
 import { startWorker } from './support/worker';
 
 /** In report order. A new scenario module goes here. */
-const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario];
+const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, dashboardScenario];
 
 const REPOSITORY = path.resolve(__dirname, '..', '..');
 
