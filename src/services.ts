@@ -17,8 +17,9 @@ import { CycleScheduler } from './provisioning/cycle-scheduler';
 import { ProvisioningCycle, type CycleSummary } from './provisioning/provisioning-cycle';
 import { RequestLifecycle } from './requests/request-lifecycle';
 import { RequestRepository } from './requests/request-repository';
-import { DashboardRepository } from './staff/dashboard.repository';
+import { RequestSearchRepository } from './staff/request-search.repository';
 import { StaffAccounts } from './staff/staff-accounts';
+import { StatusCountsCache } from './staff/status-counts';
 import { PrivacyService } from './staff/privacy.service';
 import { createCsrf } from './web/csrf';
 import { createSessionMiddleware, sessionCookieName } from './web/sessions';
@@ -120,6 +121,9 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
 
   const privacy = new PrivacyService({ db, lifecycle, mailOutbox, retentionDays: config.privacy.retentionDays, logger, ...clock });
   lifecycle.addListener(privacy.erasureListener);
+  const requestSearch = new RequestSearchRepository();
+  const statusCounts = new StatusCountsCache(() => requestSearch.countByStatus(db, ''));
+  lifecycle.addListener(statusCounts.listener);
 
   return {
     config,
@@ -139,7 +143,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     staffAccounts,
     staffSession: createSessionMiddleware(config, db, logger),
     sessionCookieName: sessionCookieName(config),
-    dashboardRepository: new DashboardRepository(),
+    statusCounts,
     privacy,
     migrate: () => migrateToLatest(db, { authTable: config.authTable }),
     migrationStatus: () => migrationStatus(db, { authTable: config.authTable }),

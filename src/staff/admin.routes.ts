@@ -35,7 +35,7 @@ export function adminRoutes(services: Services): Router {
   router.use(requireStaff(services));
 
   router.get('/', async (_req, res) => {
-    const counts = await services.dashboardRepository.countByStatus(services.db);
+    const counts = await services.statusCounts.get();
     res.render('admin/overview', { title: 'Overview', counts, statuses: REQUEST_STATUSES, labels: STATUS_LABELS });
   });
 
