@@ -894,6 +894,22 @@ function report(
       'from a plain `ORDER BY parent_last_name, parent_first_name, id` in MariaDB, since its collation decides it.',
     '',
   ];
+  body.push(
+    '*Why the list pages beat the baseline*: without a search the service keeps the tab counts for up to five seconds ' +
+      '(`src/staff/status-counts.ts`; its own changes forget them at once), while the baseline counts every request on every ' +
+      'answer, as the service did before.',
+    '',
+  );
+  if (explained.length > 0) {
+    body.push(
+      '**Why some searches miss.** A one-word search that matches thousands of requests (a whole tutor group, the commonest first ' +
+        'name) has to read every match twice: once for the tab counts and once to sort the matches and take a page. The same SQL ' +
+        'through the bare baseline takes about as long (its p95 is in the table), so the time is the queries’, and it grows with ' +
+        'the number of matches; narrow searches (a surname, an email address) meet the target. The next step would be one pass ' +
+        'over the matches giving both the counts and the page, with a cap on how many matches are counted.',
+      '',
+    );
+  }
   for (const f of explained) {
     body.push(
       `**EXPLAIN of ${f.page.label}** (missed the target). The tab counts:`,

@@ -273,6 +273,22 @@ async function run(context: BenchContext): Promise<ReportSection> {
     '- *Checks* (the run stops without figures if one fails): no errors, timeouts or non-2xx answers; every answered email has ' +
       'exactly one row; the only rows without a counted answer are requests in flight when autocannon stopped (it closes its ' +
       `connections without waiting for them), at most one per connection. Throughput counts answered requests only.`,
+    ...(target.met
+      ? []
+      : [
+          '**Why the target is missed.** The baseline does one INSERT and one durable commit per submission. The service, for the same ' +
+            'submission, checks the CSRF token, validates every field, counts the submission against two rate limits kept in the ' +
+            'database (so that several instances share them; each is its own transaction), then writes the request, its children, ' +
+            'an audit event and the confirmation email in one transaction (three durable commits and about sixteen round trips in all) ' +
+            `and renders a page: the CPU-per-submission column shows the difference (${ratio(
+              (service.cpuShare * 1000) / service.requestsPerSecond,
+              (bare.cpuShare * 1000) / bare.requestsPerSecond,
+            )} the baseline's). A CPU profile of the service shows no single hot spot left (query building and the MySQL driver lead, ` +
+            'a few per cent each, after logging was made asynchronous); reaching half the baseline would take doing without the ' +
+            'shared rate limits or the audit and outbox rows, which the service keeps on purpose. In absolute terms the figure is far ' +
+            'above what a school needs: a whole school’s parents sending the form within the same minute is a few hundred submissions.',
+          '',
+        ]),
     '- Latency is autocannon\'s, in whole milliseconds. *Server CPU* is the server process\'s CPU time during the measured run ' +
       'over its length (above 100 % when garbage collection and libuv threads add to the main thread); *CPU per submission* ' +
       'divides it by the submissions answered. The machine has 2 cores: server and load generator use about one each, and ' +
