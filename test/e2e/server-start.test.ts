@@ -14,13 +14,13 @@ import { createServices } from '../../src/services';
 const ROOT = path.resolve(__dirname, '..', '..');
 
 describe('starting the service', () => {
-  it('starts with no configuration, creates data/, prints its URL, and the URL answers', async () => {
+  it('starts with no configuration, creates data/, prints its URL and the one-time setup code, and the URL answers', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpp-start-'));
     const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, PORT: '0' };
     const child = spawn(path.join(ROOT, 'node_modules', '.bin', 'tsx'), [path.join(ROOT, 'src/server.ts')], { cwd: dir, env });
+    let out = '';
     try {
       const url = await new Promise<string>((resolve, reject) => {
-        let out = '';
         let err = '';
         child.stdout.on('data', (d: Buffer) => {
           out += d.toString();
@@ -37,6 +37,12 @@ describe('starting the service', () => {
       const health = await fetch(`${url}/healthz`);
       assert.deepEqual(await health.json(), { status: 'ok' });
       assert.ok(fs.existsSync(path.join(dir, 'data', 'moodle-parent-provisioning.sqlite')), 'SQLite file created under data/');
+      // No staff account yet: the dashboard leads to setup, and the log carries the code it needs.
+      const admin = await fetch(`${url}/admin`, { redirect: 'manual' });
+      assert.equal(admin.status, 303);
+      assert.equal(admin.headers.get('location'), '/admin/setup');
+      for (let i = 0; i < 50 && !/"setupCode"/.test(out); i += 1) await new Promise((r) => setTimeout(r, 100));
+      assert.match(out, /"setupCode":"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}"/, 'the setup code is in the log');
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
