@@ -37,7 +37,7 @@ export interface ServiceOptions {
 
 export function createServices(config: Readonly<Config>, options: ServiceOptions = {}) {
   const logger = options.logger ?? createLogger(config);
-  const db = options.db ?? createDatabase(config.database);
+  const db = options.db ?? createDatabase(config.database, { logger });
   const clock = options.now ? { now: options.now } : {};
   const requestRepository = new RequestRepository(config.authTable);
   const lifecycle = new RequestLifecycle(db, requestRepository, clock);

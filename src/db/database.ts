@@ -16,6 +16,18 @@ export interface DatabaseOptions {
    */
   acquireConnectionTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** Where knex's own warnings go (a lost connection, say); without it knex writes to the console. */
+  logger?: { warn(fields: object, message: string): void; error(fields: object, message: string): void; debug(fields: object, message: string): void };
+}
+
+function knexLog(logger: DatabaseOptions['logger']): Knex.Config['log'] {
+  if (!logger) return undefined;
+  return {
+    warn: (message: unknown) => logger.warn({ knex: String(message) }, 'database warning'),
+    error: (message: unknown) => logger.error({ knex: String(message) }, 'database error'),
+    deprecate: (method: unknown, alternative: unknown) => logger.debug({ method, alternative }, 'knex deprecation'),
+    debug: (message: unknown) => logger.debug({ knex: String(message) }, 'database debug'),
+  };
 }
 
 export function createDatabase(database: DatabaseConfig, options: DatabaseOptions = {}): Database {
@@ -25,6 +37,7 @@ export function createDatabase(database: DatabaseConfig, options: DatabaseOption
       client: 'better-sqlite3',
       connection: { filename: database.filename },
       useNullAsDefault: true,
+      log: knexLog(options.logger),
       pool: {
         min: 1,
         max: 1,
@@ -52,6 +65,7 @@ export function createDatabase(database: DatabaseConfig, options: DatabaseOption
     } as Knex.MySql2ConnectionConfig,
     pool: { min: 0, max: options.poolMax ?? 10 },
     acquireConnectionTimeout: options.acquireConnectionTimeoutMs ?? 10_000,
+    log: knexLog(options.logger),
   });
 }
 
