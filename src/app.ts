@@ -37,6 +37,10 @@ export function createApp(services: Services) {
   app.use('/assets', express.static(path.join(VIEWS_DIR, 'assets'), { maxAge: '1h', index: false }));
 
   app.use(healthRoutes(services));
+  // Browsers ask every site for an icon; there is none, which is not an error worth a 404 page.
+  app.get('/favicon.ico', (_req, res) => {
+    res.status(204).end();
+  });
 
   app.get('/', (_req, res) => {
     res.render('home', { title: config.schoolName });

@@ -80,6 +80,7 @@ describe('the web app', () => {
 
   it('serves its own stylesheet and a plain 404 page', async () => {
     await request(app).get('/assets/app.css').expect(200).expect('content-type', /text\/css/);
+    await request(app).get('/favicon.ico').expect(204);
     const res = await request(app).get('/no/such/page').set('accept', 'text/html').expect(404);
     assert.match(res.text, /There is no page at this address/);
     const json = await request(app).get('/api/v1/nothing').expect(404);

@@ -72,8 +72,6 @@ export interface PageOptions {
   allowConsoleErrors?: RegExp[];
 }
 
-// Browsers ask every site for /favicon.ico; the service has no icon, which is not a fault of the page.
-const ALWAYS_ALLOWED = [/status of 404 \(Not Found\) \(https?:\/\/[^/]+\/favicon\.ico\)$/];
 
 /** One test's page, with its screenshots and everything that went wrong in the browser. */
 export class BrowserSession {
@@ -90,7 +88,7 @@ export class BrowserSession {
       if (message.type() !== 'error') return;
       const where = message.location().url;
       const described = `${message.text()}${where ? ` (${where})` : ''}`;
-      if ([...ALWAYS_ALLOWED, ...allowConsoleErrors].some((pattern) => pattern.test(described))) return;
+      if (allowConsoleErrors.some((pattern) => pattern.test(described))) return;
       this.problems.push(`console error: ${described}`);
     });
     page.on('pageerror', (error) => this.problems.push(`uncaught error in the page: ${error.message}`));
