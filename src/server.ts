@@ -52,6 +52,10 @@ async function main(): Promise<void> {
   process.stdout.write(`Moodle Parent Provisioning is running at ${listenUrl}\n`);
   if (config.baseUrl !== listenUrl) process.stdout.write(`  Public address (BASE_URL): ${config.baseUrl}\n`);
   process.stdout.write(`  Database: ${config.database.display}\n`);
+  // The first person to open the dashboard needs the setup code; say where, beside the address.
+  if (await services.staffAccounts.needsSetup().catch(() => false)) {
+    process.stdout.write(`  Staff dashboard: open ${listenUrl}/admin/setup with the one-time setup code ${services.staffAccounts.setupCode()}\n`);
+  }
 
   let stopping = false;
   const stop = (signal: string) => {

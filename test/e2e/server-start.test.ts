@@ -43,6 +43,8 @@ describe('starting the service', () => {
       assert.equal(admin.headers.get('location'), '/admin/setup');
       for (let i = 0; i < 50 && !/"setupCode"/.test(out); i += 1) await new Promise((r) => setTimeout(r, 100));
       assert.match(out, /"setupCode":"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}"/, 'the setup code is in the log');
+      const code = /"setupCode":"([A-Z0-9-]+)"/.exec(out)?.[1];
+      assert.ok(out.includes(`Staff dashboard: open ${url}/admin/setup with the one-time setup code ${code}`), 'and printed beside the address');
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
