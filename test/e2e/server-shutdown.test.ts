@@ -28,17 +28,7 @@ describe('stopping the service with SIGTERM while a cycle runs', () => {
     await moodle.sync(t.db, TEST_AUTH_TABLE);
 
     // The scheduled cycle is held while it looks parents up in Moodle, until the signal has arrived.
-    let lookingUp!: () => void;
-    const cycleRunning = new Promise<void>((resolve) => (lookingUp = resolve));
-    let release!: () => void;
-    const signalled = new Promise<void>((resolve) => (release = resolve));
-    moodle.setHooks({
-      received: async (call) => {
-        if (call.wsfunction !== 'core_user_get_users_by_field') return;
-        lookingUp();
-        await signalled;
-      },
-    });
+    const held = moodle.holdCalls('core_user_get_users_by_field');
 
     const server: ServiceProcess = startServiceProcess('server.ts', [], serviceEnv(t, moodle, { HOST: '127.0.0.1', PORT: '0', CYCLE_SCHEDULE: '* * * * * *' }));
     let exited = false;
@@ -46,7 +36,7 @@ describe('stopping the service with SIGTERM while a cycle runs', () => {
     try {
       const url = await waitFor('the server to listen', async () => /running at (http:\/\/\S+)/.exec(server.output().stdout)?.[1] ?? (exited ? Promise.reject(new Error(JSON.stringify(server.output()))) : undefined));
       assert.equal((await fetch(`${url}/healthz`)).status, 200);
-      await cycleRunning;
+      await held.reached;
       const cycle = (await t.db('provisioning_cycles').first()) as { id: number; state: string; step: string };
       assert.equal(cycle.state, 'running');
       assert.equal(cycle.step, 'looking_up');
@@ -61,7 +51,7 @@ describe('stopping the service with SIGTERM while a cycle runs', () => {
       assert.equal(exited, false, 'the process waits for the cycle to finish its step');
       assert.ok(await t.db('locks').first(), 'the cycle still holds its lock');
 
-      release();
+      held.release();
       const exit = await server.exited;
       assert.deepEqual(exit, { code: 0, signal: null }, JSON.stringify(server.output()));
 
@@ -81,8 +71,7 @@ describe('stopping the service with SIGTERM while a cycle runs', () => {
       );
       await assertAuthInvariant(t.db);
     } finally {
-      moodle.setHooks(undefined);
-      release();
+      held.release();
       if (!exited) server.child.kill('SIGKILL');
       await server.exited;
     }

@@ -140,17 +140,7 @@ for (const dialect of DIALECTS) {
       const taken = await approve('taken.parent@example.org', [3]);
 
       // Role assignments wait until the test has looked at the running cycle.
-      let release!: () => void;
-      const gate = new Promise<void>((resolve) => (release = resolve));
-      let reached!: () => void;
-      const assigning = new Promise<void>((resolve) => (reached = resolve));
-      moodle.setHooks({
-        received: async (call) => {
-          if (call.wsfunction !== 'core_role_assign_roles') return;
-          reached();
-          await gate;
-        },
-      });
+      const held = moodle.holdCalls('core_role_assign_roles');
       try {
         const browser = await StaffSession.signIn(app, username);
         const page = await browser.open('/admin/provisioning');
@@ -163,7 +153,7 @@ for (const dialect of DIALECTS) {
         const match = /^\/admin\/cycles\/(\d+)$/.exec(run.headers.location ?? '');
         assert.ok(match, `redirected to the cycle's page, got ${run.headers.location}`);
         const id = Number(match[1]);
-        await assigning;
+        await held.reached;
 
         const running = await browser.open(`/admin/cycles/${id}`);
         assert.match(running.text, /<meta http-equiv="refresh" content="3">/);
@@ -187,7 +177,7 @@ for (const dialect of DIALECTS) {
         assert.match(second.text, new RegExp(`<a href="/admin/cycles/${id}">See the running cycle`));
         assert.equal(await cycleCount(), cyclesBefore, 'no second cycle');
 
-        release();
+        held.release();
         await waitFor('the cycle to finish', async () => (await progressOf(browser, id)).finished === true);
 
         const report = await browser.open(`/admin/cycles/${id}`);
@@ -224,8 +214,7 @@ for (const dialect of DIALECTS) {
         assert.match(history.text, /1 account ready · 3 children linked/);
         assert.match(history.text, /Off: cycles run only from this page or the command line/);
       } finally {
-        release();
-        moodle.setHooks(undefined);
+        held.release();
       }
     });
 

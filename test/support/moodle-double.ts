@@ -820,6 +820,12 @@ export interface MoodleDouble {
   setFaults(faults: Partial<MoodleDoubleFaults>): void;
   /** Replaces the hooks (undefined removes them). */
   setHooks(hooks: MoodleDoubleHooks | undefined): void;
+  /**
+   * Holds every call of one web service function until release(): `reached` settles when the
+   * first arrives, so a test can look at the service while it waits. release() also lets the
+   * held calls go on and stops holding.
+   */
+  holdCalls(wsfunction: string): { reached: Promise<void>; release(): void };
   /** Runs auth_db's sync against the service's auth table; returns what Moodle's CLI prints. */
   sync(knex: Knex, authTable: string): Promise<string>;
   sendNewUserPasswords(): string;
@@ -998,6 +1004,26 @@ export async function startMoodleDouble(options: MoodleDoubleOptions = {}): Prom
     },
     setHooks: (next: MoodleDoubleHooks | undefined) => {
       hooks = next ?? {};
+    },
+    holdCalls: (wsfunction: string) => {
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let arrived!: () => void;
+      const reached = new Promise<void>((resolve) => (arrived = resolve));
+      hooks = {
+        received: async (call) => {
+          if (call.wsfunction !== wsfunction) return;
+          arrived();
+          await gate;
+        },
+      };
+      return {
+        reached,
+        release: () => {
+          hooks = {};
+          release();
+        },
+      };
     },
     sync: (knex: Knex, authTable: string) => syncFromAuthTable(state, knex, authTable),
     sendNewUserPasswords: () => sendNewUserPasswords(state),

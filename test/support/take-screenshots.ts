@@ -180,27 +180,16 @@ async function main(): Promise<void> {
     // A cycle caught while it runs: role assignments wait until the screenshots are taken.
     const held = await submit({ title: 'Ms', first: 'Rosa', last: 'Diaz', email: 'rosa.diaz@example.org' }, [{ first: 'Bob', last: 'Pupil', group: '9C' }]);
     await approve(held, [4]);
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    let reached!: () => void;
-    const assigning = new Promise<void>((resolve) => (reached = resolve));
-    moodle.setHooks({
-      received: async (call) => {
-        if (call.wsfunction !== 'core_role_assign_roles') return;
-        reached();
-        await gate;
-      },
-    });
+    const assignments = moodle.holdCalls('core_role_assign_roles');
     try {
       await page.goto(`${base}/admin/provisioning`);
       await Promise.all([page.waitForURL(/\/admin\/cycles\/\d+$/), page.click('form.run-now button')]);
       const runningAddress = new URL(page.url()).pathname;
-      await assigning;
+      await assignments.reached;
       await shoot('cycle-running', runningAddress);
       await shoot('provisioning', '/admin/provisioning');
     } finally {
-      release();
-      moodle.setHooks(undefined);
+      assignments.release();
     }
   } finally {
     await browser.close();
