@@ -2,6 +2,8 @@
 // off its event loop (and on the other core), and its peak RSS is its own. Parent and worker
 // talk by IPC: the parent calls named methods, the worker answers.
 import { fork, type ChildProcess } from 'node:child_process';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 
 type Message =
@@ -126,4 +128,32 @@ export function serveWorker(handlers: Handlers, close?: () => Promise<void>): vo
 /** Peak resident set size of this process so far, from the kernel (ru_maxrss). */
 export function peakRssBytes(): number {
   return process.resourceUsage().maxRSS * 1024;
+}
+
+/**
+ * serveWorker for a worker that runs an HTTP server: it also answers where the server listens,
+ * its peak memory and its CPU time, and on exit closes the server before `close`.
+ */
+export function serveHttpWorker(server: Server, handlers: Handlers, close: () => Promise<void>): void {
+  serveWorker(
+    {
+      address: () => ({ port: (server.address() as AddressInfo).port }),
+      memory: () => ({ peakRssBytes: peakRssBytes() }),
+      cpu: () => process.cpuUsage(),
+      ...handlers,
+    },
+    async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await close();
+    },
+  );
+}
+
+/** Runs a worker's setup; a failure ends the process with the error on stderr, which the parent reports. */
+export function runWorker(main: () => Promise<void>): void {
+  main().catch((error: unknown) => {
+    process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  });
 }

@@ -6,7 +6,7 @@ import { parseConfig } from '../../../src/config';
 import { createDatabase } from '../../../src/db/database';
 import { MoodleClient } from '../../../src/moodle/moodle-client';
 import { runNaiveCycle, type NaiveCycleResult } from '../cycle/naive-cycle';
-import { peakRssBytes, serveWorker } from '../support/worker';
+import { peakRssBytes, runWorker, serveWorker } from '../support/worker';
 
 export interface NaiveCycleRun extends NaiveCycleResult {
   peakRssBytes: number;
@@ -34,7 +34,4 @@ async function main(): Promise<void> {
   );
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exit(1);
-});
+runWorker(main);

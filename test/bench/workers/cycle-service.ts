@@ -5,7 +5,7 @@ import os from 'node:os';
 import { parseConfig } from '../../../src/config';
 import type { CycleCounts, CycleState, CycleStep } from '../../../src/provisioning/cycle-repository';
 import { createServices } from '../../../src/services';
-import { peakRssBytes, serveWorker } from '../support/worker';
+import { peakRssBytes, runWorker, serveWorker } from '../support/worker';
 
 export interface ServiceCycleRun {
   wallMs: number;
@@ -52,7 +52,4 @@ async function main(): Promise<void> {
   );
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exit(1);
-});
+runWorker(main);

@@ -4,9 +4,8 @@
 // search repository generates for each measured page ('prepare'); it runs them the way the page
 // does: the counts beside the page's id query, then those rows by id, then their children.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import mysql, { type RowDataPacket } from 'mysql2/promise';
-import { peakRssBytes, serveWorker } from '../support/worker';
+import { runWorker, serveHttpWorker } from '../support/worker';
 
 export interface Statement {
   sql: string;
@@ -77,25 +76,16 @@ async function main(): Promise<void> {
     );
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  serveWorker(
+  serveHttpWorker(
+    server,
     {
-      address: () => ({ port: (server.address() as AddressInfo).port }),
-      memory: () => ({ peakRssBytes: peakRssBytes() }),
-      cpu: () => process.cpuUsage(),
       prepare: (page: BarePage) => {
         pages.set(page.key, page);
         return { key: page.key };
       },
     },
-    async () => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await pool.end();
-    },
+    () => pool.end(),
   );
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exit(1);
-});
+runWorker(main);

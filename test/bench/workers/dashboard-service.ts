@@ -3,12 +3,11 @@
 // The database is already migrated and seeded; the parent adds the staff account through here so
 // that it goes through the accounts service (argon2 and all) exactly as the CLI does.
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { createApp } from '../../../src/app';
 import { parseConfig } from '../../../src/config';
 import { createServices } from '../../../src/services';
-import { peakRssBytes, serveWorker } from '../support/worker';
+import { runWorker, serveHttpWorker } from '../support/worker';
 
 async function main(): Promise<void> {
   const env = JSON.parse(process.env.BENCH_SERVICE_ENV ?? '{}') as Record<string, string>;
@@ -20,25 +19,16 @@ async function main(): Promise<void> {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
     s.on('error', reject);
   });
-  serveWorker(
+  serveHttpWorker(
+    server,
     {
-      address: () => ({ port: (server.address() as AddressInfo).port }),
-      memory: () => ({ peakRssBytes: peakRssBytes() }),
-      cpu: () => process.cpuUsage(),
       addStaff: async (params: { username: string; password: string }) => {
         await services.staffAccounts.addStaff({ username: params.username, displayName: 'Bench Office', password: params.password });
         return { username: params.username };
       },
     },
-    async () => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await services.close();
-    },
+    () => services.close(),
   );
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exit(1);
-});
+runWorker(main);

@@ -2,9 +2,8 @@
 // same form as POST /request and stores it with one INSERT through mysql2, and nothing else.
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import mysql from 'mysql2/promise';
-import { peakRssBytes, serveWorker } from '../support/worker';
+import { runWorker, serveHttpWorker } from '../support/worker';
 
 const INSERT =
   'INSERT INTO requests (public_id, status, request_type, source, parent_title, parent_first_name, parent_last_name, email, parent_comment, created_at, updated_at) ' +
@@ -52,21 +51,7 @@ async function main(): Promise<void> {
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  serveWorker(
-    {
-      address: () => ({ port: (server.address() as AddressInfo).port }),
-      memory: () => ({ peakRssBytes: peakRssBytes() }),
-      cpu: () => process.cpuUsage(),
-    },
-    async () => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await pool.end();
-    },
-  );
+  serveHttpWorker(server, {}, () => pool.end());
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exit(1);
-});
+runWorker(main);
