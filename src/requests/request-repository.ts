@@ -2,7 +2,7 @@
 import type { Knex } from 'knex';
 import { booleanColumn, nullableNumber, nullableString } from '../db/columns';
 import { isMysql } from '../db/database';
-import type { ChildLinkState, RequestSource, RequestStatus, RequestType } from './request-states';
+import { OPEN_STATUSES, type ChildLinkState, type RequestSource, type RequestStatus, type RequestType } from './request-states';
 
 export const REQUESTS_TABLE = 'requests';
 export const CHILDREN_TABLE = 'request_children';
@@ -196,6 +196,22 @@ function toRow<T>(columns: Record<keyof T & string, string>, patch: Partial<T>):
 }
 
 export const requestToRow = (patch: Partial<RequestRecord>): Row => toRow(REQUEST_COLUMNS, patch);
+
+/**
+ * The row for a request write, with open_email kept in step with the status in the same
+ * statement: the address while the request is open, NULL once it leaves the open statuses. A
+ * status change between open statuses leaves it alone, so an older open request that lost the
+ * address to a newer one (see the migration that added the column) never takes it back.
+ */
+function requestWriteRow(patch: Partial<RequestRecord>, inserting = false): Row {
+  const row = requestToRow(patch);
+  if (patch.status === undefined) return row;
+  const open = OPEN_STATUSES.includes(patch.status);
+  if (!open) row.open_email = null;
+  else if (inserting && patch.email) row.open_email = patch.email;
+  return row;
+}
+
 export const childToRow = (patch: Partial<ChildRecord>): Row => toRow(CHILD_COLUMNS, patch);
 
 export function childFromRow(r: Row): ChildRecord {
@@ -268,7 +284,7 @@ export class RequestRepository {
   constructor(readonly authTable: string) {}
 
   async insertRequest(q: Queryable, record: Omit<RequestRecord, 'id'>): Promise<number> {
-    const inserted = await q(REQUESTS_TABLE).insert(requestToRow(record));
+    const inserted = await q(REQUESTS_TABLE).insert(requestWriteRow(record, true));
     return Number(inserted[0]);
   }
 
@@ -347,7 +363,7 @@ export class RequestRepository {
 
   /** Applies a patch only if the request is still at the expected version; bumps the version. */
   async updateIfVersion(q: Queryable, id: number, expectedVersion: number, patch: Partial<RequestRecord>): Promise<boolean> {
-    const row = requestToRow(patch);
+    const row = requestWriteRow(patch);
     const changed = await q(REQUESTS_TABLE)
       .where({ id, version: expectedVersion })
       .update({ ...row, version: expectedVersion + 1 });
@@ -375,7 +391,7 @@ export class RequestRepository {
           .update({
             ...perRowSet(
               q,
-              chunk.map((u) => ({ id: u.id, values: requestToRow(u.patch) })),
+              chunk.map((u) => ({ id: u.id, values: requestWriteRow(u.patch) })),
             ),
             version: q.raw('?? + 1', ['version']),
           }),
