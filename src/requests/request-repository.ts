@@ -7,6 +7,7 @@ import { OPEN_STATUSES, type ChildLinkState, type RequestSource, type RequestSta
 export const REQUESTS_TABLE = 'requests';
 export const CHILDREN_TABLE = 'request_children';
 export const AUDIT_TABLE = 'audit_events';
+export const HELD_DETAILS_TABLE = 'request_held_details';
 
 /** A knex instance or an open transaction. */
 export type Queryable = Knex | Knex.Transaction;
@@ -73,6 +74,23 @@ export interface AuthRow {
   lastname: string;
   email: string;
   requestId: number;
+}
+
+/** Details sent for an address with an open request, held until confirmed from the mailed link. */
+export interface HeldDetailsRecord {
+  id: number;
+  requestId: number;
+  tokenHash: string;
+  expiresAt: number;
+  children: NewChildRow[];
+  comment: string | null;
+  source: RequestSource;
+  actorType: string;
+  actorId: string | null;
+  submitterIp: string | null;
+  submitterAgent: string | null;
+  idempotencyKey: string | null;
+  createdAt: number;
 }
 
 export interface AuditEventInput {
@@ -339,6 +357,14 @@ export class RequestRepository {
     return rows.map(requestFromRow);
   }
 
+  /** The open request for this address, if any (there is at most one: see open_email). */
+  async findOpenByEmail(q: Queryable, email: string, options: { forUpdate?: boolean } = {}): Promise<RequestRecord | undefined> {
+    const query = q(REQUESTS_TABLE).where({ email }).whereIn('status', OPEN_STATUSES).orderBy('id', 'desc').first();
+    if (options.forUpdate && isMysql(q)) query.forUpdate();
+    const row = (await query) as Row | undefined;
+    return row ? requestFromRow(row) : undefined;
+  }
+
   async children(q: Queryable, requestId: number): Promise<ChildRecord[]> {
     const rows = (await q(CHILDREN_TABLE).where({ request_id: requestId }).orderBy('position')) as Row[];
     return rows.map(childFromRow);
@@ -458,6 +484,52 @@ export class RequestRepository {
     return ((await query) as Row[]).map(requestFromRow);
   }
 
+  // --- details held until the address confirms them ---
+
+  async insertHeldDetails(q: Queryable, held: Omit<HeldDetailsRecord, 'id'>): Promise<number> {
+    const inserted = await q(HELD_DETAILS_TABLE).insert({
+      request_id: held.requestId,
+      token_hash: held.tokenHash,
+      expires_at: held.expiresAt,
+      children_json: JSON.stringify(held.children),
+      comment: held.comment,
+      source: held.source,
+      actor_type: held.actorType,
+      actor_id: held.actorId,
+      submitter_ip: held.submitterIp,
+      submitter_agent: held.submitterAgent,
+      idempotency_key: held.idempotencyKey,
+      created_at: held.createdAt,
+    });
+    return Number(inserted[0]);
+  }
+
+  async findHeldDetailsByTokenHash(q: Queryable, tokenHash: string, options: { forUpdate?: boolean } = {}): Promise<HeldDetailsRecord | undefined> {
+    const query = q(HELD_DETAILS_TABLE).where({ token_hash: tokenHash }).first();
+    if (options.forUpdate && isMysql(q)) query.forUpdate();
+    const row = (await query) as Row | undefined;
+    return row ? heldDetailsFromRow(row) : undefined;
+  }
+
+  async findHeldDetailsByIdempotencyKey(q: Queryable, key: string): Promise<HeldDetailsRecord | undefined> {
+    const row = (await q(HELD_DETAILS_TABLE).where({ idempotency_key: key }).first()) as Row | undefined;
+    return row ? heldDetailsFromRow(row) : undefined;
+  }
+
+  async deleteHeldDetails(q: Queryable, id: number): Promise<number> {
+    return Number(await q(HELD_DETAILS_TABLE).where({ id }).delete());
+  }
+
+  /** Drops what is held for a request (it closed, or its data was erased). */
+  async deleteHeldDetailsForRequest(q: Queryable, requestId: number): Promise<number> {
+    return Number(await q(HELD_DETAILS_TABLE).where({ request_id: requestId }).delete());
+  }
+
+  /** Drops held details whose link has run out: nobody can confirm them any more. */
+  async deleteExpiredHeldDetails(q: Queryable, now: number): Promise<number> {
+    return Number(await q(HELD_DETAILS_TABLE).where('expires_at', '<', now).delete());
+  }
+
   // --- the auth table ---
 
   async insertAuthRow(q: Queryable, row: Omit<AuthRow, 'id'>): Promise<void> {
@@ -529,6 +601,31 @@ export class RequestRepository {
       if (details !== row.details) await q(AUDIT_TABLE).where({ id: row.id }).update({ details });
     }
   }
+}
+
+function heldDetailsFromRow(r: Row): HeldDetailsRecord {
+  let children: NewChildRow[] = [];
+  try {
+    const parsed = JSON.parse(String(r.children_json ?? '[]')) as unknown;
+    if (Array.isArray(parsed)) children = parsed as NewChildRow[];
+  } catch {
+    children = [];
+  }
+  return {
+    id: Number(r.id),
+    requestId: Number(r.request_id),
+    tokenHash: String(r.token_hash),
+    expiresAt: Number(r.expires_at),
+    children,
+    comment: nullableString(r.comment),
+    source: r.source as RequestSource,
+    actorType: String(r.actor_type),
+    actorId: nullableString(r.actor_id),
+    submitterIp: nullableString(r.submitter_ip),
+    submitterAgent: nullableString(r.submitter_agent),
+    idempotencyKey: nullableString(r.idempotency_key),
+    createdAt: Number(r.created_at),
+  };
 }
 
 function authFromRow(r: Row): AuthRow {
