@@ -5,6 +5,7 @@ import { ValidationError, type FieldProblem } from '../errors';
 import type { Services } from '../services';
 import { isCsrfError } from '../web/csrf';
 import { RateLimitedError } from '../web/rate-limit';
+import { addHeldDetailsRoutes } from './held-details.routes';
 import { emptyChild, emptyForm, readForm, validateForm, type FormValues } from './request-form';
 
 const FORM_TITLE = 'Ask for a Moodle parent account';
@@ -45,10 +46,11 @@ export function intakeRoutes(services: Services): Router {
     });
   }
 
-  function renderThankYou(res: Response, outcome: string, email: string) {
+  // The same page whether the address is new, has a request already (the details are held until
+  // confirmed from the email), or was sent by a bot: the form must not tell who has asked.
+  function renderThankYou(res: Response, email: string) {
     res.render('request/thank-you', {
       title: 'Thank you',
-      outcome,
       email,
       requireVerification: config.intake.requireEmailVerification,
       ttlText: durationText(config.intake.verificationTtlMs),
@@ -77,24 +79,22 @@ export function intakeRoutes(services: Services): Router {
     if (values.website.trim() !== '') {
       // The honeypot was filled in: a bot. It sees the usual page; nothing is stored or counted.
       req.log.info({ honeypot: true }, 'form submission dropped');
-      return renderThankYou(res, 'created', values.email.trim());
+      return renderThankYou(res, values.email.trim());
     }
     const result = validateForm(values, maxChildren, tooManyChildren);
     if (!result.ok) return renderForm(req, res, values, result.problems);
-    let outcome;
     try {
-      outcome = await intake.submit(result.data, {
+      await intake.submit(result.data, {
         source: 'form',
         actor: { type: 'parent' },
         ip: req.ip ?? null,
         agent: req.get('user-agent') ?? null,
       });
     } catch (error) {
-      // Joining the parent's open request would take it past the form's limits.
       if (error instanceof ValidationError) return renderForm(req, res, values, error.fields);
       throw error;
     }
-    renderThankYou(res, outcome.outcome, result.data.email);
+    renderThankYou(res, result.data.email);
   });
 
   router.get('/verify/:token', async (req, res) => {
@@ -150,6 +150,8 @@ export function intakeRoutes(services: Services): Router {
     const result = await intake.resendVerification(publicId);
     res.redirect(303, `/request/status/${encodeURIComponent(publicId)}?${result === 'sent' ? 'resent=1' : 'confirmed=1'}`);
   });
+
+  addHeldDetailsRoutes(router, services, privatePage);
 
   // Refusals that parents can meet on these pages, in plain words; anything else goes on to
   // the app's error handler.

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config';
 import type { Database } from '../db/database';
 import { isUniqueViolation, pingDatabase } from '../db/database';
-import { ConflictError, NotFoundError } from '../errors';
+import { ConflictError, NotFoundError, ValidationError } from '../errors';
 import { hashToken, type Actor, type RequestLifecycle, type SubmitResult } from '../requests/request-lifecycle';
 import type { ChildRecord, RequestRecord, RequestRepository } from '../requests/request-repository';
 import type { RequestSource, RequestStatus } from '../requests/request-states';
@@ -40,6 +40,13 @@ export type VerifyOutcome =
   | { kind: 'invalid' }
   | { kind: 'expired'; publicId: string }
   | { kind: 'closed' };
+
+export type HeldDetailsOutcome =
+  | { kind: 'added'; request: RequestRecord; statusUrl: string }
+  | { kind: 'invalid' }
+  | { kind: 'expired' }
+  | { kind: 'closed' }
+  | { kind: 'too-much'; message: string };
 
 export interface StatusView {
   request: RequestRecord;
@@ -79,11 +86,15 @@ export class IntakeService {
     return `${this.config.baseUrl}/request/status/${encodeURIComponent(publicId)}`;
   }
 
-  /** Stores a validated request (or joins the parent's open one). Counts towards the rate limits. */
+  /**
+   * Stores a validated request, or holds it for the parent's open one until the link mailed to
+   * the address is opened. Counts towards the rate limits. The caller learns which (the API's
+   * outcome); a parent's page must not, so that the form does not tell who has asked.
+   */
   async submit(data: ValidRequest, meta: SubmitMeta): Promise<IntakeOutcome> {
     if (meta.idempotencyKey) {
       // A retry of a call that already landed is answered without counting against the limits.
-      const earlier = await this.repository.findByIdempotencyKey(this.db, meta.idempotencyKey);
+      const earlier = await this.lifecycle.findByIdempotencyKey(meta.idempotencyKey);
       if (earlier) return { outcome: 'replayed', request: earlier, statusUrl: this.statusUrl(earlier.publicId) };
     }
     if (meta.source === 'form' && meta.ip) await this.limits.perIp.consume(meta.ip);
@@ -91,6 +102,7 @@ export class IntakeService {
 
     const requireVerification = this.config.intake.requireEmailVerification;
     const token = requireVerification ? newVerificationToken() : null;
+    const expiresAt = this.now() + this.config.intake.verificationTtlMs;
     const input = {
       requestType: data.requestType,
       parentTitle: data.title,
@@ -102,12 +114,13 @@ export class IntakeService {
       source: meta.source,
       requireVerification,
       verificationTokenHash: token ? hashToken(token) : null,
-      verificationExpiresAt: token ? this.now() + this.config.intake.verificationTtlMs : null,
+      verificationExpiresAt: token ? expiresAt : null,
       verificationToken: token,
+      // Used only if the address already has an open request: its own link, never the request's.
+      heldDetails: { token: newVerificationToken(), expiresAt },
       submitterIp: meta.ip ?? null,
       submitterAgent: meta.agent ?? null,
       idempotencyKey: meta.idempotencyKey ?? null,
-      limits: { maxChildren: this.config.intake.maxChildren, maxCommentLength: MAX_COMMENT },
     };
     let result: SubmitResult;
     try {
@@ -115,7 +128,7 @@ export class IntakeService {
     } catch (error) {
       // Two calls with the same idempotency key at the same moment: the other one won.
       if (meta.idempotencyKey && isUniqueViolation(error)) {
-        const earlier = await this.repository.findByIdempotencyKey(this.db, meta.idempotencyKey);
+        const earlier = await this.lifecycle.findByIdempotencyKey(meta.idempotencyKey);
         if (earlier) return { outcome: 'replayed', request: earlier, statusUrl: this.statusUrl(earlier.publicId) };
       }
       throw error;
@@ -138,6 +151,33 @@ export class IntakeService {
       }
       // The school closed the request before it was confirmed.
       if (error instanceof ConflictError) return { kind: 'closed' };
+      throw error;
+    }
+  }
+
+  /** Whether the link for held details can still be used (the page before the button). */
+  async heldDetailsLink(token: string): Promise<'valid' | 'invalid' | 'expired'> {
+    if (!TOKEN_PATTERN.test(token)) return 'invalid';
+    const held = await this.lifecycle.findHeldDetails(hashToken(token));
+    if (!held) return 'invalid';
+    return held.expiresAt < this.now() ? 'expired' : 'valid';
+  }
+
+  /** Adds held details to the request once the link mailed to the address is used. Never throws for a bad link. */
+  async confirmHeldDetails(token: string): Promise<HeldDetailsOutcome> {
+    if (!TOKEN_PATTERN.test(token)) return { kind: 'invalid' };
+    try {
+      const { request } = await this.lifecycle.confirmHeldDetails(
+        hashToken(token),
+        { maxChildren: this.config.intake.maxChildren, maxCommentLength: MAX_COMMENT },
+        { type: 'parent' },
+      );
+      return { kind: 'added', request, statusUrl: this.statusUrl(request.publicId) };
+    } catch (error) {
+      if (error instanceof NotFoundError) return { kind: 'invalid' };
+      if (error instanceof ValidationError) return { kind: 'too-much', message: error.message };
+      if (error instanceof ConflictError && error.code === 'expired') return { kind: 'expired' };
+      if (error instanceof ConflictError && error.code !== 'stale') return { kind: 'closed' };
       throw error;
     }
   }

@@ -68,6 +68,9 @@ export function buildTimeline(request: RequestRecord, children: ChildRecord[], e
       case 'extended':
         entries.push({ at: event.createdAt, text: 'You sent more details, and we added them to this request.' });
         break;
+      case 'details_held':
+        entries.push({ at: event.createdAt, text: 'The form was sent again with your email address. We emailed you a link to add the new details to this request.' });
+        break;
       case 'verification_resent':
         entries.push({ at: event.createdAt, text: 'We sent you a new confirmation link.' });
         break;

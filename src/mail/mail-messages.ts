@@ -14,6 +14,7 @@ export type MailKind =
   | 'verification'
   | 'request_received'
   | 'request_extended'
+  | 'held_details'
   | 'denied'
   | 'provisioned'
   | 'revoked'
@@ -86,6 +87,25 @@ export class MailMessages {
       addedText: addedChildren > 0 ? `${countWords(addedChildren, 'more child', 'more children')} added` : null,
       stillUnverified: request.status === 'unverified',
     });
+  }
+
+  /**
+   * The form was sent again for an address with an open request: the new details are held, and
+   * this link adds them. Says how many children were sent, never their names: whoever sent the
+   * form has not shown that the address is theirs.
+   */
+  heldDetailsMessage(request: RequestRecord, rawToken: string, expiresAt: number, sent: { children: number; commentAdded: boolean }): MailMessage {
+    const confirmUrl = `${this.baseUrl}/request/details/${encodeURIComponent(rawToken)}`;
+    const parts = [sent.children > 0 ? countWords(sent.children, 'child', 'children') : null, sent.commentAdded ? 'a comment' : null].filter(Boolean);
+    return {
+      ...this.render('held-details', request.email, 'Please confirm the details you sent', {
+        ...this.parentLocals(request),
+        confirmUrl,
+        sentText: parts.length > 0 ? parts.join(' and ') : null,
+        validFor: durationInWords(expiresAt - this.now()),
+      }),
+      verificationLink: confirmUrl,
+    };
   }
 
   deniedMessage(request: RequestRecord): MailMessage {

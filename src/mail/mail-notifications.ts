@@ -67,6 +67,17 @@ export function registerMailNotifications(
       case 'email_verified':
         await notifyStaff(trx, event);
         return;
+      case 'details_held': {
+        const token = event.details.heldDetailsToken;
+        const expiresAt = event.details.heldDetailsExpiresAt;
+        if (typeof token !== 'string' || token === '' || typeof expiresAt !== 'number') return;
+        const sent = {
+          children: typeof event.details.children === 'number' ? event.details.children : 0,
+          commentAdded: event.details.commentAdded === true,
+        };
+        await outbox.enqueue(trx, messages.heldDetailsMessage(request, token, expiresAt, sent), { kind: 'held_details', ...parentMail });
+        return;
+      }
       case 'extended': {
         const added = typeof event.details.addedChildren === 'number' ? event.details.addedChildren : 0;
         await outbox.enqueue(trx, messages.requestExtendedMessage(request, added), { kind: 'request_extended', ...parentMail });

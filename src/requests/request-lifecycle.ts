@@ -21,6 +21,7 @@ import {
   RequestRepository,
   type AuditEventInput,
   type ChildRecord,
+  type HeldDetailsRecord,
   type NewChildRow,
   type RequestRecord,
   type RowPatch,
@@ -64,22 +65,27 @@ export interface SubmitInput {
   submitterAgent?: string | null;
   idempotencyKey?: string | null;
   importBatchId?: string | null;
-  /** Join an open request for the same email instead of opening a second one (default true). */
+  /**
+   * Hold the submission for an open request for the same email instead of opening a second one
+   * (default true). With false, an open request for the address refuses the submission.
+   */
   joinOpenRequest?: boolean;
   /**
-   * The intake's limits, which a joined request must still meet: without them a parent sending
-   * the form again and again could pile any number of children and any length of comment onto
-   * one request.
+   * The single-use link that adds a held submission to the open request: the raw token (mailed,
+   * never stored) and when it runs out. Needed whenever the submission may join an open request.
    */
-  limits?: { maxChildren: number; maxCommentLength: number };
+  heldDetails?: { token: string; expiresAt: number } | null;
 }
 
 export interface SubmitResult {
+  /** 'extended': joined the address's open request (held until confirmed when held is true). */
   outcome: 'created' | 'extended' | 'replayed';
   request: RequestRecord;
   children: ChildRecord[];
   /** Children of the submission that were added (on 'extended', only those not already there). */
   addedChildren: number;
+  /** The submission was kept aside until the link mailed to the address is opened. */
+  held: boolean;
 }
 
 export interface ChildMatch {
@@ -147,6 +153,11 @@ class ChangedDuringRecording extends Error {
   }
 }
 
+/** unverified → pending: the address is proven, and its confirmation link stops working. */
+function emailVerifiedPatch(now: number): Partial<RequestRecord> {
+  return { status: 'pending', verifiedAt: now, verificationTokenHash: null, verificationExpiresAt: null };
+}
+
 function actorLabel(actor: Actor): string {
   return actor.id ? `${actor.type}:${actor.id}` : actor.type;
 }
@@ -182,86 +193,197 @@ export class RequestLifecycle {
 
   // ---------------------------------------------------------------- parent actions
 
-  /** Stores a new request, or joins an open one for the same email, or replays an idempotent retry. */
+  /**
+   * Stores a new request, or holds the submission for the address's open request, or replays an
+   * idempotent retry. A submission never changes an existing request by itself: what it adds is
+   * held until the single-use link mailed to the address is opened (confirmHeldDetails).
+   *
+   * The database allows one open request per address (open_email), so of two submissions for
+   * one address at the same moment one inserts and the other fails on that index; it then runs
+   * again, finds the request the first one opened, and is held for it.
+   */
   async submitRequest(input: SubmitInput, actor: Actor): Promise<SubmitResult> {
     if (input.children.length === 0) throw new ValidationError('Add at least one child.', [{ field: 'children', message: 'Add at least one child.' }]);
     const email = input.email.trim().toLowerCase();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.transaction((trx) => this.submitOnce(trx, input, email, actor));
+      } catch (error) {
+        const code = (error as { code?: string }).code;
+        const raced =
+          isUniqueViolation(error) || code === 'ER_LOCK_DEADLOCK' || code === 'ER_LOCK_WAIT_TIMEOUT' || (error instanceof ConflictError && error.code === 'stale');
+        if (raced && attempt < 8) continue;
+        if (isUniqueViolation(error) && input.joinOpenRequest === false) throw this.openRequestExists(email);
+        throw error;
+      }
+    }
+  }
+
+  private async submitOnce(trx: Knex.Transaction, input: SubmitInput, email: string, actor: Actor): Promise<SubmitResult> {
+    const now = this.now();
+    if (input.idempotencyKey) {
+      const earlier = await this.findReplay(trx, input.idempotencyKey);
+      if (earlier) {
+        return { outcome: 'replayed', request: earlier, children: await this.repository.children(trx, earlier.id), addedChildren: 0, held: false };
+      }
+    }
+    const open = await this.repository.findOpenByEmail(trx, email);
+    if (open) {
+      if (input.joinOpenRequest === false) throw this.openRequestExists(email);
+      // Locked and read again: a locking read sees what another submission committed meanwhile.
+      const locked = await this.repository.findById(trx, open.id, { forUpdate: true });
+      if (!locked || !isAllowed('extend', locked.status)) throw new ConflictError(STALE_MESSAGE, 'stale');
+      return this.holdDetails(trx, locked, input, actor, now);
+    }
+    const status: RequestStatus = input.requireVerification ? 'unverified' : 'pending';
+    const record: Omit<RequestRecord, 'id'> = {
+      publicId: newPublicId(),
+      status,
+      requestType: input.requestType,
+      source: input.source,
+      parentTitle: input.parentTitle.trim(),
+      parentFirstName: input.parentFirstName.trim(),
+      parentLastName: input.parentLastName.trim(),
+      email,
+      parentComment: input.comment?.trim() || null,
+      staffComment: null,
+      moodleUsername: null,
+      moodleUserId: null,
+      linkExistingAccount: false,
+      verificationTokenHash: input.requireVerification ? (input.verificationTokenHash ?? null) : null,
+      verificationExpiresAt: input.requireVerification ? (input.verificationExpiresAt ?? null) : null,
+      verifiedAt: null,
+      decidedAt: null,
+      decidedBy: null,
+      decisionReason: null,
+      provisionedAt: null,
+      attempts: 0,
+      lastError: null,
+      nextAttemptAt: null,
+      waitingSince: null,
+      version: 1,
+      submitterIp: input.submitterIp ?? null,
+      submitterAgent: input.submitterAgent ? input.submitterAgent.slice(0, 255) : null,
+      idempotencyKey: input.idempotencyKey ?? null,
+      importBatchId: input.importBatchId ?? null,
+      erasedAt: null,
+      createdAt: now,
+      updatedAt: now,
+    };
+    const id = await this.repository.insertRequest(trx, record);
+    await this.repository.insertChildren(trx, id, input.children, 0, now);
+    const request = { ...record, id };
+    const children = await this.repository.children(trx, id);
+    await this.audit(trx, now, actor, id, 'submitted', {
+      status,
+      source: input.source,
+      requestType: input.requestType,
+      children: children.length,
+    });
+    await this.emit(trx, {
+      type: 'submitted',
+      request,
+      children,
+      actor,
+      details: { status, ...(input.verificationToken ? { verificationToken: input.verificationToken } : {}) },
+    });
+    return { outcome: 'created', request, children, addedChildren: children.length, held: false };
+  }
+
+  private openRequestExists(email: string): ConflictError {
+    return new ConflictError(
+      `There is already an open request for ${email}, so no second one was made. Deal with that request first.`,
+      'open_request_exists',
+    );
+  }
+
+  /** A request by its idempotency key, or the request that details held under that key are for. */
+  async findByIdempotencyKey(key: string): Promise<RequestRecord | undefined> {
+    return this.findReplay(this.db, key);
+  }
+
+  private async findReplay(q: Knex | Knex.Transaction, key: string): Promise<RequestRecord | undefined> {
+    const request = await this.repository.findByIdempotencyKey(q, key);
+    if (request) return request;
+    const held = await this.repository.findHeldDetailsByIdempotencyKey(q, key);
+    return held ? this.repository.findById(q, held.requestId) : undefined;
+  }
+
+  /**
+   * Keeps what a submission adds to an open request aside, and mails the address a single-use
+   * link to add it. Anyone can type an address into the form; only its owner can open the link.
+   */
+  private async holdDetails(trx: Knex.Transaction, request: RequestRecord, input: SubmitInput, actor: Actor, now: number): Promise<SubmitResult> {
+    const link = input.heldDetails;
+    if (!link) throw new Error('A submission for an address with an open request needs a link to confirm it (heldDetails).');
+    await this.repository.deleteExpiredHeldDetails(trx, now);
+    const comment = input.comment?.trim() || null;
+    await this.repository.insertHeldDetails(trx, {
+      requestId: request.id,
+      tokenHash: hashToken(link.token),
+      expiresAt: link.expiresAt,
+      children: input.children.map((c) => ({ firstName: c.firstName, lastName: c.lastName, tutorGroup: c.tutorGroup, pupilIdentifier: c.pupilIdentifier })),
+      comment,
+      source: input.source,
+      actorType: actor.type,
+      actorId: actor.id ?? null,
+      submitterIp: input.submitterIp ?? null,
+      submitterAgent: input.submitterAgent ? input.submitterAgent.slice(0, 255) : null,
+      idempotencyKey: input.idempotencyKey ?? null,
+      createdAt: now,
+    });
+    const children = await this.repository.children(trx, request.id);
+    const details = { children: input.children.length, commentAdded: comment !== null, source: input.source };
+    await this.audit(trx, now, actor, request.id, 'details_held', details);
+    await this.emit(trx, {
+      type: 'details_held',
+      request,
+      children,
+      actor,
+      details: { ...details, heldDetailsToken: link.token, heldDetailsExpiresAt: link.expiresAt },
+    });
+    return { outcome: 'extended', request, children, addedChildren: 0, held: true };
+  }
+
+  /** Held details by the hash of their link, for the page that asks to confirm them. */
+  async findHeldDetails(tokenHash: string): Promise<HeldDetailsRecord | undefined> {
+    return this.repository.findHeldDetailsByTokenHash(this.db, tokenHash);
+  }
+
+  /**
+   * The link mailed for held details was opened: adds them to the request (the same merge as
+   * ever: children not already named, the comment appended) and drops them, so the link works
+   * once. Opening it proves the address, so an unconfirmed request is confirmed by it too.
+   */
+  async confirmHeldDetails(
+    tokenHash: string,
+    limits: { maxChildren: number; maxCommentLength: number },
+    actor: Actor = { type: 'parent' },
+  ): Promise<{ request: RequestRecord; addedChildren: number }> {
     return this.transaction(async (trx) => {
       const now = this.now();
-      if (input.idempotencyKey) {
-        const earlier = await this.repository.findByIdempotencyKey(trx, input.idempotencyKey);
-        if (earlier) {
-          return { outcome: 'replayed', request: earlier, children: await this.repository.children(trx, earlier.id), addedChildren: 0 };
-        }
+      const held = await this.repository.findHeldDetailsByTokenHash(trx, tokenHash, { forUpdate: true });
+      if (!held) {
+        throw new NotFoundError('This link is not valid, or it has already been used.', {
+          help: 'If you have already added these details, there is nothing more to do.',
+        });
       }
-      if (input.joinOpenRequest !== false) {
-        const open = await this.repository.findByEmailAndStatuses(trx, email, OPEN_STATUSES);
-        const existing = open[0];
-        if (existing) return this.extendOpenRequest(trx, existing, input, actor, now);
-      }
-      const status: RequestStatus = input.requireVerification ? 'unverified' : 'pending';
-      const record: Omit<RequestRecord, 'id'> = {
-        publicId: newPublicId(),
-        status,
-        requestType: input.requestType,
-        source: input.source,
-        parentTitle: input.parentTitle.trim(),
-        parentFirstName: input.parentFirstName.trim(),
-        parentLastName: input.parentLastName.trim(),
-        email,
-        parentComment: input.comment?.trim() || null,
-        staffComment: null,
-        moodleUsername: null,
-        moodleUserId: null,
-        linkExistingAccount: false,
-        verificationTokenHash: input.requireVerification ? (input.verificationTokenHash ?? null) : null,
-        verificationExpiresAt: input.requireVerification ? (input.verificationExpiresAt ?? null) : null,
-        verifiedAt: null,
-        decidedAt: null,
-        decidedBy: null,
-        decisionReason: null,
-        provisionedAt: null,
-        attempts: 0,
-        lastError: null,
-        nextAttemptAt: null,
-        waitingSince: null,
-        version: 1,
-        submitterIp: input.submitterIp ?? null,
-        submitterAgent: input.submitterAgent ? input.submitterAgent.slice(0, 255) : null,
-        idempotencyKey: input.idempotencyKey ?? null,
-        importBatchId: input.importBatchId ?? null,
-        erasedAt: null,
-        createdAt: now,
-        updatedAt: now,
-      };
-      const id = await this.repository.insertRequest(trx, record);
-      await this.repository.insertChildren(trx, id, input.children, 0, now);
-      const request = { ...record, id };
-      const children = await this.repository.children(trx, id);
-      await this.audit(trx, now, actor, id, 'submitted', {
-        status,
-        source: input.source,
-        requestType: input.requestType,
-        children: children.length,
-      });
-      await this.emit(trx, {
-        type: 'submitted',
-        request,
-        children,
-        actor,
-        details: { status, ...(input.verificationToken ? { verificationToken: input.verificationToken } : {}) },
-      });
-      return { outcome: 'created', request, children, addedChildren: children.length };
+      if (held.expiresAt < now) throw new ConflictError('This link has expired.', 'expired');
+      let request = await this.lockForAction(trx, held.requestId, 'extend', undefined);
+      await this.repository.deleteHeldDetails(trx, held.id);
+      if (request.status === 'unverified') request = await this.applyTransition(trx, request, actor, 'email_verified', emailVerifiedPatch(now));
+      return this.extendOpenRequest(trx, request, { children: held.children, comment: held.comment, source: held.source, limits }, actor, now);
     });
   }
 
+  /** Adds confirmed details to an open request: children not already named, the comment appended. */
   private async extendOpenRequest(
     trx: Knex.Transaction,
     existing: RequestRecord,
-    input: SubmitInput,
+    input: { children: NewChildRow[]; comment: string | null; source: RequestSource; limits: { maxChildren: number; maxCommentLength: number } },
     actor: Actor,
     now: number,
-  ): Promise<SubmitResult> {
+  ): Promise<{ request: RequestRecord; addedChildren: number }> {
     const current = await this.repository.children(trx, existing.id);
     const known = new Set(current.map((c) => nameKey(c.firstName, c.lastName)));
     const added: NewChildRow[] = [];
@@ -278,20 +400,16 @@ export class RequestLifecycle {
         ? `${existing.parentComment}\n\n${comment}`
         : comment
       : existing.parentComment;
-    if (input.limits && current.length + added.length > input.limits.maxChildren) {
+    if (current.length + added.length > input.limits.maxChildren) {
       const message = `You can add up to ${input.limits.maxChildren} children on one request, and your request in progress already names some of them. Tell us about any others in the comment box.`;
       throw new ValidationError(message, [{ field: 'children', message }]);
     }
-    if (input.limits && (parentComment?.length ?? 0) > input.limits.maxCommentLength) {
+    if ((parentComment?.length ?? 0) > input.limits.maxCommentLength) {
       const room = Math.max(0, input.limits.maxCommentLength - (existing.parentComment?.length ?? 0) - 2);
       const message = `Your request in progress already has a comment. Shorten this one to ${room} characters or fewer, or contact the school office.`;
       throw new ValidationError(message, [{ field: 'comment', message }]);
     }
-    const ok = await this.repository.updateIfVersion(trx, existing.id, existing.version, {
-      parentComment,
-      updatedAt: now,
-      ...(input.idempotencyKey && !existing.idempotencyKey ? { idempotencyKey: input.idempotencyKey } : {}),
-    });
+    const ok = await this.repository.updateIfVersion(trx, existing.id, existing.version, { parentComment, updatedAt: now });
     if (!ok) throw new ConflictError(STALE_MESSAGE, 'stale');
     const first = (await this.repository.maxChildPosition(trx, existing.id)) + 1;
     await this.repository.insertChildren(trx, existing.id, added, first, now);
@@ -303,7 +421,7 @@ export class RequestLifecycle {
       source: input.source,
     });
     await this.emit(trx, { type: 'extended', request, children, actor, details: { addedChildren: added.length } });
-    return { outcome: 'extended', request, children, addedChildren: added.length };
+    return { request, addedChildren: added.length };
   }
 
   /** Follows a verification link: unverified → pending. The link works once and expires. */
@@ -320,12 +438,7 @@ export class RequestLifecycle {
         throw new ConflictError('This confirmation link has expired. Ask for a new one from your request page.', 'expired');
       }
       const request = await this.lockForAction(trx, found.id, 'verify_email', undefined);
-      return this.applyTransition(trx, request, actor, 'email_verified', {
-        status: 'pending',
-        verifiedAt: now,
-        verificationTokenHash: null,
-        verificationExpiresAt: null,
-      });
+      return this.applyTransition(trx, request, actor, 'email_verified', emailVerifiedPatch(now));
     });
   }
 
@@ -766,6 +879,8 @@ export class RequestLifecycle {
     const now = this.now();
     const ok = await this.repository.updateIfVersion(trx, request.id, request.version, { ...patch, updatedAt: now });
     if (!ok) throw new ConflictError(STALE_MESSAGE, 'stale');
+    // Details held for a request that is no longer open can never be added: drop them with it.
+    if (patch.status !== undefined && !OPEN_STATUSES.includes(patch.status)) await this.repository.deleteHeldDetailsForRequest(trx, request.id);
     const after = (await this.repository.findById(trx, request.id)) as RequestRecord;
     const statusChange = after.status !== request.status ? { from: request.status, to: after.status } : {};
     await this.audit(trx, now, actor, request.id, event, { ...statusChange, ...details });
@@ -827,6 +942,7 @@ export class RequestLifecycle {
         );
       }
       await this.repository.eraseChildren(trx, id, now);
+      await this.repository.deleteHeldDetailsForRequest(trx, id);
       await this.repository.rewriteAuditDetails(trx, id, auditDetailsWithoutPersonalData);
       const closes = request.status === 'unverified' || request.status === 'pending';
       return this.applyTransition(

@@ -2,11 +2,12 @@
 import type { Knex } from 'knex';
 import { booleanColumn, nullableNumber, nullableString } from '../db/columns';
 import { isMysql } from '../db/database';
-import type { ChildLinkState, RequestSource, RequestStatus, RequestType } from './request-states';
+import { OPEN_STATUSES, type ChildLinkState, type RequestSource, type RequestStatus, type RequestType } from './request-states';
 
 export const REQUESTS_TABLE = 'requests';
 export const CHILDREN_TABLE = 'request_children';
 export const AUDIT_TABLE = 'audit_events';
+export const HELD_DETAILS_TABLE = 'request_held_details';
 
 /** A knex instance or an open transaction. */
 export type Queryable = Knex | Knex.Transaction;
@@ -73,6 +74,23 @@ export interface AuthRow {
   lastname: string;
   email: string;
   requestId: number;
+}
+
+/** Details sent for an address with an open request, held until confirmed from the mailed link. */
+export interface HeldDetailsRecord {
+  id: number;
+  requestId: number;
+  tokenHash: string;
+  expiresAt: number;
+  children: NewChildRow[];
+  comment: string | null;
+  source: RequestSource;
+  actorType: string;
+  actorId: string | null;
+  submitterIp: string | null;
+  submitterAgent: string | null;
+  idempotencyKey: string | null;
+  createdAt: number;
 }
 
 export interface AuditEventInput {
@@ -196,6 +214,22 @@ function toRow<T>(columns: Record<keyof T & string, string>, patch: Partial<T>):
 }
 
 export const requestToRow = (patch: Partial<RequestRecord>): Row => toRow(REQUEST_COLUMNS, patch);
+
+/**
+ * The row for a request write, with open_email kept in step with the status in the same
+ * statement: the address while the request is open, NULL once it leaves the open statuses. A
+ * status change between open statuses leaves it alone, so an older open request that lost the
+ * address to a newer one (see the migration that added the column) never takes it back.
+ */
+function requestWriteRow(patch: Partial<RequestRecord>, inserting = false): Row {
+  const row = requestToRow(patch);
+  if (patch.status === undefined) return row;
+  const open = OPEN_STATUSES.includes(patch.status);
+  if (!open) row.open_email = null;
+  else if (inserting && patch.email) row.open_email = patch.email;
+  return row;
+}
+
 export const childToRow = (patch: Partial<ChildRecord>): Row => toRow(CHILD_COLUMNS, patch);
 
 export function childFromRow(r: Row): ChildRecord {
@@ -268,7 +302,7 @@ export class RequestRepository {
   constructor(readonly authTable: string) {}
 
   async insertRequest(q: Queryable, record: Omit<RequestRecord, 'id'>): Promise<number> {
-    const inserted = await q(REQUESTS_TABLE).insert(requestToRow(record));
+    const inserted = await q(REQUESTS_TABLE).insert(requestWriteRow(record, true));
     return Number(inserted[0]);
   }
 
@@ -323,6 +357,14 @@ export class RequestRepository {
     return rows.map(requestFromRow);
   }
 
+  /** The open request for this address, if any (there is at most one: see open_email). */
+  async findOpenByEmail(q: Queryable, email: string, options: { forUpdate?: boolean } = {}): Promise<RequestRecord | undefined> {
+    const query = q(REQUESTS_TABLE).where({ email }).whereIn('status', OPEN_STATUSES).orderBy('id', 'desc').first();
+    if (options.forUpdate && isMysql(q)) query.forUpdate();
+    const row = (await query) as Row | undefined;
+    return row ? requestFromRow(row) : undefined;
+  }
+
   async children(q: Queryable, requestId: number): Promise<ChildRecord[]> {
     const rows = (await q(CHILDREN_TABLE).where({ request_id: requestId }).orderBy('position')) as Row[];
     return rows.map(childFromRow);
@@ -347,7 +389,7 @@ export class RequestRepository {
 
   /** Applies a patch only if the request is still at the expected version; bumps the version. */
   async updateIfVersion(q: Queryable, id: number, expectedVersion: number, patch: Partial<RequestRecord>): Promise<boolean> {
-    const row = requestToRow(patch);
+    const row = requestWriteRow(patch);
     const changed = await q(REQUESTS_TABLE)
       .where({ id, version: expectedVersion })
       .update({ ...row, version: expectedVersion + 1 });
@@ -375,7 +417,7 @@ export class RequestRepository {
           .update({
             ...perRowSet(
               q,
-              chunk.map((u) => ({ id: u.id, values: requestToRow(u.patch) })),
+              chunk.map((u) => ({ id: u.id, values: requestWriteRow(u.patch) })),
             ),
             version: q.raw('?? + 1', ['version']),
           }),
@@ -440,6 +482,52 @@ export class RequestRepository {
     if (filter.email !== undefined) query.where({ email: filter.email });
     query.limit(filter.limit ?? 100).offset(filter.offset ?? 0);
     return ((await query) as Row[]).map(requestFromRow);
+  }
+
+  // --- details held until the address confirms them ---
+
+  async insertHeldDetails(q: Queryable, held: Omit<HeldDetailsRecord, 'id'>): Promise<number> {
+    const inserted = await q(HELD_DETAILS_TABLE).insert({
+      request_id: held.requestId,
+      token_hash: held.tokenHash,
+      expires_at: held.expiresAt,
+      children_json: JSON.stringify(held.children),
+      comment: held.comment,
+      source: held.source,
+      actor_type: held.actorType,
+      actor_id: held.actorId,
+      submitter_ip: held.submitterIp,
+      submitter_agent: held.submitterAgent,
+      idempotency_key: held.idempotencyKey,
+      created_at: held.createdAt,
+    });
+    return Number(inserted[0]);
+  }
+
+  async findHeldDetailsByTokenHash(q: Queryable, tokenHash: string, options: { forUpdate?: boolean } = {}): Promise<HeldDetailsRecord | undefined> {
+    const query = q(HELD_DETAILS_TABLE).where({ token_hash: tokenHash }).first();
+    if (options.forUpdate && isMysql(q)) query.forUpdate();
+    const row = (await query) as Row | undefined;
+    return row ? heldDetailsFromRow(row) : undefined;
+  }
+
+  async findHeldDetailsByIdempotencyKey(q: Queryable, key: string): Promise<HeldDetailsRecord | undefined> {
+    const row = (await q(HELD_DETAILS_TABLE).where({ idempotency_key: key }).first()) as Row | undefined;
+    return row ? heldDetailsFromRow(row) : undefined;
+  }
+
+  async deleteHeldDetails(q: Queryable, id: number): Promise<number> {
+    return Number(await q(HELD_DETAILS_TABLE).where({ id }).delete());
+  }
+
+  /** Drops what is held for a request (it closed, or its data was erased). */
+  async deleteHeldDetailsForRequest(q: Queryable, requestId: number): Promise<number> {
+    return Number(await q(HELD_DETAILS_TABLE).where({ request_id: requestId }).delete());
+  }
+
+  /** Drops held details whose link has run out: nobody can confirm them any more. */
+  async deleteExpiredHeldDetails(q: Queryable, now: number): Promise<number> {
+    return Number(await q(HELD_DETAILS_TABLE).where('expires_at', '<', now).delete());
   }
 
   // --- the auth table ---
@@ -513,6 +601,31 @@ export class RequestRepository {
       if (details !== row.details) await q(AUDIT_TABLE).where({ id: row.id }).update({ details });
     }
   }
+}
+
+function heldDetailsFromRow(r: Row): HeldDetailsRecord {
+  let children: NewChildRow[] = [];
+  try {
+    const parsed = JSON.parse(String(r.children_json ?? '[]')) as unknown;
+    if (Array.isArray(parsed)) children = parsed as NewChildRow[];
+  } catch {
+    children = [];
+  }
+  return {
+    id: Number(r.id),
+    requestId: Number(r.request_id),
+    tokenHash: String(r.token_hash),
+    expiresAt: Number(r.expires_at),
+    children,
+    comment: nullableString(r.comment),
+    source: r.source as RequestSource,
+    actorType: String(r.actor_type),
+    actorId: nullableString(r.actor_id),
+    submitterIp: nullableString(r.submitter_ip),
+    submitterAgent: nullableString(r.submitter_agent),
+    idempotencyKey: nullableString(r.idempotency_key),
+    createdAt: Number(r.created_at),
+  };
 }
 
 function authFromRow(r: Row): AuthRow {

@@ -86,6 +86,17 @@ export function buildStaffTimeline(events: AuditEventRecord[], children: ChildRe
       case 'extended':
         text = `The parent sent the form again: ${plural(Number(d.addedChildren ?? 0), 'child', 'children')} added${d.commentAdded ? ' and a comment added' : ''}.`;
         break;
+      case 'details_held': {
+        const count = typeof d.children === 'number' ? d.children : 0;
+        text = `The form was sent again for this email address (${plural(count, 'child', 'children')}${d.commentAdded ? ' and a comment' : ''}). Nothing was added: the new details wait until the link emailed to the address is opened.`;
+        break;
+      }
+      case 'open_request_duplicate':
+        text =
+          typeof d.duplicateOf === 'number'
+            ? `Request ${d.duplicateOf} is a newer open request for the same email address. Check whether this one is a duplicate of it.`
+            : 'There is a newer open request for the same email address. Check whether this one is a duplicate.';
+        break;
       case 'email_verified':
         text = 'The parent confirmed their email address.';
         break;

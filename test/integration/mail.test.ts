@@ -415,16 +415,31 @@ for (const dialect of DIALECTS) {
         assert.ok((await smtp.waitFor((m) => m.to.includes(STAFF[1] as string))).text.includes('confirmed by the parent'));
       });
 
-      it('a second form for an open request tells the parent it was added', { skip }, async () => {
+      it('a second form for an open request mails a link to add its details; using it tells the parent they were added', { skip }, async () => {
         const first = await lifecycle.submitRequest(submission({ email: `extend.${dialect}@example.org` }), parent);
         await t.db('mail_outbox').delete();
+        const heldToken = 'held-token-for-the-mail-test-0123456789abcd';
         await lifecycle.submitRequest(
-          submission({ email: `extend.${dialect}@example.org`, children: [{ firstName: 'Cat', lastName: 'Pupil', tutorGroup: '8A', pupilIdentifier: null }] }),
+          submission({
+            email: `extend.${dialect}@example.org`,
+            comment: 'Cat too',
+            children: [{ firstName: 'Cat', lastName: 'Pupil', tutorGroup: '8A', pupilIdentifier: null }],
+            heldDetails: { token: heldToken, expiresAt: clock + 48 * HOUR },
+          }),
           parent,
         );
+        assert.deepEqual(await queued(), [{ kind: 'held_details', to: first.request.email, requestId: first.request.id }]);
+        await outbox().sendDue();
+        const held = await smtp.waitFor((m) => m.to.includes(first.request.email));
+        assert.ok(held.text.includes(`${BASE_URL}/request/details/${heldToken}`), held.text);
+        assert.ok(held.text.includes('1 child and a comment'), held.text);
+        assert.equal(held.text.includes('Cat'), false, 'the held children are not named: whoever sent them is not proven');
+
+        await t.db('mail_outbox').delete();
+        await lifecycle.confirmHeldDetails(hashToken(heldToken), { maxChildren: 6, maxCommentLength: 2000 });
         assert.deepEqual(await queued(), [{ kind: 'request_extended', to: first.request.email, requestId: first.request.id }]);
         await outbox().sendDue();
-        assert.ok((await smtp.waitFor((m) => m.to.includes(first.request.email))).text.includes('1 more child added'));
+        assert.ok((await smtp.waitFor((m) => m.to.includes(first.request.email) && m.text.includes('1 more child added'))).text);
       });
 
       it('denied, provisioned and revoked each send the parent their mail; duplicate and bogus send nothing', { skip }, async () => {
