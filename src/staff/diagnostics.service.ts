@@ -71,7 +71,7 @@ export class DiagnosticsPage {
       displayName: u.displayName,
       role: u.role,
       roleLabel: u.role === 'admin' ? 'Administrator' : 'Staff',
-      state: u.disabled ? 'Disabled' : u.lockedUntil !== null && u.lockedUntil > now ? `Locked until ${formatTime(u.lockedUntil)} (too many failed sign-ins)` : 'Active',
+      state: u.disabled ? 'Disabled' : 'Active',
       lastSignIn: u.lastLoginAt === null ? 'Never' : formatTime(u.lastLoginAt),
     }));
   }

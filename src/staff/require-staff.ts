@@ -22,7 +22,7 @@ export function requireStaff(services: Services) {
   return async (req: Request, res: Response, next: NextFunction) => {
     const userId = req.session?.staffUserId;
     const signedInAt = req.session?.signedInAt ?? 0;
-    const user = userId ? await staffAccounts.activeAccount(userId) : undefined;
+    const user = userId ? await staffAccounts.accountForSession(userId, req.session.sessionGeneration) : undefined;
     const expired = user !== undefined && signedInAt + config.staff.sessionMaxMs < Date.now();
     if (!user || expired) {
       if (userId) await new Promise<void>((resolve) => req.session.destroy(() => resolve()));
