@@ -4,6 +4,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { AppError } from '../errors';
 import type { Services } from '../services';
 import { identityOf } from './staff-accounts';
+import { can, type Permission } from './staff-permissions';
 
 /** Only same-site dashboard paths are followed after sign-in (no open redirect). */
 export function safeNextPath(value: unknown): string {
@@ -37,6 +38,8 @@ export function requireStaff(services: Services) {
       );
     }
     res.locals.staff = identityOf(user);
+    // Pages offer only what the person may do (the routes refuse the rest anyway).
+    res.locals.can = (permission: Permission) => can(user.role, permission);
     res.locals.csrfToken = services.csrf.token(req, res);
     res.locals.currentPath = req.path;
     if (req.session.flash) {
