@@ -8,7 +8,7 @@ import { isUniqueViolation } from '../db/database';
 import { AppError, ConflictError, NotFoundError, ValidationError, type FieldProblem } from '../errors';
 import type { Logger } from '../logger';
 import { RateLimitedError } from '../web/rate-limit';
-import { waitInWords, type SignInThrottle } from './staff-sign-in-throttle';
+import { lockedMessage, waitInWords, type SignInThrottle } from './staff-sign-in-throttle';
 import { StaffUserRepository, type StaffRole, type StaffUserRecord } from './staff-user-repository';
 
 export const PASSWORD_MIN_LENGTH = 12;
@@ -158,8 +158,8 @@ export class StaffAccounts {
   }
 
   /**
-   * Sets a new password, which also ends any sign-in lock on the username. Every session of the account ends, on every
-   * instance: whoever knew the old password may have signed in with it.
+   * Sets a new password, which also lifts any sign-in lock on the username. Every session of
+   * the account ends, on every instance: whoever knew the old password may have signed in.
    */
   async resetPassword(username: string, password: string): Promise<StaffUserRecord> {
     const user = await this.existing(username);
@@ -212,12 +212,7 @@ export class StaffAccounts {
 
     if (!user || !passwordMatches || user.disabled) {
       const outcome = await this.throttle.failed(account, ip);
-      if (outcome.locked) {
-        throw new RateLimitedError(
-          outcome.waitSeconds,
-          `Too many failed sign-ins for this username from this address. Try again in ${waitInWords(outcome.waitSeconds)}, or ask an administrator to reset the password.`,
-        );
-      }
+      if (outcome.locked) throw new RateLimitedError(outcome.waitSeconds, lockedMessage(outcome.waitSeconds));
       const wait = outcome.waitSeconds > 0 ? ` Wait ${waitInWords(outcome.waitSeconds)} before you try again.` : '';
       throw new AppError(`${SIGN_IN_FAILED}${wait}`, 401, 'sign_in_failed');
     }

@@ -37,6 +37,11 @@ export function waitInWords(seconds: number): string {
   return `${minutes} minute${minutes === 1 ? '' : 's'}`;
 }
 
+/** What a locked username (for this address) is told. */
+export function lockedMessage(seconds: number): string {
+  return `Too many failed sign-ins for this username from this address. Try again in ${waitInWords(seconds)}, or ask an administrator to reset the password.`;
+}
+
 export interface FailureOutcome {
   /** Seconds before this username may be tried again from this address (0: at once). */
   waitSeconds: number;
@@ -77,12 +82,7 @@ export class SignInThrottle {
     if (isOver(byAddress, ADDRESS_FAILURES - 1)) {
       throw refusal(byAddress, (words) => `Too many failed sign-ins from this address. Try again in ${words}.`);
     }
-    if (isOver(lock, LOCK_AFTER_FAILURES - 1)) {
-      throw refusal(
-        lock,
-        (words) => `Too many failed sign-ins for this username from this address. Try again in ${words}, or ask an administrator to reset the password.`,
-      );
-    }
+    if (isOver(lock, LOCK_AFTER_FAILURES - 1)) throw new RateLimitedError(lock.msBeforeNext / 1000, lockedMessage(lock.msBeforeNext / 1000));
     if (isOver(wait, 1)) throw refusal(wait, (words) => `Too many failed sign-ins for this username. Try again in ${words}.`);
   }
 
