@@ -258,6 +258,11 @@ for (const dialect of DIALECTS) {
               assert.match(errorOf(early.text), /^Too many failed sign-ins for this username\. Try again in \d+ seconds?\.$/);
               answers.push(`${early.status} ${errorOf(early.text).replace(/\d+ seconds?/, 'N seconds')}`);
             }
+            if (failure === FREE_FAILURES + 5) {
+              // Slower still: a wait of minutes, said in minutes.
+              const early = await signInFrom(attacker, name, rightPassword);
+              answers.push(`${early.status} ${errorOf(early.text)}`);
+            }
             await passTheWait();
           }
           // Locked: the wait has passed, the right password is still refused from this address.
@@ -278,6 +283,7 @@ for (const dialect of DIALECTS) {
           `401 ${failed} Wait 1 minute before you try again.`,
           `401 ${failed} Wait 2 minutes before you try again.`,
           `401 ${failed} Wait 4 minutes before you try again.`,
+          '429 Too many failed sign-ins for this username. Try again in 4 minutes.',
           `401 ${failed} Wait 5 minutes before you try again.`,
           `401 ${failed} Wait 5 minutes before you try again.`,
           `429 ${lockText}`,
