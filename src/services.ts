@@ -19,6 +19,7 @@ import { RequestLifecycle } from './requests/request-lifecycle';
 import { RequestRepository } from './requests/request-repository';
 import { RequestSearchRepository } from './staff/request-search.repository';
 import { StaffAccounts } from './staff/staff-accounts';
+import { SignInThrottle } from './staff/staff-sign-in-throttle';
 import { StatusCountsCache } from './staff/status-counts';
 import { PrivacyService } from './staff/privacy.service';
 import { createCsrf } from './web/csrf';
@@ -110,14 +111,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
   };
   const intake = new IntakeService(config, db, lifecycle, requestRepository, intakeRateLimits, clock);
   const csrf = createCsrf(config);
-  const staffAccounts = new StaffAccounts(
-    db,
-    {
-      perIp: createRateLimit(db, { keyPrefix: 'signin_ip', points: 30, durationSeconds: 900 }),
-      unknownUsername: createRateLimit(db, { keyPrefix: 'signin_unknown', points: 5, durationSeconds: 900 }),
-    },
-    { sessionSecret: config.sessionSecret, ...clock },
-  );
+  const staffAccounts = new StaffAccounts(db, new SignInThrottle(db), { sessionSecret: config.sessionSecret, ...clock });
 
   const privacy = new PrivacyService({ db, lifecycle, mailOutbox, retentionDays: config.privacy.retentionDays, logger, ...clock });
   lifecycle.addListener(privacy.erasureListener);

@@ -4,6 +4,7 @@ import express, { type Request, type Response, type Router } from 'express';
 import type { Services } from '../services';
 import { DiagnosticsPage } from './diagnostics.service';
 import type { StaffIdentity } from './staff-accounts';
+import { can, permissionTable, requirePermission, ROLE_LABELS } from './staff-permissions';
 
 export function diagnosticsRoutes(services: Services): Router {
   const router = express.Router();
@@ -16,12 +17,14 @@ export function diagnosticsRoutes(services: Services): Router {
     res.render('admin/diagnostics/index', {
       title: 'Diagnostics',
       ...result,
-      staffAccounts: staff.role === 'admin' ? await page.staffList() : null,
+      staffAccounts: can(staff.role, 'manage_staff') ? await page.staffList() : null,
+      permissions: permissionTable(),
+      roleLabels: ROLE_LABELS,
     });
   }
 
   router.get('/diagnostics', (req, res) => render(req, res, false));
-  router.post('/diagnostics/run-sync', (req, res) => render(req, res, true));
+  router.post('/diagnostics/run-sync', requirePermission('run_sync'), (req, res) => render(req, res, true));
 
   return router;
 }

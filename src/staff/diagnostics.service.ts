@@ -4,6 +4,7 @@ import { describeConfig, type Config } from '../config';
 import type { DoctorCheck } from '../moodle/doctor';
 import type { StaffAccounts } from './staff-accounts';
 import { formatTime } from './provisioning-format';
+import { ROLE_LABELS } from './staff-permissions';
 import type { StaffRole } from './staff-user-repository';
 
 export type CheckOutcome = 'ok' | 'problem' | 'skipped';
@@ -65,13 +66,12 @@ export class DiagnosticsPage {
 
   /** Only the fields a page may show: the password hash never leaves the accounts service here. */
   async staffList(): Promise<StaffAccountView[]> {
-    const now = (this.deps.now ?? Date.now)();
     return (await this.deps.staffAccounts.list()).map((u) => ({
       username: u.username,
       displayName: u.displayName,
       role: u.role,
-      roleLabel: u.role === 'admin' ? 'Administrator' : 'Staff',
-      state: u.disabled ? 'Disabled' : u.lockedUntil !== null && u.lockedUntil > now ? `Locked until ${formatTime(u.lockedUntil)} (too many failed sign-ins)` : 'Active',
+      roleLabel: ROLE_LABELS[u.role],
+      state: u.disabled ? 'Disabled' : 'Active',
       lastSignIn: u.lastLoginAt === null ? 'Never' : formatTime(u.lastLoginAt),
     }));
   }

@@ -6,6 +6,7 @@ import { NotFoundError } from '../errors';
 import { REQUEST_STATUSES, STATUS_LABELS } from '../requests/request-states';
 import type { Services } from '../services';
 import { flash } from './require-staff';
+import { requirePermission } from './staff-permissions';
 import { IMPORT_COLUMNS, IMPORT_FIELDS, MAX_IMPORT_ROWS } from './import-csv';
 import type { ImportBatchRecord } from './import-batch.repository';
 import { ImportService, PREVIEW_VALID_MS } from './import.service';
@@ -70,6 +71,9 @@ export function importRoutes(services: Services): Router {
     if (!batch) throw new NotFoundError('There is no such import. It may have expired: upload the file again.');
     return batch;
   }
+
+  // Everything under /import/… (preview, a batch, commit) imports; the page itself also exports.
+  router.use('/import/:batchId', requirePermission('import'));
 
   router.get('/import', async (_req, res) => {
     await renderImportPage(res);

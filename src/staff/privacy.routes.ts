@@ -7,6 +7,7 @@ import { isAllowed, STATUS_LABELS } from '../requests/request-states';
 import type { Services } from '../services';
 import { linkWords, pupilHistoryCsv } from './pupil-history';
 import { flash } from './require-staff';
+import { requirePermission } from './staff-permissions';
 import { expectedVersion } from './request-page.service';
 import { formatDate, refusalText, requestIdParam, staffActor } from './request-page.routes';
 
@@ -19,6 +20,7 @@ export function privacyRoutes(services: Services): Router {
   const router = express.Router();
   const moodleBase = config.moodle.url?.replace(/\/+$/, '');
 
+  router.use('/requests/:id/erase', requirePermission('erase'));
   router.get('/requests/:id/erase', async (req, res, next) => {
     const id = requestIdParam(req);
     if (id === undefined) return next();

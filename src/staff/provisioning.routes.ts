@@ -7,6 +7,7 @@ import type { Services } from '../services';
 import { pageNumber } from './provisioning-format';
 import { ProvisioningPages } from './provisioning.service';
 import type { StaffIdentity } from './staff-accounts';
+import { requirePermission } from './staff-permissions';
 
 /** How often a page showing a running cycle reloads itself. */
 export const REFRESH_SECONDS = 3;
@@ -35,7 +36,7 @@ export function provisioningRoutes(services: Services): Router {
     await renderOverview(req, res);
   });
 
-  router.post('/provisioning/run', async (req, res) => {
+  router.post('/provisioning/run', requirePermission('provision'), async (req, res) => {
     const staff = res.locals.staff as StaffIdentity;
     try {
       const id = await pages.runNow(staff.username);

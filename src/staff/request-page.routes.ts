@@ -6,6 +6,7 @@ import type { Actor } from '../requests/request-lifecycle';
 import type { RequestRecord } from '../requests/request-repository';
 import type { Services } from '../services';
 import { flash } from './require-staff';
+import { requirePermission } from './staff-permissions';
 import { choicesQuery, readChoices, RequestPageService } from './request-page.service';
 import type { StaffIdentity } from './staff-accounts';
 
@@ -79,7 +80,7 @@ export function requestPageRoutes(services: Services): Router {
     success: (after: RequestRecord, body: Record<string, unknown>) => string,
     backAfterRefusal: (id: number, body: Record<string, unknown>) => string = (id) => `/admin/requests/${id}`,
   ) {
-    router.post(`/requests/:id/${name}`, async (req, res, next) => {
+    router.post(`/requests/:id/${name}`, requirePermission(name === 'comment' ? 'comment' : 'decide'), async (req, res, next) => {
       const id = requestIdParam(req);
       if (id === undefined) return next();
       const body = (req.body ?? {}) as Record<string, unknown>;

@@ -17,6 +17,7 @@ import {
 } from './request-search.repository';
 import { BULK_ACTIONS, RequestsBulkActions, type BulkAction, type BulkItem } from './requests-bulk-actions';
 import type { StaffIdentity } from './staff-accounts';
+import { requirePermission } from './staff-permissions';
 
 export const PAGE_SIZE = 50;
 /** More than a page's worth is never selected from the list. */
@@ -156,7 +157,7 @@ export function requestsListRoutes(services: Services): Router {
     await renderList(res, readListParams(req.query as Record<string, unknown>, 'pending'));
   });
 
-  router.post('/requests/bulk', async (req: Request, res: Response) => {
+  router.post('/requests/bulk', requirePermission('decide'), async (req: Request, res: Response) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     const params = readListParams(body, 'pending');
     const ids = [...new Set(([] as unknown[]).concat(body.request ?? []).map((v) => Number(v)))].filter((n) => Number.isSafeInteger(n) && n > 0);
@@ -189,7 +190,7 @@ export function requestsListRoutes(services: Services): Router {
     });
   });
 
-  router.get('/requests.csv', async (req, res) => {
+  router.get('/requests.csv', requirePermission('export'), async (req, res) => {
     const params = readListParams(req.query as Record<string, unknown>, 'all');
     const day = new Date().toISOString().slice(0, 10);
     res.setHeader('Content-Type', 'text/csv; charset=utf-8');

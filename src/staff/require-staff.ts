@@ -4,6 +4,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { AppError } from '../errors';
 import type { Services } from '../services';
 import { identityOf } from './staff-accounts';
+import { can, type Permission } from './staff-permissions';
 
 /** Only same-site dashboard paths are followed after sign-in (no open redirect). */
 export function safeNextPath(value: unknown): string {
@@ -22,7 +23,7 @@ export function requireStaff(services: Services) {
   return async (req: Request, res: Response, next: NextFunction) => {
     const userId = req.session?.staffUserId;
     const signedInAt = req.session?.signedInAt ?? 0;
-    const user = userId ? await staffAccounts.activeAccount(userId) : undefined;
+    const user = userId ? await staffAccounts.accountForSession(userId, req.session.sessionGeneration) : undefined;
     const expired = user !== undefined && signedInAt + config.staff.sessionMaxMs < Date.now();
     if (!user || expired) {
       if (userId) await new Promise<void>((resolve) => req.session.destroy(() => resolve()));
@@ -37,6 +38,8 @@ export function requireStaff(services: Services) {
       );
     }
     res.locals.staff = identityOf(user);
+    // Pages offer only what the person may do (the routes refuse the rest anyway).
+    res.locals.can = (permission: Permission) => can(user.role, permission);
     res.locals.csrfToken = services.csrf.token(req, res);
     res.locals.currentPath = req.path;
     if (req.session.flash) {

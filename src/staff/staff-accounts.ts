@@ -1,5 +1,5 @@
 // Staff accounts: the first-run setup, adding staff, passwords (argon2id) and signing in with
-// throttling per account and per address. Routes and the CLI both go through this service.
+// throttling per username and address. Routes and the CLI both go through this service.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import argon2 from 'argon2';
 import { z } from 'zod';
@@ -7,14 +7,11 @@ import type { Database } from '../db/database';
 import { isUniqueViolation } from '../db/database';
 import { AppError, ConflictError, NotFoundError, ValidationError, type FieldProblem } from '../errors';
 import type { Logger } from '../logger';
-import { RateLimitedError, type RateLimit } from '../web/rate-limit';
+import { RateLimitedError } from '../web/rate-limit';
+import { lockedMessage, waitInWords, type SignInThrottle } from './staff-sign-in-throttle';
 import { StaffUserRepository, type StaffRole, type StaffUserRecord } from './staff-user-repository';
 
 export const PASSWORD_MIN_LENGTH = 12;
-/** Failed sign-ins in a row after which an account is locked for LOCK_MS. */
-export const MAX_FAILED_SIGN_INS = 5;
-export const LOCK_MS = 15 * 60_000;
-
 const SIGN_IN_FAILED = 'That username and password do not match an active staff account.';
 
 const passwordSchema = z
@@ -72,13 +69,6 @@ function parsePassword(password: string): string {
 const CODE_ALPHABET = 'ABCDEFGHJKMNPQRSTVWXYZ23456789';
 const normaliseCode = (code: string) => code.toUpperCase().replace(/[^A-Z0-9]/g, '');
 
-export interface StaffAccountLimits {
-  /** Every sign-in attempt from one address. */
-  perIp: RateLimit;
-  /** Failed attempts for a username no account has (so locking does not reveal which names exist). */
-  unknownUsername: RateLimit;
-}
-
 export class StaffAccounts {
   private readonly repository = new StaffUserRepository();
   private readonly now: () => number;
@@ -86,7 +76,7 @@ export class StaffAccounts {
 
   constructor(
     private readonly db: Database,
-    private readonly limits: StaffAccountLimits,
+    private readonly throttle: SignInThrottle,
     private readonly options: { sessionSecret: string; now?: () => number },
   ) {
     this.now = options.now ?? Date.now;
@@ -167,55 +157,68 @@ export class StaffAccounts {
     return user;
   }
 
-  /** Sets a new password and clears any lock. */
+  /**
+   * Sets a new password, which also lifts any sign-in lock on the username. Every session of
+   * the account ends, on every instance: whoever knew the old password may have signed in.
+   */
   async resetPassword(username: string, password: string): Promise<StaffUserRecord> {
     const user = await this.existing(username);
     const passwordHash = await argon2.hash(parsePassword(password));
-    await this.repository.update(this.db, user.id, { passwordHash, failedLogins: 0, lockedUntil: null, updatedAt: this.now() });
+    await this.repository.updateEndingSessions(this.db, user.id, { passwordHash, updatedAt: this.now() });
     return (await this.repository.findById(this.db, user.id)) as StaffUserRecord;
   }
 
-  /** A disabled account cannot sign in, and its open sessions stop working at their next request. */
+  /**
+   * A disabled account cannot sign in, and every session it has ends for good: enabling the
+   * account again does not bring an old session back.
+   */
   async setDisabled(username: string, disabled: boolean): Promise<StaffUserRecord> {
     const user = await this.existing(username);
-    await this.repository.update(this.db, user.id, { disabled, updatedAt: this.now() });
-    return { ...user, disabled };
+    if (disabled) await this.repository.updateEndingSessions(this.db, user.id, { disabled, updatedAt: this.now() });
+    else await this.repository.update(this.db, user.id, { disabled, updatedAt: this.now() });
+    return (await this.repository.findById(this.db, user.id)) as StaffUserRecord;
   }
 
   list(): Promise<StaffUserRecord[]> {
     return this.repository.list(this.db);
   }
 
-  /** The account behind a session, if it may still be used. */
-  async activeAccount(id: number): Promise<StaffUserRecord | undefined> {
+  /**
+   * The account behind a session, if the session may still be used: the account is active and
+   * has not had its password reset or been disabled since the session began. Read from the
+   * database at every request, so a change made on one instance ends the session on all.
+   */
+  async accountForSession(id: number, sessionGeneration: number | undefined): Promise<StaffUserRecord | undefined> {
     const user = await this.repository.findById(this.db, id);
-    return user && !user.disabled ? user : undefined;
+    // Sessions from before generations existed carry none; they count as generation 0.
+    return user && !user.disabled && user.sessionGeneration === (sessionGeneration ?? 0) ? user : undefined;
   }
 
   /**
-   * Checks a sign-in. Every attempt costs one password check, whether or not the account exists
-   * or is locked, so neither the answer nor its timing tells which usernames exist.
+   * Checks a sign-in. Failures are throttled per username and address (see SignInThrottle), so
+   * an attacker's guesses never lock staff out from their own computers. Every attempt that is
+   * not refused costs one password check, whether or not the account exists, and a username no
+   * account has is throttled exactly like one that exists: neither the answers nor their timing
+   * tell which usernames exist.
    */
   async authenticate(usernameInput: string, password: string, ip: string): Promise<StaffUserRecord> {
-    await this.limits.perIp.consume(ip, 'Too many sign-in attempts from this address. Try again in a few minutes.');
     const username = usernameInput.trim().toLowerCase();
     const user = username ? await this.repository.findByUsername(this.db, username) : undefined;
+    // A password reset starts the account's counts afresh (the generation changes with it).
+    const account = user ? `${user.username}#${user.sessionGeneration}` : username || '(empty)';
+    await this.throttle.beforeAttempt(account, ip);
     const passwordMatches = await this.verify(user?.passwordHash, password);
     const now = this.now();
-    const lockedMessage = 'Too many failed sign-ins for this username. Try again in 15 minutes, or ask an administrator to reset the password.';
 
-    if (!user) {
-      await this.limits.unknownUsername.consume(username || '(empty)', lockedMessage);
-      throw new AppError(SIGN_IN_FAILED, 401, 'sign_in_failed');
+    if (!user || !passwordMatches || user.disabled) {
+      const outcome = await this.throttle.failed(account, ip);
+      if (outcome.locked) throw new RateLimitedError(outcome.waitSeconds, lockedMessage(outcome.waitSeconds));
+      const wait = outcome.waitSeconds > 0 ? ` Wait ${waitInWords(outcome.waitSeconds)} before you try again.` : '';
+      throw new AppError(`${SIGN_IN_FAILED}${wait}`, 401, 'sign_in_failed');
     }
-    if (user.lockedUntil !== null && user.lockedUntil > now) throw new RateLimitedError((user.lockedUntil - now) / 1000, lockedMessage);
-    if (!passwordMatches || user.disabled) {
-      const failures = await this.repository.recordFailedLogin(this.db, user.id, now);
-      if (failures >= MAX_FAILED_SIGN_INS) await this.repository.update(this.db, user.id, { lockedUntil: now + LOCK_MS, updatedAt: now });
-      throw new AppError(SIGN_IN_FAILED, 401, 'sign_in_failed');
-    }
-    await this.repository.update(this.db, user.id, { failedLogins: 0, lockedUntil: null, lastLoginAt: now, updatedAt: now });
-    return { ...user, failedLogins: 0, lockedUntil: null, lastLoginAt: now };
+    await this.throttle.succeeded(account, ip);
+    await this.repository.update(this.db, user.id, { lastLoginAt: now, updatedAt: now });
+    return { ...user, lastLoginAt: now };
   }
 
   private async verify(hash: string | undefined, password: string): Promise<boolean> {

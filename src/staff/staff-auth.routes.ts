@@ -16,6 +16,7 @@ function field(body: unknown, name: string): string {
 async function signIn(req: Request, user: StaffUserRecord): Promise<void> {
   await new Promise<void>((resolve, reject) => req.session.regenerate((error) => (error ? reject(error) : resolve())));
   req.session.staffUserId = user.id;
+  req.session.sessionGeneration = user.sessionGeneration;
   req.session.signedInAt = Date.now();
   await new Promise<void>((resolve, reject) => req.session.save((error) => (error ? reject(error) : resolve())));
 }
@@ -69,7 +70,7 @@ export function staffAuthRoutes(services: Services): Router {
 
   router.get('/sign-in', async (req, res) => {
     if (await staffAccounts.needsSetup()) return res.redirect(303, '/admin/setup');
-    if (req.session.staffUserId && (await staffAccounts.activeAccount(req.session.staffUserId))) return res.redirect(303, '/admin');
+    if (req.session.staffUserId && (await staffAccounts.accountForSession(req.session.staffUserId, req.session.sessionGeneration))) return res.redirect(303, '/admin');
     renderSignIn(req, res, { ...(req.query.ended ? { notice: 'Your session ended. Please sign in again.' } : {}) });
   });
 

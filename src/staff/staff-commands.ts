@@ -16,7 +16,7 @@ export interface StaffCommandIo {
 export const STAFF_USAGE = `  staff add <username> --name "Full Name" [--email E] [--admin]
                                   add a dashboard account (password asked for, or one line on stdin)
   staff list                      list dashboard accounts
-  staff reset-password <username> set a new password and unlock the account
+  staff reset-password <username> set a new password (ends the account's sessions and sign-in locks)
   staff disable <username>        stop an account signing in (open sessions end too)
   staff enable <username>`;
 
@@ -95,7 +95,7 @@ export async function runStaffCommand(services: Pick<Services, 'staffAccounts'>,
       }
       io.out('username                        role   state     last sign-in      name');
       for (const u of users) {
-        const state = u.disabled ? 'disabled' : u.lockedUntil !== null && u.lockedUntil > Date.now() ? 'locked' : 'active';
+        const state = u.disabled ? 'disabled' : 'active';
         io.out(`${u.username.padEnd(30)}  ${u.role.padEnd(5)}  ${state.padEnd(8)}  ${when(u.lastLoginAt).padEnd(16)}  ${u.displayName}`);
       }
       return 0;
@@ -103,7 +103,7 @@ export async function runStaffCommand(services: Pick<Services, 'staffAccounts'>,
     case 'reset-password': {
       const password = await askForNewPassword(io);
       const user = await accounts.resetPassword(username as string, password);
-      io.out(`The password of "${user.username}" has been changed and the account unlocked.`);
+      io.out(`The password of "${user.username}" has been changed. Every session of the account has ended, and any sign-in lock on it is lifted.`);
       return 0;
     }
     case 'disable':

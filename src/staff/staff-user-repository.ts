@@ -14,8 +14,8 @@ export interface StaffUserRecord {
   passwordHash: string;
   role: StaffRole;
   disabled: boolean;
-  failedLogins: number;
-  lockedUntil: number | null;
+  /** Raised by a password reset or a disable: sessions carrying an older number have ended. */
+  sessionGeneration: number;
   lastLoginAt: number | null;
   createdAt: number;
   updatedAt: number;
@@ -32,8 +32,7 @@ function fromRow(r: Row): StaffUserRecord {
     passwordHash: String(r.password_hash),
     role: r.role === 'admin' ? 'admin' : 'staff',
     disabled: booleanColumn(r.disabled),
-    failedLogins: Number(r.failed_logins),
-    lockedUntil: nullableNumber(r.locked_until),
+    sessionGeneration: Number(r.session_generation ?? 0),
     lastLoginAt: nullableNumber(r.last_login_at),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
@@ -49,8 +48,7 @@ function toRow(patch: Partial<StaffUserRecord>): Row {
     passwordHash: 'password_hash',
     role: 'role',
     disabled: 'disabled',
-    failedLogins: 'failed_logins',
-    lockedUntil: 'locked_until',
+    sessionGeneration: 'session_generation',
     lastLoginAt: 'last_login_at',
     createdAt: 'created_at',
     updatedAt: 'updated_at',
@@ -82,8 +80,8 @@ export class StaffUserRepository {
     return (await q(STAFF_USERS_TABLE).orderBy('username')).map(fromRow);
   }
 
-  async insert(q: Queryable, user: Omit<StaffUserRecord, 'id' | 'failedLogins' | 'lockedUntil' | 'lastLoginAt' | 'disabled'>): Promise<number> {
-    const inserted = await q(STAFF_USERS_TABLE).insert(toRow({ ...user, disabled: false, failedLogins: 0 }));
+  async insert(q: Queryable, user: Omit<StaffUserRecord, 'id' | 'lastLoginAt' | 'disabled' | 'sessionGeneration'>): Promise<number> {
+    const inserted = await q(STAFF_USERS_TABLE).insert(toRow({ ...user, disabled: false }));
     return Number(inserted[0]);
   }
 
@@ -91,10 +89,13 @@ export class StaffUserRepository {
     await q(STAFF_USERS_TABLE).where({ id }).update(toRow(patch));
   }
 
-  /** Counts one failed sign-in atomically (two instances may count at once) and returns the new count. */
-  async recordFailedLogin(q: Queryable, id: number, now: number): Promise<number> {
-    await q(STAFF_USERS_TABLE).where({ id }).update({ failed_logins: q.raw('failed_logins + 1'), updated_at: now });
-    const row = await q(STAFF_USERS_TABLE).where({ id }).first('failed_logins');
-    return Number(row?.failed_logins ?? 0);
+  /**
+   * Ends every session of the account (they carry the old generation), in the same statement as
+   * the change that calls for it, so no instance can accept an old session after the change.
+   */
+  async updateEndingSessions(q: Queryable, id: number, patch: Partial<Omit<StaffUserRecord, 'id' | 'sessionGeneration'>>): Promise<void> {
+    await q(STAFF_USERS_TABLE)
+      .where({ id })
+      .update({ ...toRow(patch), session_generation: q.raw('session_generation + 1') });
   }
 }

@@ -43,11 +43,15 @@ function databaseName(db: Database): string {
  * have no business sitting readable in the table, and an email address can be longer than the
  * key column once the limit's prefix is added.
  */
-function storedKey(key: string): string {
+export function storedKey(key: string): string {
   return createHash('sha256').update(key).digest('base64url');
 }
 
-export function createRateLimit(db: Database, options: RateLimitOptions): RateLimit {
+/**
+ * A rate-limiter-flexible limiter on the shared table, for callers that need more than
+ * `consume` (get, block, reward, delete). Keys given to it should go through `storedKey`.
+ */
+export function createLimiter(db: Database, options: RateLimitOptions & { blockDurationSeconds?: number }): RateLimiterAbstract {
   const common = {
     storeClient: db,
     storeType: 'knex',
@@ -57,10 +61,13 @@ export function createRateLimit(db: Database, options: RateLimitOptions): RateLi
     keyPrefix: options.keyPrefix,
     points: options.points,
     duration: options.durationSeconds,
+    ...(options.blockDurationSeconds ? { blockDuration: options.blockDurationSeconds } : {}),
   };
-  const limiter: RateLimiterAbstract = isMysql(db)
-    ? new RateLimiterMySQL({ ...common, dbName: databaseName(db) })
-    : new RateLimiterSQLite({ ...common, clearExpiredByTimeout: true });
+  return isMysql(db) ? new RateLimiterMySQL({ ...common, dbName: databaseName(db) }) : new RateLimiterSQLite({ ...common, clearExpiredByTimeout: true });
+}
+
+export function createRateLimit(db: Database, options: RateLimitOptions): RateLimit {
+  const limiter = createLimiter(db, options);
   return {
     async consume(key: string, message?: string) {
       try {

@@ -12,6 +12,8 @@ export const SESSIONS_TABLE = 'sessions';
 declare module 'express-session' {
   interface SessionData {
     staffUserId: number;
+    /** The account's session generation at sign-in; a reset or disable since ends the session. */
+    sessionGeneration: number;
     signedInAt: number;
     /** One message shown on the next page (after a redirect). */
     flash: { kind: 'success' | 'error'; text: string };

@@ -62,7 +62,7 @@ describe('hostile input is shown, never run', () => {
       env: { MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws, MOODLE_PARENT_ROLE_ID: '9', STAFF_NOTIFY_EMAILS: 'office@example-school.org' },
       services: { moodle: undefined },
     });
-    username = await createStaffUser(site.services, { displayName: PAYLOADS.svg });
+    username = await createStaffUser(site.services, { role: 'admin', displayName: PAYLOADS.svg });
     const staff = { type: 'staff' as const, id: username };
     const { lifecycle } = site.services;
     // Written through the lifecycle directly, so the pages are tested even for values the form

@@ -1,7 +1,8 @@
 // Walks every route the app registers (read from Express's router, so a route added later is
 // covered without touching this file) and checks the doors: staff routes refuse without a
 // session, API routes without a key, and every state-changing browser route without a CSRF
-// token — and that a refused request changes nothing in the database.
+// token — and that a refused request changes nothing in the database. Every dashboard route
+// is also checked against the permission table for each staff role.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Express } from 'express';
@@ -9,6 +10,8 @@ import request from 'supertest';
 import { createApp } from '../../src/app';
 import { parseConfig } from '../../src/config';
 import { createServices, type Services } from '../../src/services';
+import { can, PERMISSION_WORDS, type Permission } from '../../src/staff/staff-permissions';
+import type { StaffRole } from '../../src/staff/staff-user-repository';
 import { approvedRequest, snapshot, submission } from '../support/builders';
 import { createTestDatabase, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { createStaffUser, StaffSession } from '../support/staff';
@@ -66,6 +69,46 @@ function concrete(path: string): string {
   return path.replace(/:(\w+)/g, (_m, name: string) => (/id$/i.test(name) ? '1' : 'x')).replace(/\*\w*/g, 'x');
 }
 
+/** A concrete address whose ids name nothing, so that an allowed action finds nothing to change. */
+function concreteMissing(path: string): string {
+  return path.replace(/:(\w+)/g, (_m, name: string) => (/id$/i.test(name) ? '999999' : 'x')).replace(/\*\w*/g, 'x');
+}
+
+/**
+ * What each dashboard route needs, from the permission table (src/staff/staff-permissions.ts,
+ * README "Who may do what"). A route missing here fails the sweep: decide what it needs first.
+ */
+const ROUTE_PERMISSIONS: Record<string, Permission> = {
+  'GET /admin': 'review',
+  'GET /admin/requests': 'review',
+  'POST /admin/requests/bulk': 'decide',
+  'GET /admin/requests.csv': 'export',
+  'GET /admin/import': 'review',
+  'POST /admin/import/preview': 'import',
+  'GET /admin/import/:batchId': 'import',
+  'POST /admin/import/:batchId/commit': 'import',
+  'GET /admin/requests/:id': 'review',
+  'POST /admin/requests/:id/approve': 'decide',
+  'POST /admin/requests/:id/deny': 'decide',
+  'POST /admin/requests/:id/duplicate': 'decide',
+  'POST /admin/requests/:id/bogus': 'decide',
+  'POST /admin/requests/:id/revoke': 'decide',
+  'POST /admin/requests/:id/revoke-child': 'decide',
+  'POST /admin/requests/:id/resend-verification': 'decide',
+  'POST /admin/requests/:id/comment': 'comment',
+  'GET /admin/requests/:id/erase': 'erase',
+  'POST /admin/requests/:id/erase': 'erase',
+  'GET /admin/pupils/:moodleUserId': 'review',
+  'GET /admin/pupils/:moodleUserId/history.csv': 'review',
+  'GET /admin/provisioning': 'review',
+  'POST /admin/provisioning/run': 'provision',
+  'GET /admin/cycles/:id': 'review',
+  'GET /admin/cycles/:id/progress': 'review',
+  'GET /admin/accounts': 'review',
+  'GET /admin/diagnostics': 'review',
+  'POST /admin/diagnostics/run-sync': 'run_sync',
+};
+
 const PUBLIC_ADMIN = new Set(['/admin/setup', '/admin/sign-in']);
 const isStaffRoute = (path: string) => path === '/admin' || path.startsWith('/admin/');
 const isApiRoute = (path: string) => path.startsWith('/api/');
@@ -119,6 +162,51 @@ describe('route authorization sweep', () => {
       assert.doesNotMatch(res.text ?? '', /Signed in as/);
     }
     assert.deepEqual(await state(t), before);
+  });
+
+  it('every dashboard route is in the permission table, and each role is refused exactly what the table withholds', async () => {
+    const staffRoutes = routes.filter((r) => isStaffRoute(r.path) && !PUBLIC_ADMIN.has(r.path) && r.path !== '/admin/sign-out');
+    const unlisted = staffRoutes.map((r) => `${r.method} ${r.path}`).filter((key) => !(key in ROUTE_PERMISSIONS));
+    assert.deepEqual(unlisted, [], 'every dashboard route says which permission it needs');
+    const roles: StaffRole[] = ['staff', 'admin'];
+    const sessions = new Map<StaffRole, StaffSession>();
+    for (const role of roles) sessions.set(role, await StaffSession.signIn(app, await createStaffUser(services, { role })));
+
+    // Refused: 403, and nothing changes (the request named exists, so a wrongly allowed action would act).
+    const before = await state(t);
+    let refusals = 0;
+    for (const role of roles) {
+      const staff = sessions.get(role) as StaffSession;
+      for (const route of staffRoutes) {
+        const permission = ROUTE_PERMISSIONS[`${route.method} ${route.path}`] as Permission;
+        if (can(role, permission)) continue;
+        refusals += 1;
+        const path = concrete(route.path);
+        const res = route.method === 'GET' ? await staff.get(path) : await staff.post(path, { confirm: 'erase', reason: 'x', comment: 'x' });
+        assert.equal(res.status, 403, `${route.method} ${route.path} as ${role} (needs ${permission}) answered ${res.status}`);
+        assert.match(res.text, /Your account cannot/);
+      }
+    }
+    assert.ok(refusals >= 6, 'office staff are refused the administrators’ routes');
+    assert.deepEqual(await state(t), before);
+
+    // Allowed: never refused for want of permission (ids that name nothing, so little changes).
+    for (const role of roles) {
+      const staff = sessions.get(role) as StaffSession;
+      for (const route of staffRoutes) {
+        const permission = ROUTE_PERMISSIONS[`${route.method} ${route.path}`] as Permission;
+        if (!can(role, permission)) continue;
+        const path = concreteMissing(route.path);
+        const res = route.method === 'GET' ? await staff.get(path) : await staff.post(path, {});
+        assert.ok(![401, 403].includes(res.status), `${route.method} ${route.path} as ${role} answered ${res.status}`);
+      }
+    }
+    // "Run provisioning now" was allowed, so a cycle may be running: let it end before going on.
+    while (services.cycle.current()) await new Promise((resolve) => setTimeout(resolve, 20));
+
+    // The table is on the diagnostics page, for both roles to read.
+    const page = await (sessions.get('staff') as StaffSession).get('/admin/diagnostics');
+    for (const words of Object.values(PERMISSION_WORDS)) assert.ok(page.text.includes(words), `the diagnostics page lists "${words}"`);
   });
 
   it('every API route refuses without a key', async () => {

@@ -186,7 +186,7 @@ for (const dialect of DIALECTS) {
       const staffTable = /<table class="data staff-accounts">[\s\S]*?<\/table>/.exec(ran.text)?.[0] ?? '';
       const staffText = textOf(staffTable);
       assert.match(staffText, new RegExp(`${adminUsername.replace(/\./g, '\\.')} Alex Admin Administrator Active \\d`));
-      assert.match(staffText, new RegExp(`${staffUsername.replace(/\./g, '\\.')} Sam Staff Staff Active`));
+      assert.match(staffText, new RegExp(`${staffUsername.replace(/\./g, '\\.')} Sam Staff Office staff Active`));
       assert.doesNotMatch(ran.text, /\$argon2/);
 
       const staff = await StaffSession.signIn(app, staffUsername);

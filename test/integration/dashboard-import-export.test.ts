@@ -52,7 +52,7 @@ for (const dialect of DIALECTS) {
       const client = new MoodleClient({ url: moodle.url, token: moodle.tokens.ws, timeoutMs: 2000, retries: 1, retryDelayMs: 1, batchSize: 100 });
       services = createServices(testConfig(), { db: t.db, moodle: client });
       app = createApp(services);
-      username = await createStaffUser(services, { displayName: 'Office Importer' });
+      username = await createStaffUser(services, { role: 'admin', displayName: 'Office Importer' });
       browser = await StaffSession.signIn(app, username);
     });
     after(async () => {

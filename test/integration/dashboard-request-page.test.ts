@@ -70,7 +70,7 @@ for (const dialect of DIALECTS) {
       moodle = await startMoodleDouble({ state: site });
       services = createServices(testConfig({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws }), { db: t.db, moodle: clientFor(moodle.url, moodle.tokens.ws) });
       app = createApp(services);
-      username = await createStaffUser(services, { displayName: 'Robin Office' });
+      username = await createStaffUser(services, { role: 'admin', displayName: 'Robin Office' });
       staff = await StaffSession.signIn(app, username);
     });
     after(async () => {

@@ -65,7 +65,7 @@ for (const dialect of DIALECTS) {
         { db: t.db, moodle: client, now: () => clock },
       );
       app = createApp(services);
-      username = await createStaffUser(services, { displayName: 'Robin Office' });
+      username = await createStaffUser(services, { role: 'admin', displayName: 'Robin Office' });
       staff = await StaffSession.signIn(app, username);
     });
     after(async () => {
