@@ -2,7 +2,7 @@
 // checks it answers as the real Moodle did; and checks the client sends exactly the recorded forms.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MoodleClient, type MoodleParams, type RoleAssignment, type UserSearchCriterion } from '../../src/moodle/moodle-client';
+import { isDeletedAccount, MoodleClient, type MoodleParams, type RoleAssignment, type UserSearchCriterion } from '../../src/moodle/moodle-client';
 import { MoodleError } from '../../src/moodle/moodle-error';
 import {
   loadRestRecordings,
@@ -312,6 +312,20 @@ describe('the Moodle client sends exactly the recorded form and reads the record
     await clientFor(ok, sent).getUsersByField('username', recording.request.params.values as string[]);
     const expected = recording.request.form.replace('REDACTED', encodeURIComponent(SECRET)).replace('Parent.Two', 'parent.two');
     assert.deepEqual(sent, [expected]);
+  });
+
+  test('a deleted user returned by an id look-up is recognised by delete_user()\'s signature (users-by-field.id-deleted-user)', async () => {
+    const lookUp = async (name: string) => {
+      const recording = recordings.find((r) => r.case === name) as Recording;
+      return clientFor(recording, []).getUsersByField('id', recording.request.params.values as string[]);
+    };
+    const before = await lookUp('users-by-field.id-before-delete');
+    assert.deepEqual(before.map((u) => [u.id, isDeletedAccount(u)]), [[6, false], [64, false]]);
+    const after = await lookUp('users-by-field.id-deleted-user');
+    assert.deepEqual(after.map((u) => [u.id, isDeletedAccount(u)]), [[6, false], [64, true]]);
+    // Without the email (hidden from the service user) the renamed username still tells.
+    assert.equal(isDeletedAccount({ ...after[1]!, email: undefined }), true);
+    assert.equal(isDeletedAccount({ ...before[1]!, email: undefined }), false);
   });
 
   test('the numeric context level of assign.numeric-contextlevel is not what the typed client sends', async () => {
