@@ -326,6 +326,44 @@ for (const dialect of DIALECTS) {
       }
     });
 
+    it('a revoked token on a quiet day reaches staff: one summary mail with the reason, not one per cycle, and the metrics', { skip }, async () => {
+      const services = servicesWith();
+      try {
+        const summaries = async () => await queued('staff_cycle_summary');
+        const before = (await summaries()).length;
+        const token = moodle.state.tokens.get(moodle.tokens.ws)!;
+        moodle.state.tokens.delete(moodle.tokens.ws);
+        const first = await services.cycle.run('schedule', null);
+        assert.equal(first.counts.requests, 0, 'nothing to do');
+        assert.equal(first.state, 'failed');
+        const mails = await summaries();
+        assert.equal(mails.length, before + 1);
+        assert.match(mails.at(-1)!.subject, new RegExp(`Provisioning cycle ${first.cycleId} stopped: Moodle did not accept the web service token`));
+        assert.match(mails.at(-1)!.text, /What to do: .*Manage tokens/s);
+        assert.equal(mails.at(-1)!.text.includes(moodle.tokens.ws), false, 'the token is never mailed');
+        let metrics = await services.metrics.render();
+        assert.match(metrics, /^mpp_moodle_check_up 0$/m);
+        assert.match(metrics, /^mpp_cycle_moodle_check_failures_total\{problem="invalidtoken"\} 1$/m);
+
+        const again = await services.cycle.run('schedule', null);
+        assert.equal(again.state, 'failed');
+        assert.equal((await summaries()).length, before + 1, 'the same problem again: no second mail');
+        metrics = await services.metrics.render();
+        assert.match(metrics, /^mpp_cycle_moodle_check_failures_total\{problem="invalidtoken"\} 2$/m);
+
+        moodle.state.addToken(moodle.tokens.ws, token);
+        const back = await services.cycle.run('schedule', null);
+        assert.equal(back.state, 'succeeded');
+        assert.match(await services.metrics.render(), /^mpp_moodle_check_up 1$/m);
+        moodle.state.tokens.delete(moodle.tokens.ws);
+        await services.cycle.run('schedule', null);
+        assert.equal((await summaries()).length, before + 2, 'a new outage after a good cycle is mailed again');
+        moodle.state.addToken(moodle.tokens.ws, token);
+      } finally {
+        await services.close();
+      }
+    });
+
     it('a step longer than the lock TTL keeps the lock (renewed): a second cycle is refused; the lock is released at the end', { skip }, async () => {
       await approve('renew.parent@example.org', [3]);
       const gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'mpp-gate-')), 'open');
