@@ -95,8 +95,8 @@ class CycleStop extends Error {
 /** Why a matched child is not linked: its pupil account was deleted in Moodle (or never was). */
 export function deletedPupilMessage(moodleUserId: number): string {
   return (
-    `The pupil's Moodle account was deleted (Moodle has no active account with id ${moodleUserId}). ` +
-    "Choose the child's current Moodle account, or remove this child from the request."
+    `The pupil's Moodle account was deleted (Moodle has no active account with id ${moodleUserId}), so the parent is not linked to it. ` +
+    'Revoke this child on the request page; if the pupil has a new Moodle account, the parent can ask again for that child.'
   );
 }
 
