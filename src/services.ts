@@ -75,7 +75,8 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     const c = summary.counts;
     const failed = c.childrenFailed + c.unassignFailed + summary.report.filter((r) => r.outcome === 'failed').length;
     if (config.mail.staffNotify.length === 0 || (summary.state !== 'failed' && failed === 0 && c.waitedTooLong === 0)) return;
-    const stopped = summary.state === 'failed' && summary.error !== null;
+    // Only the check's own plain messages go into the mail; any other failure is read in the report.
+    const stopped = summary.state === 'failed' && summary.moodleCheck?.ok === false && summary.error !== null;
     if (stopped) {
       const [, previous] = await cycle.repository.recent(2);
       const storedError = summary.help ? `${summary.error}\n${summary.help}` : summary.error;
