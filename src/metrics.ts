@@ -29,6 +29,8 @@ export class ServiceMetrics {
   private readonly cycles: Counter<'state'>;
   private readonly cycleDuration: Histogram<'state'>;
   private readonly cycleRequestOutcomes: Counter<'outcome'>;
+  private readonly moodleCheckUp: Gauge;
+  private readonly moodleCheckFailures: Counter<'problem'>;
 
   constructor(private readonly sources: MetricsSources) {
     const registers = [this.registry];
@@ -142,6 +144,17 @@ export class ServiceMetrics {
       labelNames: ['outcome'],
       registers,
     });
+    this.moodleCheckUp = new Gauge({
+      name: `${METRIC_PREFIX}moodle_check_up`,
+      help: "1 when the last provisioning cycle's Moodle check passed (address, token, seeing users), 0 when it failed. Every cycle checks, even with nothing to do.",
+      registers,
+    });
+    this.moodleCheckFailures = new Counter({
+      name: `${METRIC_PREFIX}cycle_moodle_check_failures_total`,
+      help: "Provisioning cycles stopped by their Moodle check, by problem: not_configured, parent_role_not_set, cannot_see_users, or Moodle's errorcode (invalidtoken, unreachable, ...).",
+      labelNames: ['problem'],
+      registers,
+    });
   }
 
   /** For the Moodle client's onCall hook. */
@@ -158,6 +171,11 @@ export class ServiceMetrics {
    */
   async recordCycle(summary: CycleSummary, times: () => Promise<{ startedAt: number; finishedAt: number | null } | undefined>): Promise<void> {
     this.cycles.inc({ state: summary.state });
+    if (summary.moodleCheck !== null) {
+      this.moodleCheckUp.set(summary.moodleCheck.ok ? 1 : 0);
+      const problem = summary.moodleCheck.problem;
+      if (!summary.moodleCheck.ok) this.moodleCheckFailures.inc({ problem: problem !== null && ERRORCODE_LABEL.test(problem) ? problem : 'other' });
+    }
     for (const entry of summary.report) this.cycleRequestOutcomes.inc({ outcome: entry.outcome });
     try {
       const record = await times();

@@ -67,13 +67,30 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     ...(config.moodle.url ? { moodleLoginUrl: `${config.moodle.url}/login/index.php` } : {}),
   });
 
-  /** Staff hear about a cycle only when something needs their attention. */
+  /**
+   * Staff hear about a cycle only when something needs their attention. A cycle that stopped
+   * (a revoked token, Moodle down: checked every cycle, even on a quiet day) is mailed once per
+   * problem, not every few minutes while it lasts.
+   */
   const notifyStaffOfCycle = async (summary: CycleSummary) => {
     const c = summary.counts;
     const failed = c.childrenFailed + c.unassignFailed + summary.report.filter((r) => r.outcome === 'failed').length;
     if (config.mail.staffNotify.length === 0 || (summary.state !== 'failed' && failed === 0 && c.waitedTooLong === 0)) return;
+    // Only the check's own plain messages go into the mail; any other failure is read in the report.
+    const stopped = summary.state === 'failed' && summary.moodleCheck?.ok === false && summary.error !== null;
+    if (stopped) {
+      const [, previous] = await cycle.repository.recent(2);
+      const storedError = summary.help ? `${summary.error}\n${summary.help}` : summary.error;
+      if (previous && previous.id < summary.cycleId && previous.state === 'failed' && previous.error === storedError) return;
+    }
     const message = mailMessages.staffCycleSummaryMessage(
-      { cycleId: summary.cycleId, provisioned: c.provisioned, waiting: c.waitedTooLong, failed: summary.state === 'failed' ? Math.max(failed, 1) : failed },
+      {
+        cycleId: summary.cycleId,
+        provisioned: c.provisioned,
+        waiting: c.waitedTooLong,
+        failed: summary.state === 'failed' ? Math.max(failed, 1) : failed,
+        problem: stopped ? { message: summary.error as string, help: summary.help } : null,
+      },
       [...config.mail.staffNotify],
     );
     await mailOutbox.enqueue(db, message, { kind: 'staff_cycle_summary' });

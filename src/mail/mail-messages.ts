@@ -28,6 +28,8 @@ export interface CycleSummary {
   waiting: number;
   /** Requests with a child that could not be linked; retried next cycle. */
   failed: number;
+  /** Why the whole cycle stopped (Moodle refused the token, could not be reached, ...), and what to do. */
+  problem?: { message: string; help: string | null } | null;
 }
 
 export interface MailMessagesOptions {
@@ -148,15 +150,19 @@ export class MailMessages {
   }
 
   staffCycleSummaryMessage(summary: CycleSummary, to: string[]): MailMessage {
+    const problem = summary.problem ?? null;
     return this.render(
       'staff-cycle-summary',
       to,
-      `Provisioning cycle ${summary.cycleId}: ${summary.failed} failed, ${summary.waiting} waiting`,
+      problem
+        ? `Provisioning cycle ${summary.cycleId} stopped: ${problem.message}`
+        : `Provisioning cycle ${summary.cycleId}: ${summary.failed} failed, ${summary.waiting} waiting`,
       {
         cycleId: summary.cycleId,
         provisioned: summary.provisioned,
         waiting: summary.waiting,
         failed: summary.failed,
+        problem,
         reportUrl: `${this.baseUrl}/admin/cycles/${summary.cycleId}`,
       },
     );

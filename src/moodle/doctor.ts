@@ -22,7 +22,7 @@ export interface DoctorCheck {
 export interface DoctorDependencies {
   config: Readonly<Config>;
   db: Database;
-  moodle: Pick<MoodleClient, 'getSiteInfo'> | undefined;
+  moodle: Pick<MoodleClient, 'getSiteInfo' | 'getUsersByField'> | undefined;
   verifyMail: () => Promise<MailCheck>;
 }
 
@@ -80,6 +80,7 @@ export async function runDoctor(deps: DoctorDependencies, options: { runSync?: b
     url: config.moodle.url,
     token: config.moodle.token,
     parentRoleId: config.moodle.parentRoleId,
+    knownUserIds: databaseOk ? await knownPupilAccountIds(db) : [],
   });
   checks.push(...moodleChecks);
 
@@ -109,6 +110,20 @@ export async function runDoctor(deps: DoctorDependencies, options: { runSync?: b
   const mail = await deps.verifyMail();
   checks.push({ id: 'smtp', label: 'Mail (SMTP_URL)', ok: mail.ok, message: mail.message, ...(mail.ok ? {} : { help: mail.help }) });
   return checks;
+}
+
+/**
+ * Moodle accounts known to exist: the pupils most recently matched at approval. Looking them up
+ * proves the token can see users other than its own (moodle/user:viewdetails).
+ */
+async function knownPupilAccountIds(db: Database): Promise<number[]> {
+  const rows = (await db('request_children')
+    .whereNotNull('moodle_user_id')
+    .whereIn('link_state', ['matched', 'linked'])
+    .orderBy('id', 'desc')
+    .limit(20)
+    .select('moodle_user_id')) as Array<{ moodle_user_id: number | string }>;
+  return rows.map((r) => Number(r.moodle_user_id));
 }
 
 export function formatDoctor(checks: DoctorCheck[]): string {

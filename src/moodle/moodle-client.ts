@@ -254,6 +254,17 @@ function toMoodleUser(user: z.infer<typeof userSchema>): MoodleUser {
   };
 }
 
+/**
+ * Moodle's delete_user() keeps the record (and the pupil's context, which still accepts a role:
+ * assign.deleted-user-context) but renames it: username "<old email>.<unix time>", email the md5 of
+ * the old username, no idnumber. A look-up by id may still return it (users-by-field.id-deleted-user).
+ * Without the email (hidden from the service user) the renamed username alone tells.
+ */
+export function isDeletedAccount(user: Pick<MoodleUser, 'username' | 'email' | 'idnumber'>): boolean {
+  if (user.idnumber !== '' || !/\.\d{9,}$/.test(user.username)) return false;
+  return user.email === undefined || /^[0-9a-f]{32}$/.test(user.email);
+}
+
 function isTimeoutError(error: unknown): boolean {
   return error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError');
 }

@@ -144,6 +144,30 @@ export class CycleRepository {
     return requests.map((request) => ({ request, children: children.get(request.id) ?? [] }));
   }
 
+  /**
+   * Moodle accounts this service has seen exist, other than `except`: pupils matched or linked and
+   * parents found, newest first. Used to tell a token that sees nobody from pupils that were deleted.
+   */
+  async knownMoodleAccountIds(except: ReadonlySet<number>, limit: number): Promise<number[]> {
+    const pupils = (await this.db('request_children')
+      .whereNotNull('moodle_user_id')
+      .whereIn('link_state', ['matched', 'linked'])
+      .orderBy('id', 'desc')
+      .limit(limit + except.size)
+      .select('moodle_user_id')) as Row[];
+    const parents = (await this.db('requests')
+      .whereNotNull('moodle_user_id')
+      .orderBy('id', 'desc')
+      .limit(limit + except.size)
+      .select('moodle_user_id')) as Row[];
+    const ids = new Set<number>();
+    for (const row of [...pupils, ...parents]) {
+      const id = Number(row.moodle_user_id);
+      if (!except.has(id)) ids.add(id);
+    }
+    return [...ids].slice(0, limit);
+  }
+
   /** Revoked children whose Parent role may still be assigned in Moodle, with their request's parent. */
   async dueUnassignments(now: number): Promise<Array<{ child: ChildRecord; moodleUsername: string | null; parentMoodleUserId: number | null }>> {
     const rows = (await this.db('request_children as c')

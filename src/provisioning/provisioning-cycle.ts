@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import type { Database } from '../db/database';
 import { AppError, ConflictError } from '../errors';
 import type { Logger } from '../logger';
-import type { MoodleClient, MoodleUser, RoleAssignment } from '../moodle/moodle-client';
+import { CANNOT_SEE_USERS_HELP, CANNOT_SEE_USERS_MESSAGE, seesOtherUsers } from '../moodle/moodle-checks';
+import { isDeletedAccount, type MoodleClient, type MoodleUser, type RoleAssignment } from '../moodle/moodle-client';
 import { MoodleError } from '../moodle/moodle-error';
 import { runScheduledTask, type ScheduledTaskReport } from '../moodle/sync-command';
 import type { Actor, ProvisioningOutcome, RequestLifecycle } from '../requests/request-lifecycle';
@@ -48,6 +49,12 @@ export interface CycleSummary {
   error: string | null;
   help: string | null;
   report: RequestOutcomeReport[];
+  /**
+   * The Moodle check every cycle starts with, busy or quiet: ok, or what failed (not_configured,
+   * parent_role_not_set, cannot_see_users, or Moodle's errorcode such as invalidtoken or
+   * unreachable). Null when the cycle stopped before checking.
+   */
+  moodleCheck: { ok: boolean; problem: string | null } | null;
 }
 
 /** Refused because the service is shutting down. */
@@ -78,9 +85,27 @@ class CycleStop extends Error {
   constructor(
     message: string,
     readonly help: string | null = null,
+    /** Set when Moodle's check failed: what failed, for the summary and the metrics. */
+    readonly moodleProblem: string | null = null,
   ) {
     super(message);
   }
+}
+
+/** Why a matched child is not linked: its pupil account was deleted in Moodle (or never was). */
+export function deletedPupilMessage(moodleUserId: number): string {
+  return (
+    `The pupil's Moodle account was deleted (Moodle has no active account with id ${moodleUserId}), so the parent is not linked to it. ` +
+    'Revoke this child on the request page; if the pupil has a new Moodle account, the parent can ask again for that child.'
+  );
+}
+
+/** Why a request waits: a matched pupil's Moodle account is suspended. */
+export function suspendedPupilMessage(names: string[]): string {
+  return (
+    `Waiting: the pupil's Moodle account is suspended: ${names.join(', ')}. ` +
+    'The parent is linked to this child at the first cycle after the account is active again in Moodle.'
+  );
 }
 
 /** A stop asked for from outside (the service is shutting down), taken before the next step. */
@@ -245,24 +270,46 @@ export class ProvisioningCycle {
     let state: CycleState = 'succeeded';
     let error: string | null = null;
     let help: string | null = null;
+    let moodleCheck: CycleSummary['moodleCheck'] = null;
     try {
       stopPoint();
       await step('checking');
       const moodle = this.deps.moodle;
-      if (!moodle || settings.parentRoleId === undefined) {
+      const parentRoleId = settings.parentRoleId;
+      if (!moodle) {
         throw new CycleStop(
-          'Moodle is not configured, so no accounts can be linked.',
+          'Moodle is not configured (MOODLE_URL and MOODLE_TOKEN are not both set), so no accounts can be linked.',
           'Set MOODLE_URL, MOODLE_TOKEN and MOODLE_PARENT_ROLE_ID (see .env.example), then run "doctor" to check them.',
+          'not_configured',
         );
       }
+      if (parentRoleId === undefined) {
+        throw new CycleStop(
+          'MOODLE_PARENT_ROLE_ID is not set, so no parent can be given the Parent role in Moodle.',
+          "Set MOODLE_PARENT_ROLE_ID to the id of the Parent role (Site administration > Users > Permissions > Define roles; the id is in the address of the role's page), then run \"doctor\".",
+          'parent_role_not_set',
+        );
+      }
+      // Every cycle asks Moodle first, even with nothing to do, so a revoked token or an outage
+      // shows in the cycle history, the metrics and the staff mail on a quiet day, not only on the
+      // day work arrives. It changes nothing, so it fails fast, before any change.
+      const checking = <T>(run: () => Promise<T>): Promise<T> =>
+        run().catch((caught: unknown) => {
+          if (caught instanceof MoodleError) moodleCheck = { ok: false, problem: caught.errorcode };
+          throw caught;
+        });
+      const site = await checking(() => moodle.getSiteInfo());
       const work = await this.cycles.dueApprovedRequests(this.now());
       const unassignments = await this.cycles.dueUnassignments(this.now());
       counts.requests = work.length;
       if (work.length === 0 && unassignments.length === 0) {
+        moodleCheck = { ok: true, problem: null };
         log.info('nothing to do');
       } else {
-        // Fails fast, before any change, when the token is invalid or Moodle is down.
-        await moodle.getSiteInfo();
+        // The pupils are looked up before anything changes: that proves the token can see users
+        // at all, and tells which pupils were deleted or suspended since approval.
+        const pupils = await checking(() => this.lookUpPupils(moodle, work, unassignments, site.userid));
+        moodleCheck = { ok: true, problem: null };
 
         let sync: (ScheduledTaskReport & { command: { output: string } }) | undefined;
         if (settings.syncCommand) {
@@ -306,15 +353,35 @@ export class ProvisioningCycle {
             entry.message = parent.message;
           } else {
             outcome.parentMoodleUserId = parent.userId;
+            // Moodle accepts a role in a deleted pupil's context (assign.deleted-user-context), so
+            // each pupil is checked here, never left to the assignment to refuse.
+            const suspended: string[] = [];
             for (const child of matched) {
-              assignments.push({
-                assignment: { roleid: settings.parentRoleId, userid: parent.userId, contextlevel: 'user', instanceid: child.moodleUserId as number },
-                requestId: request.id,
-                childId: child.id,
-              });
+              const pupilId = child.moodleUserId as number;
+              const pupil = pupils.get(pupilId);
+              if (pupil === undefined || isDeletedAccount(pupil)) {
+                const failure = deletedPupilMessage(pupilId);
+                outcome.failedChildren!.push({ childId: child.id, error: failure });
+                entry.children.push({ childId: child.id, outcome: 'failed', error: failure });
+              } else if (pupil.suspended) {
+                suspended.push(`${child.firstName} ${child.lastName}`.trim());
+                entry.children.push({ childId: child.id, outcome: 'waiting', error: "The pupil's Moodle account is suspended." });
+              } else {
+                assignments.push({
+                  assignment: { roleid: parentRoleId, userid: parent.userId, contextlevel: 'user', instanceid: pupilId },
+                  requestId: request.id,
+                  childId: child.id,
+                });
+              }
+            }
+            if (suspended.length > 0) {
+              // The request stays approved and is looked at again next cycle.
+              outcome.waiting = { message: suspendedPupilMessage(suspended) };
+              outcome.nextAttemptAt = null;
+              counts.waiting += 1;
             }
             for (const contextid of settings.extraContextIds) {
-              assignments.push({ assignment: { roleid: settings.parentRoleId, userid: parent.userId, contextid }, requestId: request.id, childId: null });
+              assignments.push({ assignment: { roleid: parentRoleId, userid: parent.userId, contextid }, requestId: request.id, childId: null });
             }
           }
           pending.set(request.id, { outcome, report: entry, attempts: request.attempts });
@@ -340,15 +407,22 @@ export class ProvisioningCycle {
               p.report.children.push({ childId: a.childId, outcome: 'linked' });
             }
           }
-          for (const { outcome, report: entry, attempts } of pending.values()) {
-            const problems = outcome.failedChildren!.length + outcome.requestErrors!.length;
-            if (problems > 0) outcome.nextAttemptAt = this.backoff(attempts);
-            if (entry.outcome === 'unchanged') {
-              entry.outcome = problems > 0 ? (outcome.linkedChildIds!.length > 0 ? 'linked_some' : 'failed') : 'provisioned';
-              if (problems > 0) entry.message = [...outcome.requestErrors!, ...outcome.failedChildren!.map((f) => f.error)].join(' ');
-            }
-          }
           await step('assigning', assignments.length, assignments.length);
+        }
+        // Also for requests with nothing sent to Moodle (every pupil deleted or suspended).
+        for (const { outcome, report: entry, attempts } of pending.values()) {
+          if (entry.outcome !== 'unchanged') continue;
+          const problems = [...outcome.requestErrors!, ...outcome.failedChildren!.map((f) => f.error)];
+          if (problems.length > 0) {
+            outcome.nextAttemptAt = this.backoff(attempts);
+            entry.outcome = outcome.linkedChildIds!.length > 0 ? 'linked_some' : 'failed';
+            entry.message = [outcome.waiting?.message, ...problems].filter(Boolean).join(' ');
+          } else if (outcome.waiting) {
+            entry.outcome = 'waiting';
+            entry.message = outcome.waiting.message;
+          } else if (assignments.length > 0) {
+            entry.outcome = 'provisioned';
+          }
         }
 
         // From here on Moodle has work of this cycle that must be recorded: a stop skips the
@@ -407,6 +481,7 @@ export class ProvisioningCycle {
       if (caught instanceof CycleStop) {
         error = caught.message;
         help = caught.help;
+        if (caught.moodleProblem !== null) moodleCheck = { ok: false, problem: caught.moodleProblem };
       } else if (caught instanceof AppError) {
         error = caught.message;
         help = caught.help ?? null;
@@ -420,7 +495,7 @@ export class ProvisioningCycle {
     }
 
     counts.moodleCalls = (this.deps.moodleCallCount?.() ?? 0) - callsAtStart;
-    const summary: CycleSummary = { cycleId, state, counts, error, help, report };
+    const summary: CycleSummary = { cycleId, state, counts, error, help, report, moodleCheck };
     try {
       await this.cycles.finish(cycleId, { state, counts, error: error && help ? `${error}\n${help}` : error, syncOutput, report, now: this.now() });
       Object.assign(progress, { step: 'done' });
@@ -435,6 +510,38 @@ export class ProvisioningCycle {
   private backoff(attempts: number): number {
     const { retryBaseMs, retryMaxMs } = this.deps.settings;
     return this.now() + Math.min(retryMaxMs, retryBaseMs * 2 ** Math.min(attempts, 30));
+  }
+
+  /**
+   * Looks up every matched pupil (and every pupil of a link being removed) by id, batched like the
+   * parents. A token whose user lacks moodle/user:viewdetails gets [] for everyone, just as if
+   * nobody existed (users-by-field.readonly-token): when none of these accounts, known to exist
+   * since approval, comes back, a few more known accounts are asked for before the cycle stops,
+   * so that pupils deleted in Moodle are not mistaken for a blind token.
+   */
+  private async lookUpPupils(
+    moodle: MoodleClient,
+    work: Work[],
+    unassignments: Array<{ child: ChildRecord }>,
+    tokenUserId: number,
+  ): Promise<Map<number, MoodleUser>> {
+    const ids = new Set<number>();
+    for (const { children } of work) for (const c of children) if (c.linkState === 'matched' && c.moodleUserId !== null) ids.add(c.moodleUserId);
+    for (const { child } of unassignments) if (child.moodleUserId !== null) ids.add(child.moodleUserId);
+    if (ids.size === 0) return new Map();
+    const found = await moodle.getUsersByField('id', [...ids]);
+    if ([...ids].some((id) => id !== tokenUserId) && !seesOtherUsers(found, tokenUserId)) {
+      const others = await this.cycles.knownMoodleAccountIds(ids, moodle.batchSize);
+      const seen = others.length > 0 && seesOtherUsers(await moodle.getUsersByField('id', others), tokenUserId);
+      if (!seen) {
+        throw new CycleStop(
+          `${CANNOT_SEE_USERS_MESSAGE} The cycle stopped and changed nothing.`,
+          `${CANNOT_SEE_USERS_HELP} (If that capability is given, the pupils' accounts looked for were all deleted in Moodle: match those children again.)`,
+          'cannot_see_users',
+        );
+      }
+    }
+    return new Map(found.map((u) => [u.id, u]));
   }
 
   private async lookUpParents(

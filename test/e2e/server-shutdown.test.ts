@@ -27,7 +27,8 @@ describe('stopping the service with SIGTERM while a cycle runs', () => {
     await lifecycle.approveRequest(request.id, { children: children.map((c, i) => ({ childId: c.id, moodleUserId: 3 + i })) }, staff);
     await moodle.sync(t.db, TEST_AUTH_TABLE);
 
-    // The scheduled cycle is held while it looks parents up in Moodle, until the signal has arrived.
+    // The scheduled cycle is held while it looks the pupils up in Moodle (part of the check every
+    // cycle starts with), until the signal has arrived.
     const held = moodle.holdCalls('core_user_get_users_by_field');
 
     const server: ServiceProcess = startServiceProcess('server.ts', [], serviceEnv(t, moodle, { HOST: '127.0.0.1', PORT: '0', CYCLE_SCHEDULE: '* * * * * *' }));
@@ -39,7 +40,7 @@ describe('stopping the service with SIGTERM while a cycle runs', () => {
       await held.reached;
       const cycle = (await t.db('provisioning_cycles').first()) as { id: number; state: string; step: string };
       assert.equal(cycle.state, 'running');
-      assert.equal(cycle.step, 'looking_up');
+      assert.equal(cycle.step, 'checking');
 
       server.child.kill('SIGTERM');
       await waitFor('the server to stop taking requests', () =>

@@ -195,7 +195,10 @@ for (const dialect of DIALECTS) {
         assert.match(text, /3 requests, 2 with problems \(listed first\)/);
         assert.match(text, /Moodle already has an account named taken\.parent@example\.org that this service does not manage/);
         assert.match(text, /Ann Pupil \(7B\): Linked/);
-        assert.match(text, /Bob Pupil \(9C\): Not linked – Moodle refused to give the Parent role/);
+        // 998 is no Moodle account: the pupil look-up before assigning tells, so Moodle is not asked.
+        assert.match(text, /Bob Pupil \(9C\): Not linked – The pupil's Moodle account was deleted/);
+        const requestPage = textOf((await browser.open(`/admin/requests/${partly}`)).text);
+        assert.match(requestPage, /Problem The pupil's Moodle account was deleted \(Moodle has no active account with id 998\)/);
         assert.match(text, /Some children linked .* 1 of 2 children linked; the others are tried again in a later cycle\./);
         assert.match(text, /Account ready/);
         // The sync command's own output, escaped.

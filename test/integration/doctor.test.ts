@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { runCli } from '../../src/cli';
 import { parseConfig } from '../../src/config';
 import { createServices } from '../../src/services';
+import { staff, submission } from '../support/builders';
 import { createTestDatabase, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 import { TestSmtpServer } from '../support/smtp-server';
@@ -112,6 +113,25 @@ describe('doctor', () => {
     const ok = await runCycle({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws });
     assert.equal(ok.code, 0, ok.text);
     assert.match(ok.text, /Cycle \d+: succeeded/);
+  });
+
+  it('proves the token can see a user other than itself with a matched pupil, and names moodle/user:viewdetails when it cannot', async () => {
+    const before = await doctor({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.readonly });
+    assert.match(before.text, /- Seeing Moodle accounts \(moodle\/user:viewdetails\): Not proven: no pupil has been matched/);
+
+    const services = createServices(parseConfig({ NODE_ENV: 'test', AUTH_TABLE: TEST_AUTH_TABLE, SMTP_URL: smtp.url }), { db: t.db });
+    const { request, children } = await services.lifecycle.submitRequest(
+      submission({ email: 'doctor.visibility@example.org', children: [{ firstName: 'Ann', lastName: 'Pupil', tutorGroup: '7B', pupilIdentifier: null }] }),
+      { type: 'parent' },
+    );
+    await services.lifecycle.approveRequest(request.id, { children: [{ childId: children[0]!.id, moodleUserId: 3 }] }, staff);
+
+    const blind = await doctor({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.readonly });
+    assert.equal(blind.code, 1);
+    assert.match(blind.text, /✗ Seeing Moodle accounts \(moodle\/user:viewdetails\): .*the web service user lacks moodle\/user:viewdetails/);
+    assert.match(blind.text, /What to do: .*moodle\/user:viewdetails.*Define roles/);
+    const seeing = await doctor({ MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws });
+    assert.match(seeing.text, /✓ Seeing Moodle accounts \(moodle\/user:viewdetails\): The token can see other Moodle accounts/);
   });
 
   async function runCycle(env: Record<string, string>) {

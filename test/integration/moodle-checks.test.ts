@@ -19,8 +19,8 @@ function clientFor(url: string, token: string): MoodleClient {
   return new MoodleClient({ url, token, timeoutMs: 2_000, retries: 0, batchSize: 100 });
 }
 
-async function run(token: string = DOUBLE_TOKENS.ws, url = double.url, parentRoleId: number | undefined = 9): Promise<CheckResult[]> {
-  return checkMoodle(clientFor(url, token), { url, token, parentRoleId, requiredFunctions: REQUIRED_MOODLE_FUNCTIONS });
+async function run(token: string = DOUBLE_TOKENS.ws, url = double.url, parentRoleId: number | undefined = 9, knownUserIds: number[] = []): Promise<CheckResult[]> {
+  return checkMoodle(clientFor(url, token), { url, token, parentRoleId, requiredFunctions: REQUIRED_MOODLE_FUNCTIONS, knownUserIds });
 }
 
 /** id → ok / failed / skipped, in order. */
@@ -34,6 +34,7 @@ test('all good', async () => {
     'moodle-webservices:ok',
     'moodle-token:ok',
     'moodle-functions:ok',
+    'moodle-user-visibility:skipped',
     'moodle-parent-role:ok',
   ]);
   assert.match(find(results, 'moodle-token').message, /WS Provisioner \(wsprov\)/);
@@ -48,6 +49,7 @@ test('invalid token', async () => {
     'moodle-webservices:ok',
     'moodle-token:failed',
     'moodle-functions:skipped',
+    'moodle-user-visibility:skipped',
     'moodle-parent-role:ok',
   ]);
   assert.match(find(results, 'moodle-token').help ?? '', /Manage tokens/);
@@ -82,6 +84,7 @@ test('Moodle down (nothing listens at the address)', async () => {
     'moodle-webservices:skipped',
     'moodle-token:skipped',
     'moodle-functions:skipped',
+    'moodle-user-visibility:skipped',
     'moodle-parent-role:ok',
   ]);
   assert.equal(find(results, 'moodle-url').message, `Moodle could not be reached at ${url}.`);
@@ -95,6 +98,7 @@ test('web services switched off', async () => {
     'moodle-webservices:failed',
     'moodle-token:skipped',
     'moodle-functions:skipped',
+    'moodle-user-visibility:skipped',
     'moodle-parent-role:ok',
   ]);
   assert.match(find(results, 'moodle-webservices').help ?? '', /Enable web services/);
@@ -107,6 +111,7 @@ test('not configured, and no parent role', async () => {
     'moodle-webservices:skipped',
     'moodle-token:skipped',
     'moodle-functions:skipped',
+    'moodle-user-visibility:skipped',
     'moodle-parent-role:failed',
   ]);
   assert.equal(find(results, 'moodle-url').message, 'MOODLE_URL is not set.');
@@ -118,4 +123,29 @@ test('a site administrator token works but is flagged', async () => {
   const token = find(results, 'moodle-token');
   assert.equal(token.ok, true);
   assert.match(token.help ?? '', /site administrator/);
+});
+
+test('a token that can see other users is proven so with a known pupil account', async () => {
+  const results = await run(DOUBLE_TOKENS.ws, double.url, 9, [3, 4]);
+  const visibility = find(results, 'moodle-user-visibility');
+  assert.equal(visibility.ok, true);
+  assert.match(visibility.message, /can see other Moodle accounts/);
+});
+
+test('a token whose user lacks moodle/user:viewdetails is named, not taken for "no such account"', async () => {
+  // The read-only token's own id (10) is no proof: it always sees itself.
+  const results = await run(DOUBLE_TOKENS.readonly, double.url, 9, [10, 3, 4]);
+  const visibility = find(results, 'moodle-user-visibility');
+  assert.equal(visibility.ok, false);
+  assert.equal(visibility.skipped, undefined);
+  assert.match(visibility.message, /the web service user lacks moodle\/user:viewdetails/);
+  assert.match(visibility.help ?? '', /Define roles/);
+});
+
+test('with no pupil matched yet, it says what it could not prove', async () => {
+  const results = await run(DOUBLE_TOKENS.readonly);
+  const visibility = find(results, 'moodle-user-visibility');
+  assert.equal(visibility.skipped, true);
+  assert.match(visibility.message, /Not proven: no pupil has been matched/);
+  assert.match(visibility.message, /moodle\/user:viewdetails/);
 });

@@ -120,11 +120,11 @@ describe('every recorded failure surfaces as a MoodleError in plain words', () =
     assert.equal(error.message, 'The Moodle account no longer exists (it was deleted in Moodle).');
   });
 
-  test('a deleted pupil account', async () => {
+  test('a deleted pupil account still takes the role: Moodle does not refuse it (assign.deleted-user-context)', async () => {
     double.state.deleteUser(3);
     const { client } = makeClient(double);
-    const error = await failure(client.assignRoles([parentInPupil(6, 3)]));
-    assert.equal(error.errorcode, 'invalidparameter');
+    await client.assignRoles([parentInPupil(6, 3)]);
+    assert.equal(double.state.hasUserContextRole(9, 6, 3), true, 'so the service must check the pupil before assigning');
   });
 
   test('a function this Moodle does not know', async () => {

@@ -2,7 +2,7 @@
 // checks it answers as the real Moodle did; and checks the client sends exactly the recorded forms.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MoodleClient, type MoodleParams, type RoleAssignment, type UserSearchCriterion } from '../../src/moodle/moodle-client';
+import { isDeletedAccount, MoodleClient, type MoodleParams, type RoleAssignment, type UserSearchCriterion } from '../../src/moodle/moodle-client';
 import { MoodleError } from '../../src/moodle/moodle-error';
 import {
   loadRestRecordings,
@@ -11,16 +11,42 @@ import {
   valueDifferences,
   type Recording,
 } from '../support/moodle-contract';
-import { DOUBLE_TOKENS, startMoodleDouble, type DoubleTokenName, type MoodleDouble } from '../support/moodle-double';
+import {
+  DOUBLE_TOKENS,
+  seedRecordedSite,
+  seedSecondRecordedSite,
+  startMoodleDouble,
+  type DoubleTokenName,
+  type MoodleDouble,
+  type MoodleSiteState,
+} from '../support/moodle-double';
 
 const recordings = loadRestRecordings();
 
 // Values that differ between any two Moodle sites, or from one second to the next.
 const SITE_SPECIFIC = new Set(['siteurl', 'userpictureurl', 'profileimageurl', 'profileimageurlsmall', 'userprivateaccesskey', 'preferences']);
 
+/** The recordings made on the second install (other ids; pupil.leaver, id 64, deleted in between). */
+const SECOND_INSTALL = new Set([
+  'users-by-field.readonly-token',
+  'users-by-field.id-before-delete',
+  'users-by-field.id-deleted-user',
+  'assign.deleted-user-context',
+]);
+/** When pupil.leaver was deleted: its new username ends with this unix time (users-by-field.id-deleted-user). */
+const LEAVER_DELETED_AT = 1796097350;
+
+function siteFor(recording: Recording): MoodleSiteState {
+  return SECOND_INSTALL.has(recording.case) ? seedSecondRecordedSite() : seedRecordedSite();
+}
+
 /** The state a recording was made in, where it is not the plain recorded site. */
 function prepare(recording: Recording, double: MoodleDouble): void {
   switch (recording.case) {
+    case 'users-by-field.id-deleted-user':
+    case 'assign.deleted-user-context':
+      double.state.deleteUser(64, LEAVER_DELETED_AT);
+      break;
     case 'assign.repeat':
       double.state.addUserContextRole(9, 6, 3); // assign.ok came first
       break;
@@ -43,13 +69,13 @@ function tokenFor(recording: Recording): string {
 
 test('the contract directory holds the recordings', () => {
   // A missing or moved directory must fail loudly, not make every check below vacuous.
-  assert.ok(recordings.length >= 23, `found only ${recordings.length} recordings`);
+  assert.ok(recordings.length >= 27, `found only ${recordings.length} recordings`);
 });
 
 describe('the Moodle double answers every recorded request like Moodle 5.1', () => {
   for (const recording of recordings) {
     test(`${recording.case}: ${recording.note}`, async () => {
-      const double = await startMoodleDouble();
+      const double = await startMoodleDouble({ state: siteFor(recording) });
       try {
         prepare(recording, double);
         const form = recording.request.form.replace('REDACTED', encodeURIComponent(tokenFor(recording)));
@@ -113,6 +139,58 @@ describe('the Moodle double answers every recorded request like Moodle 5.1', () 
       await post(byCase('unassign.ok'));
       assert.equal(double.state.hasUserContextRole(9, 6, 4), false);
       assert.equal(double.state.hasUserContextRole(9, 7, 4), true);
+    } finally {
+      await double.close();
+    }
+  });
+
+  test('assign.deleted-user-context writes the role assignment in the deleted pupil\'s context', async () => {
+    const double = await startMoodleDouble({ state: seedSecondRecordedSite() });
+    try {
+      const recording = recordings.find((r) => r.case === 'assign.deleted-user-context');
+      assert.ok(recording);
+      double.state.deleteUser(64, LEAVER_DELETED_AT);
+      const response = await fetch(`${double.url}/webservice/rest/server.php`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: recording.request.form.replace('REDACTED', DOUBLE_TOKENS.ws),
+      });
+      assert.equal(await response.text(), 'null');
+      assert.equal(double.state.hasUserContextRole(9, 9, 64), true);
+    } finally {
+      await double.close();
+    }
+  });
+
+  test('a deleted user is not found by its old username, idnumber or email, only by id (renamed)', async () => {
+    const double = await startMoodleDouble({ state: seedSecondRecordedSite() });
+    try {
+      double.state.deleteUser(64, LEAVER_DELETED_AT);
+      const lookUp = async (field: string, value: string) => {
+        const form = new URLSearchParams({ wstoken: DOUBLE_TOKENS.ws, wsfunction: 'core_user_get_users_by_field', moodlewsrestformat: 'json', field, 'values[0]': value });
+        const response = await fetch(`${double.url}/webservice/rest/server.php`, { method: 'POST', body: form });
+        return (await response.json()) as Array<{ id: number; username: string }>;
+      };
+      assert.deepEqual(await lookUp('username', 'pupil.leaver'), []);
+      assert.deepEqual(await lookUp('idnumber', 'ADM9498'), []);
+      assert.deepEqual(await lookUp('email', 'pupil.leaver@example.org'), []);
+      assert.deepEqual((await lookUp('id', '64')).map((u) => u.username), [`pupil.leaver@example.org.${LEAVER_DELETED_AT}`]);
+    } finally {
+      await double.close();
+    }
+  });
+
+  test('the read-only token sees itself but no other user, by any field', async () => {
+    const double = await startMoodleDouble();
+    try {
+      const lookUp = async (field: string, values: string[]) => {
+        const form = new URLSearchParams({ wstoken: DOUBLE_TOKENS.readonly, wsfunction: 'core_user_get_users_by_field', moodlewsrestformat: 'json', field });
+        values.forEach((v, i) => form.append(`values[${i}]`, v));
+        const response = await fetch(`${double.url}/webservice/rest/server.php`, { method: 'POST', body: form });
+        return ((await response.json()) as Array<{ id: number }>).map((u) => u.id);
+      };
+      assert.deepEqual(await lookUp('id', ['3', '6', '10']), [10]);
+      assert.deepEqual(await lookUp('username', ['pupil.a', 'parent.one']), []);
     } finally {
       await double.close();
     }
@@ -234,6 +312,20 @@ describe('the Moodle client sends exactly the recorded form and reads the record
     await clientFor(ok, sent).getUsersByField('username', recording.request.params.values as string[]);
     const expected = recording.request.form.replace('REDACTED', encodeURIComponent(SECRET)).replace('Parent.Two', 'parent.two');
     assert.deepEqual(sent, [expected]);
+  });
+
+  test('a deleted user returned by an id look-up is recognised by delete_user()\'s signature (users-by-field.id-deleted-user)', async () => {
+    const lookUp = async (name: string) => {
+      const recording = recordings.find((r) => r.case === name) as Recording;
+      return clientFor(recording, []).getUsersByField('id', recording.request.params.values as string[]);
+    };
+    const before = await lookUp('users-by-field.id-before-delete');
+    assert.deepEqual(before.map((u) => [u.id, isDeletedAccount(u)]), [[6, false], [64, false]]);
+    const after = await lookUp('users-by-field.id-deleted-user');
+    assert.deepEqual(after.map((u) => [u.id, isDeletedAccount(u)]), [[6, false], [64, true]]);
+    // Without the email (hidden from the service user) the renamed username still tells.
+    assert.equal(isDeletedAccount({ ...after[1]!, email: undefined }), true);
+    assert.equal(isDeletedAccount({ ...before[1]!, email: undefined }), false);
   });
 
   test('the numeric context level of assign.numeric-contextlevel is not what the typed client sends', async () => {

@@ -326,6 +326,44 @@ for (const dialect of DIALECTS) {
       }
     });
 
+    it('a revoked token on a quiet day reaches staff: one summary mail with the reason, not one per cycle, and the metrics', { skip }, async () => {
+      const services = servicesWith();
+      try {
+        const summaries = async () => await queued('staff_cycle_summary');
+        const before = (await summaries()).length;
+        const token = moodle.state.tokens.get(moodle.tokens.ws)!;
+        moodle.state.tokens.delete(moodle.tokens.ws);
+        const first = await services.cycle.run('schedule', null);
+        assert.equal(first.counts.requests, 0, 'nothing to do');
+        assert.equal(first.state, 'failed');
+        const mails = await summaries();
+        assert.equal(mails.length, before + 1);
+        assert.match(mails.at(-1)!.subject, new RegExp(`Provisioning cycle ${first.cycleId} stopped: Moodle did not accept the web service token`));
+        assert.match(mails.at(-1)!.text, /What to do: .*Manage tokens/s);
+        assert.equal(mails.at(-1)!.text.includes(moodle.tokens.ws), false, 'the token is never mailed');
+        let metrics = await services.metrics.render();
+        assert.match(metrics, /^mpp_moodle_check_up 0$/m);
+        assert.match(metrics, /^mpp_cycle_moodle_check_failures_total\{problem="invalidtoken"\} 1$/m);
+
+        const again = await services.cycle.run('schedule', null);
+        assert.equal(again.state, 'failed');
+        assert.equal((await summaries()).length, before + 1, 'the same problem again: no second mail');
+        metrics = await services.metrics.render();
+        assert.match(metrics, /^mpp_cycle_moodle_check_failures_total\{problem="invalidtoken"\} 2$/m);
+
+        moodle.state.addToken(moodle.tokens.ws, token);
+        const back = await services.cycle.run('schedule', null);
+        assert.equal(back.state, 'succeeded');
+        assert.match(await services.metrics.render(), /^mpp_moodle_check_up 1$/m);
+        moodle.state.tokens.delete(moodle.tokens.ws);
+        await services.cycle.run('schedule', null);
+        assert.equal((await summaries()).length, before + 2, 'a new outage after a good cycle is mailed again');
+        moodle.state.addToken(moodle.tokens.ws, token);
+      } finally {
+        await services.close();
+      }
+    });
+
     it('a step longer than the lock TTL keeps the lock (renewed): a second cycle is refused; the lock is released at the end', { skip }, async () => {
       await approve('renew.parent@example.org', [3]);
       const gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'mpp-gate-')), 'open');
@@ -363,6 +401,145 @@ for (const dialect of DIALECTS) {
       const next = await other.cycle.run('schedule', null);
       assert.notEqual(next.state, 'failed');
       fs.rmSync(path.dirname(gate), { recursive: true, force: true });
+    });
+
+    // Issue 12, item 12: every cycle checks Moodle first, even with nothing to do.
+    it('a quiet cycle (nothing to do) still checks Moodle: a revoked token fails it, named as such', { skip }, async () => {
+      const quiet = await rig.cycle.run('schedule', null);
+      assert.equal(quiet.counts.requests, 0);
+      assert.equal(moodle.calls('core_webservice_get_site_info'), 1, 'the check is made on a quiet day too');
+      assert.equal(quiet.state, 'succeeded');
+      assert.deepEqual(quiet.moodleCheck, { ok: true, problem: null });
+
+      moodle.state.tokens.delete(moodle.tokens.ws); // revoked in Moodle
+      const revoked = await rig.cycle.run('schedule', null);
+      assert.equal(revoked.state, 'failed');
+      assert.match(revoked.error ?? '', /did not accept the web service token \(MOODLE_TOKEN\)/);
+      assert.deepEqual(revoked.moodleCheck, { ok: false, problem: 'invalidtoken' });
+      const record = await rig.cycle.repository.get(revoked.cycleId);
+      assert.equal(record?.state, 'failed', 'the cycle history shows it');
+      assert.match(record?.error ?? '', /MOODLE_TOKEN/);
+    });
+
+    it('a quiet cycle with Moodle down fails with the reason, changing nothing', { skip }, async () => {
+      const url = moodle.url;
+      await moodle.close();
+      const client = new MoodleClient({ url, token: 'x', timeoutMs: 500, retries: 0, batchSize: 100 });
+      const cycle = new ProvisioningCycle({ db: t.db, lifecycle, moodle: client, settings, logger: pino({ level: 'silent' }) });
+      const summary = await cycle.run('schedule', null);
+      assert.equal(summary.counts.requests, 0);
+      assert.equal(summary.state, 'failed');
+      assert.match(summary.error ?? '', /could not be reached/i);
+      assert.deepEqual(summary.moodleCheck, { ok: false, problem: 'unreachable' });
+      moodle = await startMoodleDouble({ state: seedRecordedSite() });
+    });
+
+    it('a missing MOODLE_PARENT_ROLE_ID is named as such, not as "Moodle is not configured"', { skip }, async () => {
+      await approve('no.role@example.org', [3]);
+      const before = await snapshot(t.db);
+      const noRole = makeCycle(t.db, lifecycle, moodle, { settings: { ...settings, parentRoleId: undefined } });
+      const summary = await noRole.cycle.run('manual', 'office');
+      assert.equal(summary.state, 'failed');
+      assert.match(summary.error ?? '', /MOODLE_PARENT_ROLE_ID is not set/);
+      assert.doesNotMatch(summary.error ?? '', /Moodle is not configured/);
+      assert.match(summary.help ?? '', /Define roles/);
+      assert.deepEqual(summary.moodleCheck, { ok: false, problem: 'parent_role_not_set' });
+      assert.deepEqual(await snapshot(t.db), before);
+    });
+
+    // Issue 12, item 14: a child whose Moodle account was deleted or suspended is never linked.
+    it('a pupil deleted in Moodle after approval is not linked: that child fails, the request is not provisioned', { skip }, async () => {
+      const request = await approve('deleted.pupil@example.org', [3, 4]);
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      moodle.state.deleteUser(4); // Moodle would still accept the role there (assign.deleted-user-context)
+      const summary = await rig.cycle.run('manual', 'office');
+      assert.equal(summary.state, 'problems');
+      assert.equal(summary.counts.provisioned, 0);
+      assert.equal(summary.counts.childrenLinked, 1);
+      assert.equal(summary.counts.childrenFailed, 1);
+      const after = await lifecycle.get(request.id);
+      assert.equal(after.request.status, 'approved');
+      assert.deepEqual(after.children.map((c) => c.linkState), ['linked', 'matched']);
+      assert.match(after.children[1]!.lastError ?? '', /the pupil's Moodle account was deleted/i);
+      assert.match(after.request.lastError ?? '', /the pupil's Moodle account was deleted/i, 'the request page shows the problem');
+      const parent = moodle.state.userByUsername('deleted.pupil@example.org')!;
+      assert.ok(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 3));
+      assert.equal(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 4), false, 'no role in the deleted pupil\'s context');
+      const entry = (await rig.cycle.repository.get(summary.cycleId))?.report.find((r) => r.requestId === request.id);
+      assert.equal(entry?.outcome, 'linked_some');
+      assert.match(entry?.message ?? '', /the pupil's Moodle account was deleted/i);
+      assert.equal(entry?.children.find((c) => c.childId === after.children[1]!.id)?.outcome, 'failed');
+      assert.equal(entry?.children.find((c) => c.childId === after.children[0]!.id)?.outcome, 'linked');
+    });
+
+    it('a request whose only pupil was deleted fails without any role assignment, and is not provisioned', { skip }, async () => {
+      const request = await approve('only.deleted@example.org', [4]);
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      moodle.state.deleteUser(4);
+      moodle.resetCounts();
+      const summary = await rig.cycle.run('manual', 'office');
+      assert.equal(summary.state, 'problems');
+      assert.equal(summary.report[0]?.outcome, 'failed');
+      assert.match(summary.report[0]?.message ?? '', /the pupil's Moodle account was deleted/i);
+      assert.equal(moodle.calls('core_role_assign_roles'), 0);
+      const after = await lifecycle.get(request.id);
+      assert.equal(after.request.status, 'approved');
+      assert.ok(after.request.nextAttemptAt && after.request.nextAttemptAt > Date.now(), 'tried again later, with backoff');
+    });
+
+    it('a pupil missing from an id look-up is taken as deleted once another known account proves the token sees users', { skip }, async () => {
+      const earlier = await approve('earlier.parent@example.org', [3]);
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      await rig.cycle.run('manual', 'office');
+      assert.equal((await lifecycle.get(earlier.id)).request.status, 'provisioned');
+      // A Moodle that leaves a deleted pupil out of the look-up altogether (998 is no account).
+      const request = await approve('gone.pupil@example.org', [998]);
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      const summary = await rig.cycle.run('manual', 'office');
+      assert.equal(summary.state, 'problems', summary.error ?? '');
+      assert.deepEqual(summary.moodleCheck, { ok: true, problem: null });
+      assert.match((await lifecycle.get(request.id)).children[0]!.lastError ?? '', /the pupil's Moodle account was deleted/i);
+    });
+
+    it('a suspended pupil is not linked: the request stays approved and waits with its own message, then links once active', { skip }, async () => {
+      const request = await approve('suspended.pupil@example.org', [3, 4]);
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      moodle.state.users.get(4)!.suspended = true;
+      const summary = await rig.cycle.run('manual', 'office');
+      assert.equal(summary.state, 'succeeded');
+      assert.equal(summary.counts.waiting, 1);
+      assert.equal(summary.report[0]?.outcome, 'waiting');
+      assert.match(summary.report[0]?.message ?? '', /the pupil's Moodle account is suspended: Bob Pupil/);
+      const waiting = await lifecycle.get(request.id);
+      assert.equal(waiting.request.status, 'approved');
+      assert.deepEqual(waiting.children.map((c) => c.linkState), ['linked', 'matched']);
+      assert.match(waiting.request.lastError ?? '', /the pupil's Moodle account is suspended/);
+      assert.equal(waiting.request.nextAttemptAt, null, 'looked at again next cycle');
+      const parent = moodle.state.userByUsername('suspended.pupil@example.org')!;
+      assert.equal(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 4), false);
+
+      moodle.state.users.get(4)!.suspended = false;
+      const next = await rig.cycle.run('manual', 'office');
+      assert.equal(next.counts.provisioned, 1);
+      assert.equal((await lifecycle.get(request.id)).request.status, 'provisioned');
+      assert.ok(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 4));
+    });
+
+    // Issue 12, item 15: a token that cannot see users is named, not mistaken for "waiting".
+    it('a token whose user lacks moodle/user:viewdetails stops the cycle with that named, instead of every parent "waiting"', { skip }, async () => {
+      await approve('blind.token@example.org', [3]);
+      await moodle.sync(t.db, TEST_AUTH_TABLE);
+      const blind = makeCycle(t.db, lifecycle, moodle, {}, moodle.tokens.readonly);
+      const before = await snapshot(t.db);
+      const summary = await blind.cycle.run('manual', 'office');
+      assert.equal(summary.state, 'failed');
+      assert.match(summary.error ?? '', /the web service user lacks moodle\/user:viewdetails/);
+      assert.doesNotMatch(summary.error ?? '', /[Ww]aiting/);
+      assert.match(summary.help ?? '', /Define roles/);
+      assert.deepEqual(summary.moodleCheck, { ok: false, problem: 'cannot_see_users' });
+      assert.equal(summary.counts.waiting, 0);
+      assert.deepEqual(await snapshot(t.db), before, 'no request changed');
+      assert.equal(moodle.calls('core_role_assign_roles'), 0);
     });
 
     it('a parent account not managed by this service is not linked without staff deciding', { skip }, async () => {
@@ -407,12 +584,12 @@ describe('provisioning cycle at scale', async () => {
       assert.equal(summary.state, 'succeeded');
       assert.equal(summary.counts.provisioned, N);
       assert.equal(summary.counts.childrenLinked, 2 * N);
-      // One check, N/100 look-ups, 2N/100 assignment batches: 31 calls instead of 3,000.
+      // One check, 2N/100 pupil look-ups, N/100 parent look-ups, 2N/100 assignment batches: 51 calls instead of 5,000.
       assert.equal(moodle.calls('core_webservice_get_site_info'), 1);
-      assert.equal(moodle.calls('core_user_get_users_by_field'), 10);
+      assert.equal(moodle.calls('core_user_get_users_by_field'), 30);
       assert.equal(moodle.calls('core_role_assign_roles'), 20);
-      assert.equal(moodle.calls(), 31);
-      assert.equal(summary.counts.moodleCalls, 31);
+      assert.equal(moodle.calls(), 51);
+      assert.equal(summary.counts.moodleCalls, 51);
       const provisioned = await t.db('requests').where({ status: 'provisioned' }).count({ n: '*' }).first();
       assert.equal(Number(provisioned?.n), N);
       await assertAuthInvariant(t.db);

@@ -1,6 +1,6 @@
 // A real HTTP stand-in for Moodle 5.1's REST web services over an in-memory site, answering exactly
 // like the recordings in shared/moodle-contract, plus auth_db's user sync and fault injection for tests.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Knex } from 'knex';
@@ -154,14 +154,22 @@ export class MoodleSiteState {
     return user;
   }
 
-  /** Deletes a user as Moodle does: the record stays, flagged, and its context and roles go. */
-  deleteUser(id: number): void {
+  /**
+   * Deletes a user as Moodle's delete_user() does: the record stays, flagged, its username becomes
+   * "<email>.<unix time>", its email the md5 of the old username and its idnumber empty
+   * (users-by-field.id-deleted-user), and its roles go. Its user context is made again on first use,
+   * so a role assignment there is still accepted (assign.deleted-user-context).
+   */
+  deleteUser(id: number, atSeconds: number = Math.floor(Date.now() / 1000)): void {
     const user = this.users.get(id);
-    if (user === undefined) return;
-    user.deleted = true;
+    if (user === undefined || user.deleted) return;
     const context = this.userContext(id);
-    if (context !== undefined) this.contexts.delete(context.id);
     this.assignments = this.assignments.filter((a) => a.userid !== id && a.contextid !== context?.id);
+    const { username, email } = user;
+    user.deleted = true;
+    user.username = cleanUsername(`${email}.${atSeconds}`);
+    user.email = createHash('md5').update(username).digest('hex');
+    user.idnumber = '';
   }
 
   userByUsername(username: string): DoubleUser | undefined {
@@ -221,14 +229,47 @@ export function seedRecordedSite(): MoodleSiteState {
   state.roles.set(9, { id: 9, shortname: 'parent', contextlevels: [CONTEXT_LEVELS.user ?? 30] });
   state.roles.set(5, { id: 5, shortname: 'student', contextlevels: [CONTEXT_LEVELS.course ?? 50, CONTEXT_LEVELS.module ?? 70] });
 
-  state.addToken(DOUBLE_TOKENS.ws, { userid: 5, siteAdmin: false, capabilities: new Set(ALL_CAPABILITIES), assignableRoleIds: new Set([9]) });
-  state.addToken(DOUBLE_TOKENS.admin, { userid: 2, siteAdmin: true, capabilities: new Set(ALL_CAPABILITIES), assignableRoleIds: new Set() });
+  addRecordedTokens(state, { ws: 5, admin: 2, readonly: 10 });
+  return state;
+}
+
+/**
+ * The recorded tokens for the given token users. `readonly` is a user whose role has only
+ * webservice/rest:use: no moodle/role:assign and no moodle/user:viewdetails, so it sees no other
+ * user (assign.no-capability, users-by-field.readonly-token).
+ */
+function addRecordedTokens(state: MoodleSiteState, users: Record<'ws' | 'admin' | 'readonly', number>): void {
+  state.addToken(DOUBLE_TOKENS.ws, { userid: users.ws, siteAdmin: false, capabilities: new Set(ALL_CAPABILITIES), assignableRoleIds: new Set([9]) });
+  state.addToken(DOUBLE_TOKENS.admin, { userid: users.admin, siteAdmin: true, capabilities: new Set(ALL_CAPABILITIES), assignableRoleIds: new Set() });
   state.addToken(DOUBLE_TOKENS.readonly, {
-    userid: 10,
+    userid: users.readonly,
     siteAdmin: false,
-    capabilities: new Set(ALL_CAPABILITIES.filter((c) => c !== 'moodle/role:assign')),
+    capabilities: new Set(['webservice/rest:use']),
     assignableRoleIds: new Set([9]),
   });
+}
+
+/**
+ * The second install the later recordings were made on (shared/moodle-contract/README.md, "Added
+ * later"): pupil.a is id 6, parent.one id 9, and pupil.leaver (id 64) exists until a test deletes it.
+ * The service user there may see email addresses.
+ */
+export function seedSecondRecordedSite(): MoodleSiteState {
+  const state = new MoodleSiteState();
+  state.addUser({ id: 1, username: 'guest', firstname: 'Guest user', lastname: ' ', email: 'root@localhost' });
+  state.addUser({ id: 2, username: 'admin', firstname: 'Admin', lastname: 'User', email: 'admin@example.org', maildisplay: 1 });
+  state.addUser({ id: 3, username: 'wsprov', firstname: 'WS', lastname: 'Provisioner', email: 'wsprov@example.org' });
+  state.addUser({ id: 4, username: 'wsreadonly', firstname: 'WS', lastname: 'ReadOnly', email: 'wsreadonly@example.org' });
+  const pupil = (id: number, username: string, firstname: string, lastname: string, department: string, idnumber: string) =>
+    state.addUser({ id, username, firstname, lastname, email: `${username}@example.org`, department, idnumber, maildisplay: 1 });
+  pupil(6, 'pupil.a', 'Alice', 'Pupil', '7B', 'ADM1001');
+  pupil(7, 'pupil.b', 'Bob', 'Pupil', '9C', 'ADM1002');
+  pupil(8, 'pupil.a2', 'Alice', 'Pupil', '10A', 'ADM1003');
+  state.addUser({ id: 9, username: 'parent.one', firstname: 'Pat', lastname: 'One', email: 'parent.one@example.org', auth: 'db', maildisplay: 1 });
+  pupil(64, 'pupil.leaver', 'Dora', 'Deleted', '8D', 'ADM9498');
+  state.roles.set(9, { id: 9, shortname: 'parent', contextlevels: [CONTEXT_LEVELS.user ?? 30] });
+  state.roles.set(5, { id: 5, shortname: 'student', contextlevels: [CONTEXT_LEVELS.course ?? 50, CONTEXT_LEVELS.module ?? 70] });
+  addRecordedTokens(state, { ws: 3, admin: 2, readonly: 4 });
   return state;
 }
 
@@ -404,6 +445,14 @@ function userDetails(user: DoubleUser, ctx: CallContext): Record<string, unknown
   return details;
 }
 
+/**
+ * Whether the token's user sees this user at all: without moodle/user:viewdetails it sees only
+ * itself, and other users are left out as if they did not exist (users-by-field.readonly-token).
+ */
+function canSee(ctx: CallContext, user: DoubleUser): boolean {
+  return ctx.viewer?.id === user.id || ctx.token.siteAdmin || ctx.token.capabilities.has('moodle/user:viewdetails');
+}
+
 function requireCapability(ctx: CallContext, capability: string): void {
   if (!ctx.token.siteAdmin && !ctx.token.capabilities.has(capability)) throw noPermission(capability);
 }
@@ -468,8 +517,10 @@ function getUsersByField(ctx: CallContext): unknown {
     if (cleaned !== value) throw invalidParameter();
   }
   const wanted = new Set(field === 'email' ? values.map((v) => v.toLowerCase()) : values);
+  // A deleted user is not filtered out here: by id it still comes back, renamed by delete_user()
+  // (users-by-field.id-deleted-user); by its old username, email or idnumber it is not found.
   const users = [...ctx.state.users.values()]
-    .filter((u) => !u.deleted)
+    .filter((u) => canSee(ctx, u))
     .filter((u) => {
       const own = field === 'id' ? String(u.id) : field === 'email' ? u.email.toLowerCase() : u[field as 'idnumber' | 'username'];
       return wanted.has(own);
@@ -508,7 +559,7 @@ function getUsers(ctx: CallContext): unknown {
   }
   const field = (u: DoubleUser, key: string): string => (key === 'id' ? String(u.id) : String(u[key as keyof DoubleUser]));
   const users = [...ctx.state.users.values()]
-    .filter((u) => !u.deleted)
+    .filter((u) => !u.deleted && canSee(ctx, u))
     .filter((u) => applied.every((c) => (SEARCH_KEYS_LIKE.has(c.key) ? like(field(u, c.key), c.value) : field(u, c.key) === c.value)))
     .sort((a, b) => a.id - b.id)
     .map((u) => userDetails(u, ctx))

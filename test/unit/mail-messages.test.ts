@@ -178,6 +178,16 @@ describe('staff messages', () => {
     assert.match(m.text, /Waiting for Moodle's user sync: +2\n/);
     assert.ok(m.text.includes('https://parents.example.org/admin/cycles/17'));
   });
+
+  it('a cycle that stopped says why and what to do, in the subject and the body', () => {
+    const problem = { message: 'Moodle did not accept the web service token (MOODLE_TOKEN): it is wrong, has expired or was deleted.', help: 'Create a new token & set MOODLE_TOKEN.' };
+    const m = messages.staffCycleSummaryMessage({ cycleId: 18, provisioned: 0, waiting: 0, failed: 1, problem }, ['office@example.org']);
+    assert.equal(m.subject, `${SCHOOL}: Provisioning cycle 18 stopped: ${problem.message}`);
+    assert.ok(m.text.includes(problem.message));
+    assert.ok(m.text.includes('What to do: Create a new token & set MOODLE_TOKEN.'), 'plain text is not HTML-escaped');
+    assert.ok(m.html.includes('Create a new token &amp; set MOODLE_TOKEN.'));
+    assert.doesNotMatch(m.text, /Accounts made ready/);
+  });
 });
 
 describe('durationInWords', () => {
