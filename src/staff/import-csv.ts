@@ -70,10 +70,10 @@ const WINDOWS_1252_HIGH: Record<number, string> = {
 
 const SAVE_AS_UTF8 = 'In Excel choose File, Save As, “CSV UTF-8 (Comma delimited)”, and upload that file.';
 
-/** The line (1 for the first) on which byte `index` of a file stands. */
-function lineOfByte(bytes: Uint8Array, index: number, lineFeed = 0x0a): number {
+/** The line (1 for the first) on which byte `index` of a single-byte file stands: LF, CRLF or CR ends a line. */
+function lineOfByte(bytes: Uint8Array, index: number): number {
   let line = 1;
-  for (let i = 0; i < index; i += 1) if (bytes[i] === lineFeed) line += 1;
+  for (let i = 0; i < index; i += 1) if (bytes[i] === 0x0a || (bytes[i] === 0x0d && bytes[i + 1] !== 0x0a)) line += 1;
   return line;
 }
 
