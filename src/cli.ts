@@ -224,6 +224,13 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
       services = createServices(config);
     }
     const actor: Actor = { type: 'cli', id: safeUsername() };
+    if (NEEDS_MIGRATED_DATABASE.has(command)) {
+      const notReady = await describeUnmigratedDatabase(services);
+      if (notReady !== undefined) {
+        io.err(notReady);
+        return 1;
+      }
+    }
     switch (command) {
       case 'migrate': {
         if (args[0] === 'status') {
@@ -272,6 +279,24 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
   } finally {
     if (!options.services) await services?.close().catch(() => undefined);
   }
+}
+
+// `migrate` sets the database up and `doctor` reports on it, so only these wait for a migrated one.
+const NEEDS_MIGRATED_DATABASE = new Set(['requests', 'cycle', 'api-keys', 'staff', 'privacy']);
+
+/**
+ * One line when the database lacks migrations, instead of a raw "no such table" later. The CLI does
+ * not migrate on its own (the server does, at start): a command run against the wrong DATABASE_URL
+ * must not quietly create a schema there.
+ */
+async function describeUnmigratedDatabase(services: Services): Promise<string | undefined> {
+  const { applied, pending } = await services.migrationStatus();
+  if (pending.length === 0) return undefined;
+  const what =
+    applied.length === 0
+      ? 'is not set up yet'
+      : `is missing ${pending.length} update${pending.length === 1 ? '' : 's'} to its tables`;
+  return `The database (${services.config.database.display}) ${what}: run "npm run cli -- migrate" first (starting the service does the same).`;
 }
 
 function safeUsername(): string {

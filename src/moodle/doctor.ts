@@ -6,7 +6,7 @@ import { migrationStatus } from '../db/migrator';
 import type { MailCheck } from '../mail/mail-transport';
 import { checkMoodle } from './moodle-checks';
 import type { MoodleClient } from './moodle-client';
-import { runScheduledTask } from './sync-command';
+import { describeSyncRefusal, runScheduledTask } from './sync-command';
 
 export interface DoctorCheck {
   id: string;
@@ -97,11 +97,16 @@ export async function runDoctor(deps: DoctorDependencies, options: { runSync?: b
     checks.push({ id: 'sync-command', label: 'User sync command (MOODLE_SYNC_COMMAND)', ok: true, message: 'Set (not run; use --run-sync to run it now).' });
   } else {
     const result = await runScheduledTask(command, { timeoutMs: config.moodle.commandTimeoutMs });
+    let refusals = '';
+    if (result.ok && result.errors.length > 0) {
+      const requestIds = databaseOk ? await requestIdsInAuthTable(db, config.authTable, result.errors.map((e) => e.username)) : new Map<string, number>();
+      refusals = ` ${result.errors.map((e) => describeSyncRefusal(e, requestIds.get(e.username))).join(' ')}`;
+    }
     checks.push({
       id: 'sync-command',
       label: 'User sync command (MOODLE_SYNC_COMMAND)',
       ok: result.ok,
-      message: result.ok ? `Ran successfully: ${result.summary}` : `The sync command failed: ${result.summary}`,
+      message: result.ok ? `Ran successfully: ${result.summary}${refusals}` : `The sync command failed: ${result.summary}`,
       ...(result.ok ? {} : { help: "Read the output below; run the same command by hand as the service's user to see why." }),
       output: result.command.output,
     });
@@ -124,6 +129,16 @@ async function knownPupilAccountIds(db: Database): Promise<number[]> {
     .limit(20)
     .select('moodle_user_id')) as Array<{ moodle_user_id: number | string }>;
   return rows.map((r) => Number(r.moodle_user_id));
+}
+
+/** Which request each auth-table username belongs to; a look-up that fails names none. */
+async function requestIdsInAuthTable(db: Database, authTable: string, usernames: string[]): Promise<Map<string, number>> {
+  try {
+    const rows = (await db(authTable).whereIn('username', usernames).select('username', 'request_id')) as Array<{ username: string; request_id: unknown }>;
+    return new Map(rows.filter((r) => r.request_id !== null).map((r) => [r.username, Number(r.request_id)]));
+  } catch {
+    return new Map();
+  }
 }
 
 export function formatDoctor(checks: DoctorCheck[]): string {

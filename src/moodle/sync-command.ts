@@ -118,6 +118,17 @@ export interface SyncedUser {
   id: number;
 }
 
+/**
+ * A row of the auth table that Moodle's sync did not turn into an account. `username_taken`: Moodle
+ * already has the username as an account of another sign-in method (`plugin`, say "manual" for a
+ * teacher who is also a parent). `not_accepted`: "Error inserting user X" alone, which Moodle
+ * prints for a username it will not store (capital letters, characters it does not allow).
+ */
+export type SyncRefusal =
+  | { username: string; reason: 'username_taken'; plugin: string }
+  | { username: string; reason: 'not_accepted' }
+  | { username: string; reason: 'other'; detail: string };
+
 export interface ScheduledTaskReport {
   ok: boolean;
   /** Plain words for staff: what happened. */
@@ -125,8 +136,8 @@ export interface ScheduledTaskReport {
   /** The task's name as Moodle printed it, when it printed one. */
   task?: string;
   inserted: SyncedUser[];
-  /** Rows Moodle could not turn into accounts (for example a username with capital letters). */
-  errors: Array<{ username: string }>;
+  /** Rows Moodle could not turn into accounts, and why. */
+  errors: SyncRefusal[];
   suspended: SyncedUser[];
   revived: SyncedUser[];
   /** The line that tells why it failed, for IT. */
@@ -135,7 +146,8 @@ export interface ScheduledTaskReport {
 
 const TASK_VERDICT = /^Scheduled task (complete|failed): (.*)$/;
 const INSERTED = /^Inserted user (\S+) id (\d+)$/;
-const INSERT_ERROR = /^Error inserting user (\S+)/;
+const INSERT_ERROR = /^Error inserting user (\S+)(?:\s+-\s+(.*))?$/;
+const TAKEN_BY_PLUGIN = /^user with this username was already created through '([^']+)' plugin\.?$/;
 const SUSPENDED = /^Suspended user (\S+) id (\d+)$/;
 const REVIVED = /^Revived user (\S+) id (\d+)$/;
 
@@ -152,7 +164,7 @@ export function parseScheduledTaskOutput(output: string, exitCode: number | null
     let m: RegExpExecArray | null;
     if ((m = TASK_VERDICT.exec(line)) !== null) verdict = { complete: m[1] === 'complete', line, rest: m[2] ?? '' };
     else if ((m = INSERTED.exec(line)) !== null) report.inserted.push({ username: m[1] ?? '', id: Number(m[2]) });
-    else if ((m = INSERT_ERROR.exec(line)) !== null) report.errors.push({ username: m[1] ?? '' });
+    else if ((m = INSERT_ERROR.exec(line)) !== null) report.errors.push(refusal(m[1] ?? '', m[2]));
     else if ((m = SUSPENDED.exec(line)) !== null) report.suspended.push({ username: m[1] ?? '', id: Number(m[2]) });
     else if ((m = REVIVED.exec(line)) !== null) report.revived.push({ username: m[1] ?? '', id: Number(m[2]) });
   }
@@ -178,7 +190,9 @@ export function parseScheduledTaskOutput(output: string, exitCode: number | null
 
   if (!verdict.complete) {
     report.failureLine = verdict.line;
-    report.summary = `Moodle's task "${plainName}" failed${reason === undefined || reason === '' ? '.' : `: ${reason}`}`;
+    report.summary = authTableUnreachable(taskName, reason, output)
+      ? AUTH_TABLE_UNREACHABLE
+      : `Moodle's task "${plainName}" failed${reason === undefined || reason === '' ? '.' : `: ${reason}`}`;
     return report;
   }
   if (exitCode !== 0) {
@@ -198,11 +212,68 @@ function describeUserChanges(report: ScheduledTaskReport): string {
   if (report.suspended.length > 0) parts.push(count(report.suspended.length, report.suspended.length === 1 ? 'account suspended' : 'accounts suspended'));
   if (report.revived.length > 0) parts.push(count(report.revived.length, report.revived.length === 1 ? 'account restored' : 'accounts restored'));
   if (report.errors.length > 0) {
-    parts.push(
-      `${report.errors.length} could not be created (${report.errors.map((e) => e.username).join(', ')}; a username must be lower-case)`,
-    );
+    parts.push(`${report.errors.length} not created (${report.errors.map((e) => `${e.username}: ${shortRefusalReason(e)}`).join('; ')})`);
   }
   return parts.length === 0 ? '' : `: ${parts.join(', ')}`;
+}
+
+function refusal(username: string, detail: string | undefined): SyncRefusal {
+  if (detail === undefined || detail.trim() === '') return { username, reason: 'not_accepted' };
+  const taken = TAKEN_BY_PLUGIN.exec(detail.trim());
+  if (taken !== null) return { username, reason: 'username_taken', plugin: taken[1] ?? '' };
+  return { username, reason: 'other', detail: detail.trim() };
+}
+
+/** What staff are told when Moodle's sync cannot reach the database that holds the auth table. */
+export const AUTH_TABLE_UNREACHABLE =
+  'Moodle could not connect to the database of the auth table: check the External database settings ' +
+  '(Site administration > Plugins > Authentication > External database: host, database, user and password).';
+
+/**
+ * auth_db's sync failing before it read a row because its connection is not there: PHP then calls
+ * mysqli_query() (or the driver of another database) with `false` instead of a connection, or the
+ * driver says it could not connect. The raw lines stay in the command output for IT.
+ */
+function authTableUnreachable(taskName: string, reason: string | undefined, output: string): boolean {
+  if (!taskName.includes('auth_db\\task\\sync_users')) return false;
+  const text = reason ?? '';
+  if (/must be of type (mysqli|PgSql\\Connection|resource), bool given/i.test(text)) return true;
+  return /could not connect|can't connect|unable to connect|connection refused|access denied for user/i.test(text) && /auth\/db\/auth\.php/.test(output);
+}
+
+function shortRefusalReason(refused: SyncRefusal): string {
+  switch (refused.reason) {
+    case 'username_taken':
+      return refused.plugin === 'manual'
+        ? 'Moodle already has a manual account with this username'
+        : `Moodle already has an account with this username that signs in through "${refused.plugin}"`;
+    case 'not_accepted':
+      return 'not a username Moodle accepts (only lower-case letters, digits and _ . @ -)';
+    default:
+      return refused.detail;
+  }
+}
+
+/** What staff are told about an account Moodle's sync did not create, and what to do about it. */
+export function explainSyncRefusal(refused: SyncRefusal): string {
+  switch (refused.reason) {
+    case 'username_taken':
+      return (
+        "Moodle's user sync did not create this parent's account, because Moodle already has " +
+        (refused.plugin === 'manual' ? 'a manual account (made by hand in Moodle)' : `an account that signs in through "${refused.plugin}"`) +
+        " with this username. If that account is the parent's, link the request to it as an existing account; otherwise ask the parent for another email address."
+      );
+    case 'not_accepted':
+      return "Moodle's user sync did not accept this username (Moodle takes only lower-case letters, digits and _ . @ -). Correct the parent's email address on the request.";
+    default:
+      return `Moodle's user sync could not create this account: ${refused.detail}`;
+  }
+}
+
+/** The same, naming the request the account belongs to when one is known. */
+export function describeSyncRefusal(refused: SyncRefusal, requestId?: number): string {
+  const who = requestId === undefined ? refused.username : `Request ${requestId} (${refused.username})`;
+  return `${who}: ${explainSyncRefusal(refused)}`;
 }
 
 /** Runs a scheduled-task command and reads its verdict in one step. */

@@ -168,6 +168,29 @@ export class CycleRepository {
     return [...ids].slice(0, limit);
   }
 
+  /**
+   * The request each Moodle username belongs to (the newest one, approved or provisioned first), to
+   * name it when Moodle's sync did not create that account.
+   */
+  async requestIdsByMoodleUsername(usernames: readonly string[]): Promise<Map<string, number>> {
+    const found = new Map<string, number>();
+    for (let i = 0; i < usernames.length; i += 500) {
+      const rows = (await this.db('requests')
+        .whereIn('moodle_username', usernames.slice(i, i + 500))
+        .select('id', 'moodle_username', 'status')
+        .orderBy('id')) as Row[];
+      const rank = (status: unknown) => (status === 'approved' || status === 'provisioned' ? 1 : 0);
+      const best = new Map<string, Row>();
+      for (const row of rows) {
+        const username = String(row.moodle_username);
+        const kept = best.get(username);
+        if (kept === undefined || rank(row.status) >= rank(kept.status)) best.set(username, row);
+      }
+      for (const [username, row] of best) found.set(username, Number(row.id));
+    }
+    return found;
+  }
+
   /** Revoked children whose Parent role may still be assigned in Moodle, with their request's parent. */
   async dueUnassignments(now: number): Promise<Array<{ child: ChildRecord; moodleUsername: string | null; parentMoodleUserId: number | null }>> {
     const rows = (await this.db('request_children as c')

@@ -10,7 +10,7 @@ import type { Logger } from '../logger';
 import { CANNOT_SEE_USERS_HELP, CANNOT_SEE_USERS_MESSAGE, seesOtherUsers } from '../moodle/moodle-checks';
 import { isDeletedAccount, type MoodleClient, type MoodleUser, type RoleAssignment } from '../moodle/moodle-client';
 import { MoodleError } from '../moodle/moodle-error';
-import { runScheduledTask, type ScheduledTaskReport } from '../moodle/sync-command';
+import { describeSyncRefusal, runScheduledTask, type ScheduledTaskReport } from '../moodle/sync-command';
 import type { Actor, ProvisioningOutcome, RequestLifecycle } from '../requests/request-lifecycle';
 import type { ChildRecord, RequestRecord } from '../requests/request-repository';
 import { CYCLE_LOCK, DatabaseLock, type LockHolder } from './cycle-lock';
@@ -22,6 +22,9 @@ import {
   type CycleTrigger,
   type RequestOutcomeReport,
 } from './cycle-repository';
+
+/** How many accounts Moodle's sync skipped are told one by one in the cycle's summary line. */
+const MAX_REFUSALS_IN_SUMMARY = 10;
 
 export interface CycleSettings {
   parentRoleId: number | undefined;
@@ -312,6 +315,8 @@ export class ProvisioningCycle {
         moodleCheck = { ok: true, problem: null };
 
         let sync: (ScheduledTaskReport & { command: { output: string } }) | undefined;
+        /** Accounts Moodle's sync skipped, by username: what to tell staff. */
+        const syncRefusals = new Map<string, string>();
         if (settings.syncCommand) {
           stopPoint();
           await step('syncing');
@@ -321,6 +326,18 @@ export class ProvisioningCycle {
             state = 'problems';
             error = `Moodle's user sync did not work: ${sync.summary}`;
             help = 'Read the sync output in the cycle report. Parents already in Moodle are still linked.';
+          } else if (sync.errors.length > 0) {
+            // The task ran, but skipped accounts: each belongs to a request staff must act on.
+            const requestIds = await this.cycles.requestIdsByMoodleUsername(sync.errors.map((e) => e.username));
+            for (const refused of sync.errors) syncRefusals.set(refused.username, describeSyncRefusal(refused, requestIds.get(refused.username)));
+            state = 'problems';
+            // The first few in the summary (a text column); every one is listed in the cycle report.
+            const named = [...syncRefusals.values()].slice(0, MAX_REFUSALS_IN_SUMMARY);
+            const more = syncRefusals.size - named.length;
+            error =
+              `Moodle's user sync did not create ${sync.errors.length === 1 ? "one parent's account" : `${sync.errors.length} parents' accounts`}. ${named.join(' ')}` +
+              (more > 0 ? ` And ${more} more.` : '');
+            help = 'Open each request named: its page says what to do. The list is also under "Moodle\'s user sync" in the cycle report.';
           }
         }
 
@@ -336,7 +353,14 @@ export class ProvisioningCycle {
           const outcome: ProvisioningOutcome = { requestId: request.id, expectedVersion: request.version, linkedChildIds: [], failedChildren: [], requestErrors: [] };
           const entry: RequestOutcomeReport = { requestId: request.id, outcome: 'unchanged', message: null, children: [] };
           const parent = this.resolveParent(request, parents);
-          if (parent.kind === 'waiting') {
+          const refusedBySync = parent.kind === 'waiting' && request.moodleUsername ? syncRefusals.get(request.moodleUsername) : undefined;
+          if (refusedBySync !== undefined) {
+            // Not "waiting": Moodle will skip this account at every sync until staff act.
+            outcome.requestErrors = [refusedBySync];
+            outcome.nextAttemptAt = this.backoff(request.attempts);
+            entry.outcome = 'failed';
+            entry.message = refusedBySync;
+          } else if (parent.kind === 'waiting') {
             const waitedSince = request.waitingSince ?? this.now();
             const tooLong = this.now() - waitedSince > settings.syncWaitWarnMs;
             outcome.waiting = { message: tooLong ? parent.tooLongMessage : parent.message };

@@ -7,6 +7,7 @@ import { NotFoundError } from '../errors';
 import type { Logger } from '../logger';
 import type { CycleCounts, CycleRecord, RequestOutcomeReport } from '../provisioning/cycle-repository';
 import type { ProvisioningCycle } from '../provisioning/provisioning-cycle';
+import { explainSyncRefusal, parseScheduledTaskOutput } from '../moodle/sync-command';
 import { STATUS_LABELS, type RequestStatus } from '../requests/request-states';
 import {
   CHILD_OUTCOME_LABELS,
@@ -158,6 +159,7 @@ export class ProvisioningPages {
     });
     return {
       cycle,
+      syncRefusals: await this.syncRefusals(record.syncOutput),
       counts: record.counts ? countRows(record.counts) : [],
       problemCount: record.report.filter((o) => isProblemOutcome(o.outcome)).length,
       error: splitError(record.error),
@@ -166,6 +168,15 @@ export class ProvisioningPages {
       outcomes,
       pagination,
     };
+  }
+
+  /** The accounts Moodle's sync skipped in this cycle, read from its output, each with its request. */
+  private async syncRefusals(syncOutput: string | null): Promise<Array<{ username: string; requestId: number | null; message: string }>> {
+    if (!syncOutput) return [];
+    const { errors } = parseScheduledTaskOutput(syncOutput, 0);
+    if (errors.length === 0) return [];
+    const requestIds = await this.deps.cycle.repository.requestIdsByMoodleUsername(errors.map((e) => e.username));
+    return errors.map((e) => ({ username: e.username, requestId: requestIds.get(e.username) ?? null, message: explainSyncRefusal(e) }));
   }
 
   async progress(id: number): Promise<CycleProgressJson> {

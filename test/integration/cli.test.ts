@@ -89,6 +89,44 @@ for (const dialect of DIALECTS) {
   });
 }
 
+for (const dialect of DIALECTS) {
+  describe(`cli on an empty ${dialect} database`, async () => {
+    const skip = await skipReason(dialect);
+    let t: TestDatabase;
+    let services: Services;
+    before(async () => {
+      if (skip) return;
+      t = await createTestDatabase(dialect, { migrate: false });
+      services = createServices(parseConfig({ NODE_ENV: 'test' }), { db: t.db });
+    });
+    after(async () => t?.destroy());
+
+    const run = async (...argv: string[]) => {
+      const c = capture();
+      const code = await runCli(argv, c.io, { services });
+      return { code, out: c.out.join('\n'), err: c.err.join('\n') };
+    };
+
+    it('says in one line that the database is not set up and what to run, then migrate sets it up', { skip }, async () => {
+      for (const argv of [['requests', 'list'], ['staff', 'list'], ['api-keys', 'list'], ['cycle'], ['privacy', 'erase-expired']]) {
+        const r = await run(...argv);
+        assert.equal(r.code, 1, argv.join(' '));
+        assert.equal(r.err.split('\n').length, 1, `one line for ${argv.join(' ')}: ${r.err}`);
+        assert.match(r.err, /^The database \(.+\) is not set up yet: run "npm run cli -- migrate" first/, argv.join(' '));
+        assert.doesNotMatch(r.err, /no such table|doesn't exist|ER_NO_SUCH_TABLE/i);
+      }
+      assert.equal(await t.db.schema.hasTable('requests'), false, 'refusing created no tables');
+
+      const migrate = await run('migrate');
+      assert.equal(migrate.code, 0, migrate.err);
+      assert.match(migrate.out, /Applied \d+ migration/);
+      const list = await run('requests', 'list');
+      assert.equal(list.code, 0, list.err);
+      assert.equal(list.out, 'No requests.');
+    });
+  });
+}
+
 describe('cli as a process', () => {
   it('migrates a new SQLite database and exits 0; a bad DATABASE_URL exits 1 naming the variable', () => {
     const dir = require('node:fs').mkdtempSync(path.join(require('node:os').tmpdir(), 'mpp-cli-'));

@@ -346,6 +346,77 @@ for (const dialect of DIALECTS) {
       assert.match(text, /Moodle user 9/);
     });
 
+    it('reads the files schools really have: UTF-8 with or without BOM, UTF-16 with BOM, Excel’s Windows-1252, mixed line endings', { skip }, async () => {
+      /** The preview page's text for an upload, and each row's cells by its line number. */
+      const preview = async (content: Buffer) => {
+        const res = await upload(browser, content);
+        assert.equal(res.status, 303, htmlText(res.text));
+        const text = htmlText((await browser.open(res.headers.location as string)).text);
+        const rowFor = (line: number) => {
+          const start = text.indexOf(`<th scope="row">${line}</th>`);
+          assert.ok(start > 0, `line ${line} is shown`);
+          return text.slice(start, text.indexOf('</tr>', start));
+        };
+        return { text, rowFor };
+      };
+      const utf16be = (text: string) => {
+        const bytes = Buffer.from(text, 'utf16le');
+        for (let i = 0; i < bytes.length; i += 2) [bytes[i], bytes[i + 1]] = [bytes[i + 1] as number, bytes[i] as number];
+        return bytes;
+      };
+      const family = (tag: string) => `${HEADER}\r\nMrs,Zoë,O’Brien,zoe.${tag}@example.org,Ann,Pupil,10A,ADM1003\r\n`;
+      const files: Array<[string, Buffer]> = [
+        ['UTF-8 without BOM', Buffer.from(family('utf8'), 'utf8')],
+        ['UTF-8 with BOM', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(family('utf8bom'), 'utf8')])],
+        ['UTF-16LE with BOM', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(family('utf16le'), 'utf16le')])],
+        ['UTF-16BE with BOM', Buffer.concat([Buffer.from([0xfe, 0xff]), utf16be(family('utf16be'))])],
+        // Excel's plain "CSV": ë is 0xEB, and the curly apostrophe is 0x92.
+        ['Windows-1252', Buffer.from(family('cp1252').replace('’', '\u0092'), 'latin1')],
+      ];
+      for (const [encoding, content] of files) {
+        const { text, rowFor } = await preview(content);
+        assert.match(rowFor(2), /Mrs Zoë O’Brien/, encoding);
+        assert.match(rowFor(2), /No problems/, encoding);
+        assert.match(text, /<strong>1<\/strong> rows? read/, encoding);
+      }
+
+      // Windows, Unix and old Mac line endings in one file; a quoted field with a line break in it
+      // stays one field of one row.
+      const mixed = [
+        `${HEADER}\r\n`,
+        'Mr,Ed,Ending,ed.crlf@example.org,Ann,Pupil,10A,ADM1003\n',
+        'Mr,Ed,Ending,ed.lf@example.org,Ann,Pupil,10A,ADM1003\r',
+        'Mr,Ed,Ending,ed.cr@example.org,"Ann\r\nMarie",Pupil,10A,ADM1003\r\n',
+        'Mr,Ed,Ending,ed.last@example.org,Ann,Pupil,10A,ADM1003',
+      ].join('');
+      const { text, rowFor } = await preview(Buffer.from(mixed, 'utf8'));
+      assert.match(text, /<strong>4<\/strong> rows read/);
+      assert.match(rowFor(2), /ed\.crlf@example\.org/);
+      assert.match(rowFor(3), /ed\.lf@example\.org/);
+      assert.match(rowFor(4), /ed\.cr@example\.org/);
+      assert.match(rowFor(4), /Child first name “Ann\nMarie” can only contain letters/);
+      assert.match(rowFor(6), /ed\.last@example\.org/, 'the row after the two-line field starts on line 6');
+      for (const line of [2, 3, 6]) assert.match(rowFor(line), /Moodle user 9/);
+    });
+
+    it('refuses a file whose characters it cannot read for sure, and says why', { skip }, async () => {
+      const batches = Number((await t.db('import_batches').count({ n: '*' }).first())?.n);
+      const row = 'Mrs,Una,Readable,una.readable@example.org,Ann,Pupil,10A,ADM1003';
+      const cases: Array<[string, Buffer, RegExp]> = [
+        ['UTF-16 without BOM', Buffer.from(`${HEADER}\n${row}\n`, 'utf16le'), /looks like UTF-16 without the mark that says so/],
+        ['a byte Windows-1252 does not define', Buffer.from(`${HEADER}\n${row.replace('Una', 'U\u0081na')}\n`, 'latin1'), /not UTF-8, and line 2 has a byte \(0x81\) that is not a character/],
+        ['a UTF-8 BOM on a file that is not UTF-8', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(`${HEADER}\n${row.replace('Una', 'Un\u00e9')}\n`, 'latin1')]), /says it is UTF-8 text, but parts of it are not/],
+        ['a UTF-16 BOM on an odd number of bytes', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(`${HEADER}\n`, 'utf16le'), Buffer.from([0x41])]), /says it is UTF-16 text, but parts of it are not/],
+      ];
+      for (const [what, content, message] of cases) {
+        const res = await upload(browser, content);
+        assert.equal(res.status, 400, what);
+        assert.match(htmlText(res.text), message, what);
+        assert.match(htmlText(res.text), /CSV UTF-8 \(Comma delimited\)/, what);
+      }
+      assert.equal(Number((await t.db('import_batches').count({ n: '*' }).first())?.n), batches, 'nothing kept');
+    });
+
     it('without Moodle every row is held back, and the commit is refused', { skip }, async () => {
       const noMoodle = createServices(testConfig(), { db: t.db, moodle: null });
       try {

@@ -2,6 +2,9 @@
 // starts a cycle whose page shows its progress while it runs (reloading itself) and its report
 // after; a second "Run now" is refused with a link to the running cycle; the history pages.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +16,7 @@ import { createServices, type Services } from '../../src/services';
 import { submission } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { htmlText } from '../support/http';
+import { CONTRACT_DIR } from '../support/moodle-contract';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 import { createStaffUser, StaffSession } from '../support/staff';
 
@@ -66,13 +70,14 @@ for (const dialect of DIALECTS) {
     let services: Services;
     let app: Express;
     let username: string;
+    let env: Record<string, string>;
 
     before(async () => {
       if (skip) return;
       t = await createTestDatabase(dialect);
       moodle = await startMoodleDouble({ state: seedRecordedSite() });
       sync = await startSyncEndpoint(moodle, t);
-      const config = parseConfig({
+      env = {
         NODE_ENV: 'test',
         AUTH_TABLE: TEST_AUTH_TABLE,
         SESSION_SECRET: SECRET,
@@ -83,8 +88,8 @@ for (const dialect of DIALECTS) {
         MOODLE_TIMEOUT_MS: '15000',
         MOODLE_SYNC_COMMAND: sync.command,
         CYCLE_SCHEDULE: 'off',
-      });
-      services = createServices(config, { db: t.db });
+      };
+      services = createServices(parseConfig(env), { db: t.db });
       app = createApp(services);
       username = await createStaffUser(services, { displayName: 'Robin Office' });
     });
@@ -264,6 +269,59 @@ for (const dialect of DIALECTS) {
 
       assert.equal((await browser.get('/admin/cycles/999999')).status, 404);
       assert.equal((await browser.get('/admin/cycles/abc')).status, 404);
+    });
+
+    async function runCycleFromDashboard(browser: StaffSession) {
+      await browser.open('/admin/provisioning');
+      const run = await browser.post('/admin/provisioning/run');
+      const id = Number(/(\d+)$/.exec(run.headers.location ?? '')?.[1]);
+      assert.ok(id > 0, `a cycle was started: ${run.status} ${run.headers.location}`);
+      await waitFor('the cycle to finish', async () => (await progressOf(browser, id)).finished === true);
+      return { id, html: (await browser.open(`/admin/cycles/${id}`)).text };
+    }
+
+    it('a parent whose username Moodle has as a manual account: the sync’s skip is said as such and names the request, with a link to it', { skip }, async () => {
+      // A teacher who is also a parent: Moodle has the username as a manual account already.
+      moodle.state.addUser({ username: 'clash.rec@example.org', firstname: 'Casey', lastname: 'Teacher', email: 'clash.rec@example.org', auth: 'manual' });
+      const requestId = await approve('clash.rec@example.org', [3]);
+      const browser = await StaffSession.signIn(app, username);
+      const { id, html } = await runCycleFromDashboard(browser);
+      const page = textOf(html);
+
+      assert.match(page, /Finished with problems/);
+      const summary = page.slice(page.indexOf('Took'), page.indexOf('In numbers'));
+      assert.match(summary, /Moodle's user sync did not create (one parent's account|\d+ parents' accounts)\./);
+      assert.match(summary, new RegExp(`Request ${requestId} \\(clash\\.rec@example\\.org\\): Moodle's user sync did not create this parent's account, because Moodle already has a manual account`));
+      assert.doesNotMatch(page, /lower-case/, 'not told as a username in capitals');
+      const refusals = html.slice(html.indexOf('class="notice warning sync-refusals"'));
+      assert.ok(html.includes('class="notice warning sync-refusals"'), 'the sync section lists the accounts not created');
+      assert.match(htmlText(refusals), new RegExp(`<li><a href="/admin/requests/${requestId}">Request ${requestId}</a> \\(clash\\.rec@example\\.org\\): Moodle's user sync did not create this parent's account, because Moodle already has a manual account`));
+      // The raw output stays in the report for IT.
+      assert.match(htmlText(html), /Error inserting user clash\.rec@example\.org - user with this username was already created through 'manual' plugin\./);
+      // The request's own row in the report says what to do about it.
+      const row = html.slice(html.indexOf(`<a href="/admin/requests/${requestId}">Request ${requestId}</a><br>`));
+      assert.match(textOf(row.slice(0, row.indexOf('</tr>'))), /Failed, tried again later .*(manual|this service does not manage)/);
+      assert.equal((await services.cycle.repository.get(id))?.state, 'problems');
+    });
+
+    it('a sync that fails because Moodle cannot reach the auth table’s database is said in words, the raw output kept in the report', { skip }, async () => {
+      const recorded = fs.readFileSync(path.join(CONTRACT_DIR, 'cli', 'sync-users.external-db-down.txt'), 'utf8').replace(/^(# .*\n)+/, '');
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpp-sync-'));
+      fs.writeFileSync(path.join(dir, 'out.txt'), recorded);
+      const downConfig = parseConfig({ ...env, MOODLE_SYNC_COMMAND: `cat '${path.join(dir, 'out.txt')}'` });
+      const down = createServices(downConfig, { db: t.db });
+      try {
+        await approve('down.sync@example.org', [4]);
+        const browser = await StaffSession.signIn(createApp(down), username);
+        const { html } = await runCycleFromDashboard(browser);
+        const page = textOf(html);
+        assert.match(page, /Moodle's user sync did not work: Moodle could not connect to the database of the auth table: check the External database settings/);
+        assert.match(htmlText(html), /mysqli_query\(\): Argument #1 \(\$mysql\) must be of type mysqli, bool given\nBacktrace:/, 'the raw output is kept');
+      } finally {
+        await down.cycle.requestStop();
+        await down.close();
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
     });
   });
 }

@@ -1,13 +1,17 @@
 // `doctor` against the Moodle test double, a real SMTP server and a real database: all good,
 // an invalid token, a missing function, Moodle down, web services off.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { runCli } from '../../src/cli';
 import { parseConfig } from '../../src/config';
 import { createServices } from '../../src/services';
 import { staff, submission } from '../support/builders';
-import { createTestDatabase, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
+import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
+import { loadCliRecordings } from '../support/moodle-contract';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 import { TestSmtpServer } from '../support/smtp-server';
 
@@ -142,3 +146,61 @@ describe('doctor', () => {
     return { code, text: out.join('\n') };
   }
 });
+
+/** A MOODLE_SYNC_COMMAND that prints a recorded Moodle run (without its "# " header lines). */
+function recordedSyncCommand(dir: string, file: string): string {
+  const recording = loadCliRecordings().find((r) => r.file === file);
+  assert.ok(recording, file);
+  const out = path.join(dir, file);
+  fs.writeFileSync(out, recording.output);
+  return `cat '${out}'`;
+}
+
+for (const dialect of DIALECTS) {
+  describe(`doctor --run-sync reads Moodle's sync output right, on ${dialect}`, async () => {
+    const skip = await skipReason(dialect);
+    let t: TestDatabase;
+    let moodle: MoodleDouble;
+    let dir: string;
+    before(async () => {
+      if (skip) return;
+      t = await createTestDatabase(dialect);
+      moodle = await startMoodleDouble({ state: seedRecordedSite() });
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpp-doctor-'));
+    });
+    after(async () => {
+      if (skip) return;
+      await moodle.close();
+      await t.destroy();
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    async function doctorRunSync(command: string) {
+      const config = parseConfig({ NODE_ENV: 'test', AUTH_TABLE: TEST_AUTH_TABLE, MOODLE_PARENT_ROLE_ID: '9', MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws, MOODLE_SYNC_COMMAND: command });
+      const services = createServices(config, { db: t.db });
+      const out: string[] = [];
+      const code = await runCli(['doctor', '--run-sync'], { out: (s) => out.push(s), err: (s) => out.push(s) }, { services });
+      return { code, text: out.join('\n') };
+    }
+
+    it('a username Moodle has as a manual account is said as such, naming the request', { skip }, async () => {
+      const config = parseConfig({ NODE_ENV: 'test', AUTH_TABLE: TEST_AUTH_TABLE });
+      const services = createServices(config, { db: t.db });
+      const { request, children } = await services.lifecycle.submitRequest(submission({ email: 'clash.rec@example.org' }), { type: 'parent' });
+      await services.lifecycle.approveRequest(request.id, { expectedVersion: request.version, children: children.map((c, i) => ({ childId: c.id, moodleUserId: i === 0 ? 3 : null })) }, { type: 'staff', id: 'office' });
+
+      const { text } = await doctorRunSync(recordedSyncCommand(dir, 'sync-users.clash-with-manual-account.txt'));
+      const line = text.split('\n').find((l) => l.includes('User sync command')) ?? '';
+      assert.match(line, /Ran successfully: Moodle's task "Synchronise users task" finished: 1 account created, 1 not created \(clash\.rec@example\.org: Moodle already has a manual account with this username\)\./);
+      assert.match(line, new RegExp(`Request ${request.id} \\(clash\\.rec@example\\.org\\): Moodle's user sync did not create this parent's account, because Moodle already has a manual account`));
+      assert.doesNotMatch(line, /lower-case/);
+    });
+
+    it('a sync that cannot reach the auth table’s database is said in words, with the raw output', { skip }, async () => {
+      const { code, text } = await doctorRunSync(recordedSyncCommand(dir, 'sync-users.external-db-down.txt'));
+      assert.equal(code, 1);
+      assert.match(text, /✗ User sync command \(MOODLE_SYNC_COMMAND\): The sync command failed: Moodle could not connect to the database of the auth table: check the External database settings/);
+      assert.match(text, /\| Scheduled task failed: Synchronise users task \(auth_db\\task\\sync_users\),mysqli_query\(\)/);
+    });
+  });
+}

@@ -86,8 +86,29 @@ describe('the double\'s auth_db sync prints what Moodle printed', () => {
   test('a username taken by a manual account is skipped', async () => {
     await knex(AUTH_TABLE).insert(rows('parent.one', 'parent.two', 'pupil.a'));
     const report = parseScheduledTaskOutput(await double.sync(knex, AUTH_TABLE), 0);
-    assert.deepEqual(report.errors, [{ username: 'pupil.a' }]);
+    assert.deepEqual(report.errors, [{ username: 'pupil.a', reason: 'username_taken', plugin: 'manual' }]);
     assert.equal(double.state.userByUsername('pupil.a')?.auth, 'manual');
+  });
+
+  test('a manual account with an auth-table username: the clash line, the rest created (sync-users.clash-with-manual-account)', async () => {
+    // As recorded: a teacher's manual account, the last id before the new parent's 66.
+    double.state.addUser({ id: 65, username: 'clash.rec@example.org', firstname: 'Clash', lastname: 'Teacher', email: 'clash.rec@example.org', auth: 'manual' });
+    await knex(AUTH_TABLE).insert(rows('parent.one', 'parent.two', 'clash.rec@example.org', 'fresh.rec@example.org'));
+    const output = await double.sync(knex, AUTH_TABLE);
+    assert.deepEqual(stableLines(output), stableLines(recorded('sync-users.clash-with-manual-account.txt')));
+    assert.deepEqual(parseScheduledTaskOutput(output, 0), parseScheduledTaskOutput(recorded('sync-users.clash-with-manual-account.txt'), 0));
+    assert.equal(double.state.userByUsername('clash.rec@example.org')?.auth, 'manual', 'the manual account is left as it was');
+    assert.equal(double.state.userByUsername('fresh.rec@example.org')?.auth, 'db');
+  });
+
+  test('an auth table whose database cannot be reached fails as recorded (sync-users.external-db-down)', async () => {
+    const unreachable = knexFactory({ client: 'mysql2', connection: { host: '127.0.0.1', port: 1, user: 'moodle', connectTimeout: 2000 }, pool: { min: 0, max: 1 } });
+    try {
+      const output = await double.sync(unreachable, AUTH_TABLE);
+      assert.deepEqual(stableLines(output), stableLines(recorded('sync-users.external-db-down.txt')));
+    } finally {
+      await unreachable.destroy();
+    }
   });
 
   test('an unreadable auth table fails the task, exit code 0 all the same', async () => {

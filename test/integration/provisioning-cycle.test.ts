@@ -552,6 +552,40 @@ for (const dialect of DIALECTS) {
       assert.match(after.request.lastError ?? '', /does not manage/);
       assert.equal(moodle.calls('core_role_assign_roles'), 0);
     });
+
+    it('a parent Moodle\'s sync skipped as a clash with a manual account is a problem naming the request, not "waiting for the sync"', { skip }, async () => {
+      // The look-up cannot see the manual account (a token without view rights sees nobody), so
+      // only the sync's output tells what happened.
+      const request = await approve('hidden.clash@example.org', [3]);
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpp-clash-'));
+      const output = path.join(dir, 'sync.txt');
+      fs.writeFileSync(
+        output,
+        [
+          'Execute scheduled task: Synchronise users task (auth_db\\task\\sync_users)',
+          'User entries to add: 1',
+          "  Error inserting user hidden.clash@example.org - user with this username was already created through 'manual' plugin.",
+          'Scheduled task complete: Synchronise users task (auth_db\\task\\sync_users)',
+          '',
+        ].join('\n'),
+      );
+      try {
+        const clashRig = makeCycle(t.db, lifecycle, moodle, { settings: { ...settings, syncCommand: `cat '${output}'` } });
+        const summary = await clashRig.cycle.run('manual', 'office');
+        assert.equal(summary.state, 'problems');
+        const expected = new RegExp(`^Request ${request.id} \\(hidden\\.clash@example\\.org\\): Moodle's user sync did not create this parent's account, because Moodle already has a manual account`);
+        assert.match(summary.error ?? '', new RegExp(`Request ${request.id} \\(hidden\\.clash@example\\.org\\): .*manual account`));
+        assert.equal(summary.counts.waiting, 0);
+        const entry = summary.report.find((r) => r.requestId === request.id);
+        assert.equal(entry?.outcome, 'failed');
+        assert.match(entry?.message ?? '', expected);
+        const after = await lifecycle.get(request.id);
+        assert.equal(after.request.status, 'approved');
+        assert.match(after.request.lastError ?? '', expected);
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    });
   });
 }
 

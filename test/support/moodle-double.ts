@@ -766,6 +766,9 @@ export function applyAuthDbSync(state: MoodleSiteState, rows: AuthTableRow[]): s
   return lines;
 }
 
+/** Errors of a database server that cannot be reached (as opposed to a table that is not there). */
+const AUTH_DB_UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'ER_ACCESS_DENIED_ERROR', 'ER_BAD_DB_ERROR', 'PROTOCOL_CONNECTION_LOST']);
+
 /** What `scheduled_task.php --execute='\auth_db\task\sync_users'` prints, reading the auth table. */
 export async function syncFromAuthTable(state: MoodleSiteState, knex: Knex, authTable: string): Promise<string> {
   let rows: AuthTableRow[];
@@ -773,14 +776,35 @@ export async function syncFromAuthTable(state: MoodleSiteState, knex: Knex, auth
     // No ORDER BY, as auth_db's get_userlist: the table's own order.
     rows = (await knex(authTable).select('username', 'firstname', 'lastname', 'email')) as AuthTableRow[];
   } catch (error) {
-    const reason = error instanceof Error ? error.message.split('\n')[0] : String(error);
+    // A database that cannot be reached at all: what Moodle printed (sync-users.external-db-down),
+    // PHP handing mysqli_query() the `false` of a failed connection.
+    const unreachable = AUTH_DB_UNREACHABLE_CODES.has(String((error as { code?: unknown }).code));
+    const reason = unreachable
+      ? 'mysqli_query(): Argument #1 ($mysql) must be of type mysqli, bool given'
+      : error instanceof Error
+        ? error.message.split('\n')[0]
+        : String(error);
     return [
       ...taskStart(SYNC_TASK),
       ...taskUsage(0),
       `Scheduled task failed: ${SYNC_TASK},${reason}`,
       'Backtrace:',
+      ...(unreachable
+        ? [
+            '* line 1454 of /lib/adodb/drivers/adodb-mysqli.inc.php: call to mysqli_query()',
+            '* line 1613 of /lib/adodb/adodb.inc.php: call to ADODB_mysqli->_query()',
+            '* line 1195 of /lib/adodb/drivers/adodb-mysqli.inc.php: call to ADOConnection->_Execute()',
+          ]
+        : []),
       '* line 524 of /auth/db/auth.php: call to ADODB_mysqli->execute()',
       '* line 297 of /auth/db/auth.php: call to auth_plugin_db->get_userlist()',
+      ...(unreachable
+        ? [
+            '* line 60 of /auth/db/classes/task/sync_users.php: call to auth_plugin_db->sync_users()',
+            '* line 411 of /lib/classes/cron.php: call to auth_db\\task\\sync_users->execute()',
+            '* line 194 of /var/www/moodle/admin/cli/scheduled_task.php: call to core\\cron::run_inner_scheduled_task()',
+          ]
+        : []),
       '',
     ].join('\n');
   }

@@ -2,7 +2,7 @@
 // with its recorded exit code, and the cases where output and exit code disagree.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { parseScheduledTaskOutput, type ScheduledTaskReport } from '../../src/moodle/sync-command';
+import { describeSyncRefusal, parseScheduledTaskOutput, type ScheduledTaskReport } from '../../src/moodle/sync-command';
 import { loadCliRecordings } from '../support/moodle-contract';
 
 type Expected = Pick<ScheduledTaskReport, 'ok' | 'inserted' | 'errors' | 'suspended' | 'revived'> & {
@@ -22,15 +22,25 @@ const EXPECTED: Record<string, Expected> = {
   },
   'sync-users.add-invalid-remove.txt': {
     ok: true,
-    summary: /^Moodle's task "Synchronise users task" finished: 1 account created, 1 account suspended, 1 could not be created \(Parent\.Five; a username must be lower-case\)\.$/,
+    summary:
+      /^Moodle's task "Synchronise users task" finished: 1 account created, 1 account suspended, 1 not created \(Parent\.Five: not a username Moodle accepts \(only lower-case letters, digits and _ \. @ -\)\)\.$/,
     inserted: [{ username: 'parent.four', id: 11 }],
-    errors: [{ username: 'Parent.Five' }],
+    errors: [{ username: 'Parent.Five', reason: 'not_accepted' }],
     suspended: [{ username: 'parent.two', id: 7 }],
+    revived: [],
+  },
+  'sync-users.clash-with-manual-account.txt': {
+    ok: true,
+    summary:
+      /^Moodle's task "Synchronise users task" finished: 1 account created, 1 not created \(clash\.rec@example\.org: Moodle already has a manual account with this username\)\.$/,
+    inserted: [{ username: 'fresh.rec@example.org', id: 66 }],
+    errors: [{ username: 'clash.rec@example.org', reason: 'username_taken', plugin: 'manual' }],
+    suspended: [],
     revived: [],
   },
   'sync-users.external-db-down.txt': {
     ok: false,
-    summary: /^Moodle's task "Synchronise users task" failed: mysqli_query\(\): Argument #1/,
+    summary: /^Moodle could not connect to the database of the auth table: check the External database settings/,
     failureLine: /^Scheduled task failed: Synchronise users task \(auth_db\\task\\sync_users\),mysqli_query\(\)/,
     inserted: [],
     errors: [],
@@ -39,9 +49,9 @@ const EXPECTED: Record<string, Expected> = {
   },
   'sync-users.revive.txt': {
     ok: true,
-    summary: /^Moodle's task "Synchronise users task" finished: 1 account restored, 1 could not be created \(Parent\.Five/,
+    summary: /^Moodle's task "Synchronise users task" finished: 1 account restored, 1 not created \(Parent\.Five: not a username Moodle accepts/,
     inserted: [],
-    errors: [{ username: 'Parent.Five' }],
+    errors: [{ username: 'Parent.Five', reason: 'not_accepted' }],
     suspended: [],
     revived: [{ username: 'parent.two', id: 7 }],
   },
@@ -130,6 +140,34 @@ describe('output and exit code together', () => {
       "  Error inserting user t.teacher - user with this username was already created through 'manual' plugin.",
       'Scheduled task complete: Synchronise users task (auth_db\\task\\sync_users)',
     ].join('\n');
-    assert.deepEqual(parseScheduledTaskOutput(output, 0).errors, [{ username: 't.teacher' }]);
+    assert.deepEqual(parseScheduledTaskOutput(output, 0).errors, [{ username: 't.teacher', reason: 'username_taken', plugin: 'manual' }]);
+  });
+
+  test('a clash with a manual account is not told as a username in capitals, and names the request', () => {
+    const clash = recordings.find((r) => r.file === 'sync-users.clash-with-manual-account.txt');
+    assert.ok(clash);
+    const report = parseScheduledTaskOutput(clash.output, clash.exitCode);
+    assert.doesNotMatch(report.summary, /lower-case/);
+    const [refused] = report.errors;
+    assert.ok(refused);
+    assert.equal(
+      describeSyncRefusal(refused, 12),
+      "Request 12 (clash.rec@example.org): Moodle's user sync did not create this parent's account, because Moodle already has a manual account " +
+        "(made by hand in Moodle) with this username. If that account is the parent's, link the request to it as an existing account; otherwise ask the parent for another email address.",
+    );
+    assert.match(describeSyncRefusal({ username: 'Parent.Five', reason: 'not_accepted' }), /^Parent\.Five: Moodle's user sync did not accept this username/);
+  });
+
+  test('a database the auth table is in that cannot be reached is said in words, the raw reason kept for IT', () => {
+    const report = parseScheduledTaskOutput(failed?.output ?? '', 0);
+    assert.equal(
+      report.summary,
+      'Moodle could not connect to the database of the auth table: check the External database settings ' +
+        '(Site administration > Plugins > Authentication > External database: host, database, user and password).',
+    );
+    assert.match(report.failureLine ?? '', /mysqli_query\(\): Argument #1 \(\$mysql\) must be of type mysqli, bool given$/);
+    // Another task failing with the same PHP words is not about the auth table.
+    const other = parseScheduledTaskOutput('Scheduled task failed: Other (core\\task\\other),mysqli_query(): Argument #1 ($mysql) must be of type mysqli, bool given\n', 0);
+    assert.match(other.summary, /^Moodle's task "Other" failed: mysqli_query/);
   });
 });
