@@ -162,5 +162,13 @@ describe('error pages that cannot be rendered, and refusals from the body parser
     assert.equal(upload.status, 400, upload.text.slice(0, 300));
     assert.match(upload.text, /send one CSV file with the form/);
     assert.doesNotMatch(upload.text, /MulterError|Unexpected field|LIMIT_|node_modules|\s+at \S+ \(/);
+    // A part header longer than the parser takes (a file name of 40,000 characters) used to be a 500.
+    const broken = await request(app)
+      .post('/admin/import/preview')
+      .set('Content-Type', 'multipart/form-data; boundary=x')
+      .send(`--x\r\nContent-Disposition: form-data; name="file"; filename="${'é'.repeat(40_000)}"\r\nContent-Type: text/csv\r\n\r\na,b\r\n--x--\r\n`);
+    assert.equal(broken.status, 400, broken.text.slice(0, 300));
+    assert.match(broken.text, /send one CSV file with the form/);
+    assert.doesNotMatch(broken.text, /Malformed|busboy|node_modules|\s+at \S+ \(/);
   });
 });
