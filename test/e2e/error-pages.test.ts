@@ -15,6 +15,8 @@ import { createApiKey } from '../../src/intake/api-keys';
 import { createLogger } from '../../src/logger';
 import { createServices, type Services } from '../../src/services';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
+import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
+import { createStaffUser, StaffSession } from '../support/staff';
 
 /** The insides of the service: a stack frame, SQL, a driver's or engine's words. */
 const INTERNALS = /node_modules|\.ts:\d+|\bat [\w.<>]+ \(|select\s|from\s+[`"]?requests|no such table|ER_NO_SUCH_TABLE|doesn't exist|SqliteError|Knex|mysql|Technical detail|Error:/i;
@@ -117,6 +119,58 @@ for (const dialect of DIALECTS) {
       assert.match(page.text, /requests/);
       const json = await request(detailed.app).get(`/request/status/${PUBLIC_ID}`).set('Accept', 'application/json');
       assert.match(String(json.body.error.detail), /requests/);
+    });
+  });
+}
+
+for (const dialect of DIALECTS) {
+  describe(`a provisioning cycle that fails on a database error, on ${dialect}`, async () => {
+    const skip = await skipReason(dialect);
+    let t: TestDatabase;
+    let moodle: MoodleDouble;
+    let services: Services;
+    let app: ReturnType<typeof createApp>;
+
+    before(async () => {
+      if (skip) return;
+      t = await createTestDatabase(dialect);
+      moodle = await startMoodleDouble({ state: seedRecordedSite() });
+      const config = parseConfig({
+        NODE_ENV: 'test',
+        AUTH_TABLE: TEST_AUTH_TABLE,
+        MOODLE_URL: moodle.url,
+        MOODLE_TOKEN: moodle.tokens.ws,
+        MOODLE_PARENT_ROLE_ID: '9',
+        MOODLE_RETRIES: '0',
+        CYCLE_SCHEDULE: 'off',
+      });
+      services = createServices(config, { db: t.db });
+      app = createApp(services);
+    });
+    after(async () => {
+      if (skip) return;
+      await services.close();
+      await moodle.close();
+      await t.destroy();
+    });
+
+    it('its report and progress say it failed, in words, without the SQL', { skip }, async () => {
+      const session = await StaffSession.signIn(app, await createStaffUser(services));
+      await t.db.schema.renameTable('requests', 'requests_moved_away');
+      let summary;
+      try {
+        summary = await services.cycle.run('manual', 'office');
+      } finally {
+        await t.db.schema.renameTable('requests_moved_away', 'requests');
+      }
+      assert.equal(summary.state, 'failed');
+      assert.match(String(summary.error), /unexpected error/);
+      const stored = (await t.db('provisioning_cycles').where({ id: summary.cycleId }).first()) as { error: string };
+      for (const text of [String(summary.error), stored.error, (await session.get(`/admin/cycles/${summary.cycleId}`)).text]) {
+        assert.match(text, /unexpected error/);
+        assert.doesNotMatch(text, INTERNALS);
+      }
+      assert.doesNotMatch((await session.get(`/admin/cycles/${summary.cycleId}/progress`)).text, INTERNALS);
     });
   });
 }
