@@ -299,7 +299,23 @@ for (const dialect of DIALECTS) {
       assert.equal(code, 1, out.join('\n'));
       assert.match(err.join('\n'), /must be a whole number from 1 to 2,147,483,647/);
       const existing = await runCli(['requests', 'approve', String(r.id), '--child', `${children[0]!.id}=3`, '--child', `${children[1]!.id}=none`, '--existing-account', '9999999999'], { out: (x) => out.push(x), err: (x) => err.push(x) }, { services });
-      assert.equal(existing, 1);
+      assert.equal(existing, 2, err.join('\n'));
+      assert.equal((await services.lifecycle.get(r.id)).request.status, 'pending');
+    });
+
+    it('command-line ids, versions and counts past an INT column are wrong usage (exit 2), not a database failure', { skip }, async () => {
+      const { request: r } = await pending();
+      for (const argv of [
+        ['requests', 'list', '--limit', '9'.repeat(25)],
+        ['requests', 'show', String(MAX_INT_ID + 1)],
+        ['requests', 'deny', String(r.id), '--reason', 'Not known', '--version', '9999999999'],
+        ['requests', 'duplicate', String(r.id), '--of', '4294967296'],
+      ]) {
+        const err: string[] = [];
+        const code = await runCli(argv, { out: () => {}, err: (x) => err.push(x) }, { services });
+        assert.equal(code, 2, `${argv.join(' ')}: ${err.join('\n')}`);
+        assert.match(err.join('\n'), /must be a whole number from 1 to 2147483647/);
+      }
       assert.equal((await services.lifecycle.get(r.id)).request.status, 'pending');
     });
 
