@@ -51,6 +51,6 @@ export function createApp(services: Services) {
   app.use('/admin', adminRoutes(services));
 
   app.use(notFoundHandler);
-  app.use(errorHandler(config.env !== 'production'));
+  app.use(errorHandler(config.showErrorDetails));
   return app;
 }

@@ -4,6 +4,7 @@
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from './config';
+import { isIntId, MAX_INT_ID } from './db/columns';
 import { AppError, ConfigError, ValidationError } from './errors';
 import type { Actor } from './requests/request-lifecycle';
 import type { ChildRecord, RequestRecord } from './requests/request-repository';
@@ -47,7 +48,8 @@ Statuses: ${REQUEST_STATUSES.join(', ')}`;
 class UsageError extends Error {}
 
 function positiveInt(value: string | undefined, what: string): number {
-  if (value === undefined || !/^\d+$/.test(value) || Number(value) <= 0) throw new UsageError(`${what} must be a positive whole number (got ${value ?? 'nothing'}).`);
+  // Ids, versions and counts all sit in INT columns: a larger number could only fail in the database.
+  if (value === undefined || !/^\d+$/.test(value) || !isIntId(Number(value))) throw new UsageError(`${what} must be a whole number from 1 to ${MAX_INT_ID} (got ${value ?? 'nothing'}).`);
   return Number(value);
 }
 

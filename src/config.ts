@@ -86,6 +86,7 @@ const environmentSchema = z.object({
   }),
   SCHOOL_NAME: z.string().trim().min(1).max(200).default('Our school'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  SHOW_ERROR_DETAILS: booleanWord.default(false),
   METRICS_TOKEN: optionalText.refine((v) => v === undefined || v.length >= 16, {
     message: 'must be at least 16 characters long (use a long random string)',
   }),
@@ -196,6 +197,8 @@ export interface Config {
   sessionSecretGenerated: boolean;
   schoolName: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** Stack traces on error pages and in API answers: a developer's switch, off whatever NODE_ENV is. */
+  showErrorDetails: boolean;
   /** Bearer token for /metrics; undefined means /metrics answers 404. */
   metricsToken: string | undefined;
   dataDir: string;
@@ -308,6 +311,7 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
     sessionSecretGenerated,
     schoolName: e.SCHOOL_NAME,
     logLevel: e.LOG_LEVEL,
+    showErrorDetails: e.SHOW_ERROR_DETAILS,
     metricsToken: e.METRICS_TOKEN,
     dataDir,
     trustProxy: parseTrustProxy(e.TRUST_PROXY),
@@ -375,6 +379,7 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     { name: 'AUTH_TABLE', value: config.authTable },
     { name: 'SESSION_SECRET', value: config.sessionSecretGenerated ? '(generated for this run)' : '(set, hidden)' },
     { name: 'SCHOOL_NAME', value: config.schoolName },
+    { name: 'SHOW_ERROR_DETAILS', value: String(config.showErrorDetails) },
     { name: 'METRICS_TOKEN', value: config.metricsToken === undefined ? '(not set: /metrics is off)' : '(set, hidden)' },
     { name: 'MOODLE_URL', value: show(config.moodle.url) },
     { name: 'MOODLE_TOKEN', value: mask(config.moodle.token) },

@@ -510,7 +510,8 @@ export class ProvisioningCycle {
         error = caught.message;
         help = caught.help ?? null;
       } else {
-        error = `The cycle stopped because of an unexpected error: ${(caught as Error).message}`;
+        // Its own message may hold SQL or a driver's words: those stay in the log, under the cycle id.
+        error = `The cycle stopped because of an unexpected error. The service's log has the details (cycle ${cycleId}).`;
         log.error({ err: caught }, 'cycle failed');
       }
       log.warn({ error }, 'cycle stopped');

@@ -4,6 +4,7 @@
 // kept in step here: it holds exactly the parents of approved and provisioned requests.
 import { createHash, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
+import { COLUMN_WIDTHS, fitsTextColumn, isIntId, MAX_INT_ID, MAX_STAFF_TEXT } from '../db/columns';
 import type { Database } from '../db/database';
 import { isUniqueViolation } from '../db/database';
 import { AppError, ConflictError, NotFoundError, ValidationError } from '../errors';
@@ -160,6 +161,26 @@ function emailVerifiedPatch(now: number): Partial<RequestRecord> {
 
 function actorLabel(actor: Actor): string {
   return actor.id ? `${actor.type}:${actor.id}` : actor.type;
+}
+
+const MOODLE_ID_RANGE = `a whole number from 1 to ${MAX_INT_ID.toLocaleString('en-GB')}`;
+
+/** A reason or staff comment must fit its column: refused, in words, rather than failing on MariaDB. */
+function checkStaffText(text: string | null | undefined, field: 'reason' | 'comment'): void {
+  if (text && text.length > MAX_STAFF_TEXT) {
+    const message = `The ${field} must be ${MAX_STAFF_TEXT.toLocaleString('en-GB')} characters or fewer (it has ${text.length.toLocaleString('en-GB')}).`;
+    throw new ValidationError(message, [{ field, message }]);
+  }
+}
+
+/** Staff comments pile up on a request: the whole must still fit its TEXT column. */
+function appendStaffComment(existing: string | null, comment: string): string {
+  const combined = existing ? `${existing}\n\n${comment}` : comment;
+  if (!fitsTextColumn(combined)) {
+    const message = 'There is no room for more comments on this request. Shorten this comment, or keep the notes elsewhere.';
+    throw new ValidationError(message, [{ field: 'comment', message }]);
+  }
+  return combined;
 }
 
 function nameKey(first: string, last: string): string {
@@ -461,6 +482,7 @@ export class RequestLifecycle {
   // ---------------------------------------------------------------- staff decisions
 
   async approveRequest(id: number, input: ApproveInput, actor: Actor): Promise<RequestRecord> {
+    checkStaffText(input.comment?.trim(), 'comment');
     return this.transaction(async (trx) => {
       const now = this.now();
       const request = await this.lockForAction(trx, id, 'approve', input.expectedVersion);
@@ -471,11 +493,14 @@ export class RequestLifecycle {
       let moodleUserId: number | null = null;
       const existing = input.existingAccount;
       if (existing) {
-        if (!Number.isSafeInteger(existing.moodleUserId) || existing.moodleUserId <= 0) {
-          throw new ValidationError('The existing Moodle account id must be a positive whole number.');
+        if (!isIntId(existing.moodleUserId)) {
+          throw new ValidationError(`The existing Moodle account id must be ${MOODLE_ID_RANGE}.`);
         }
         moodleUserId = existing.moodleUserId;
         moodleUsername = existing.username?.trim().toLowerCase() || null;
+        if (moodleUsername !== null && moodleUsername.length > COLUMN_WIDTHS.moodleUsername) {
+          throw new ValidationError(`The existing Moodle account's username must be ${COLUMN_WIDTHS.moodleUsername} characters or fewer.`);
+        }
       } else {
         const username = usernameFromEmail(request.email);
         if (!username.ok) throw new ValidationError(username.reason, [{ field: 'email', message: username.reason }], { help: username.reason });
@@ -525,7 +550,7 @@ export class RequestLifecycle {
           lastError: null,
           nextAttemptAt: null,
           waitingSince: null,
-          ...(comment ? { staffComment: request.staffComment ? `${request.staffComment}\n\n${comment}` : comment } : {}),
+          ...(comment ? { staffComment: appendStaffComment(request.staffComment, comment) } : {}),
         },
         {
           children: matches.map((m) => ({ childId: m.childId, moodleUserId: m.moodleUserId })),
@@ -553,8 +578,8 @@ export class RequestLifecycle {
       if (!candidates.some((c) => c.id === m.childId)) {
         throw new ValidationError(`Child ${m.childId} is not part of this request.`);
       }
-      if (m.moodleUserId !== null && (!Number.isSafeInteger(m.moodleUserId) || m.moodleUserId <= 0)) {
-        throw new ValidationError('A Moodle pupil id must be a positive whole number.');
+      if (m.moodleUserId !== null && !isIntId(m.moodleUserId)) {
+        throw new ValidationError(`A Moodle pupil id must be ${MOODLE_ID_RANGE}.`);
       }
     }
     const missing = candidates.filter((c) => !byId.has(c.id));
@@ -602,6 +627,7 @@ export class RequestLifecycle {
     actor: Actor,
     extra: Record<string, unknown> = {},
   ): Promise<RequestRecord> {
+    checkStaffText(input.reason?.trim(), 'reason');
     return this.transaction(async (trx) => {
       const now = this.now();
       const request = await this.lockForAction(trx, id, action, input.expectedVersion);
@@ -646,6 +672,7 @@ export class RequestLifecycle {
 
   /** Revokes one child's link. With no link left, the whole request is revoked. */
   async revokeChild(id: number, childId: number, input: DecisionInput, actor: Actor): Promise<RequestRecord> {
+    checkStaffText(input.reason?.trim(), 'reason');
     return this.transaction(async (trx) => {
       const now = this.now();
       const request = await this.lockForAction(trx, id, 'revoke_child', input.expectedVersion);
@@ -676,9 +703,10 @@ export class RequestLifecycle {
   async addStaffComment(id: number, comment: string, actor: Actor, expectedVersion?: number): Promise<RequestRecord> {
     const text = comment.trim();
     if (!text) throw new ValidationError('The comment is empty.', [{ field: 'comment', message: 'Write a comment.' }]);
+    checkStaffText(text, 'comment');
     return this.transaction(async (trx) => {
       const request = await this.lockForAction(trx, id, 'comment', expectedVersion);
-      const staffComment = request.staffComment ? `${request.staffComment}\n\n${text}` : text;
+      const staffComment = appendStaffComment(request.staffComment, text);
       return this.applyTransition(trx, request, actor, 'commented', { staffComment }, {});
     });
   }

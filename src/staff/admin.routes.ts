@@ -1,6 +1,7 @@
 // The staff dashboard under /admin: sessions, CSRF and the sign-in wall, then each area's routes.
-import express, { type Router } from 'express';
+import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import multer from 'multer';
+import { AppError } from '../errors';
 import { STATUS_LABELS, REQUEST_STATUSES } from '../requests/request-states';
 import type { Services } from '../services';
 import { requireStaff } from './require-staff';
@@ -27,7 +28,13 @@ export function adminRoutes(services: Services): Router {
   router.use(express.urlencoded({ extended: true, limit: '200kb', parameterLimit: 5000 }));
   // File uploads (CSV import) are read into memory, small, before the CSRF check needs the form fields.
   const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: MAX_UPLOAD_BYTES, files: 1, fields: 50 } });
-  router.use((req, res, next) => (req.is('multipart/form-data') ? upload.single('file')(req, res, next) : next()));
+  // A body the multipart parser cannot read (a broken part header, a cut-off upload) is the
+  // sender's fault: a 400 in words, not a 500. multer's own limit errors go on as they are.
+  const readUpload = (req: Request, res: Response, next: NextFunction) =>
+    upload.single('file')(req, res, (error?: unknown) =>
+      next(error == null || error instanceof multer.MulterError ? error : new AppError('The upload could not be read: send one CSV file with the form.', 400, 'bad_upload', { cause: error })),
+    );
+  router.use((req, res, next) => (req.is('multipart/form-data') ? readUpload(req, res, next) : next()));
   router.use(services.staffSession);
   router.use(services.csrf.protect);
 

@@ -185,7 +185,7 @@ for (const dialect of DIALECTS) {
         ['no child matched', ({ childIds }) => ({ children: childIds.map((childId) => ({ childId, moodleUserId: null })) }), /At least one child/],
         ['two children on one pupil', ({ childIds }) => ({ children: childIds.map((childId) => ({ childId, moodleUserId: 3 })) }), /same Moodle pupil/],
         ['a child of another request', ({ childIds }) => ({ children: [...childIds.map((childId) => ({ childId, moodleUserId: childId })), { childId: 999999, moodleUserId: 5 }] }), /not part of this request/],
-        ['a pupil id that is not a positive number', ({ childIds }) => ({ children: childIds.map((childId) => ({ childId, moodleUserId: -1 })) }), /positive whole number/],
+        ['a pupil id that is not a positive number', ({ childIds }) => ({ children: childIds.map((childId) => ({ childId, moodleUserId: -1 })) }), /must be a whole number from 1 to 2,147,483,647/],
       ];
       for (const [name, input, message] of refusals) {
         it(`refuses ${name} and changes nothing`, { skip }, async () => {
