@@ -5,6 +5,7 @@ import { ValidationError, type FieldProblem } from '../errors';
 import type { Services } from '../services';
 import { isCsrfError } from '../web/csrf';
 import { RateLimitedError } from '../web/rate-limit';
+import type { ConfirmationLinkState } from './intake.service';
 import { emptyChild, emptyForm, readForm, validateForm, type FormValues } from './request-form';
 
 const FORM_TITLE = 'Ask for a Moodle parent account';
@@ -97,18 +98,20 @@ export function intakeRoutes(services: Services): Router {
     renderThankYou(res, outcome.outcome, result.data.email);
   });
 
-  router.get('/verify/:token', async (req, res) => {
-    privatePage(res);
-    const result = await intake.verifyEmail(req.params.token);
-    switch (result.kind) {
-      case 'verified':
-        return res.render('request/verified', { title: 'Email address confirmed', statusPath: `/request/status/${result.request.publicId}` });
+  /** The pages of a confirmation link that cannot (or need not) be used. */
+  function renderLinkState(req: Request, res: Response, state: Exclude<ConfirmationLinkState, { kind: 'ready' }>) {
+    switch (state.kind) {
+      case 'already-confirmed':
+        return res.render('request/already-confirmed', {
+          title: 'Your email address is already confirmed',
+          statusPath: `/request/status/${state.publicId}`,
+        });
       case 'expired':
         return res.status(410).render('request/problem', {
           title: 'This link has expired',
           message: 'This confirmation link has expired, so your email address is not confirmed yet.',
           help: 'We can send you a new link. It replaces the old one.',
-          resendPath: `/request/status/${result.publicId}/resend`,
+          resendPath: `/request/status/${state.publicId}/resend`,
           csrfToken: csrf.token(req, res),
         });
       case 'closed':
@@ -120,10 +123,30 @@ export function intakeRoutes(services: Services): Router {
       default:
         return res.status(404).render('request/problem', {
           title: 'This link does not work',
-          message: 'This confirmation link is not valid, or it has already been used.',
+          message: 'This confirmation link is not valid. It may have been replaced by a newer link.',
           help: 'If you have already confirmed your email address, there is nothing more to do. Otherwise use the link in the most recent email we sent you.',
         });
     }
+  }
+
+  // Opening the link (GET or HEAD) only shows a button: mail scanners and link previews fetch
+  // links in emails, and must not confirm an address nobody has looked at.
+  router.get('/verify/:token', async (req, res) => {
+    privatePage(res);
+    const state = await intake.checkConfirmationLink(req.params.token);
+    if (state.kind !== 'ready') return renderLinkState(req, res, state);
+    res.render('request/confirm-email', {
+      title: 'Confirm your email address',
+      confirmPath: `/request/verify/${req.params.token}`,
+      csrfToken: csrf.token(req, res),
+    });
+  });
+
+  router.post('/verify/:token', async (req, res) => {
+    privatePage(res);
+    const result = await intake.verifyEmail(req.params.token);
+    if (result.kind !== 'verified') return renderLinkState(req, res, result);
+    res.render('request/verified', { title: 'Email address confirmed', statusPath: `/request/status/${result.request.publicId}` });
   });
 
   router.get('/status/:publicId', async (req, res) => {
@@ -155,12 +178,16 @@ export function intakeRoutes(services: Services): Router {
   // the app's error handler.
   router.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
     if (isCsrfError(error)) {
+      // The confirmation button sends the parent back to its own page, not to the request form.
+      const confirming = /^\/verify\/[A-Za-z0-9_-]{43}$/.test(req.path);
       return res.status(403).render('request/problem', {
         title: 'Please try again',
-        message: 'The form had expired or could not be checked, so nothing was sent.',
-        help: 'Go back to the form, reload the page, and send it again. If this keeps happening, check that your browser accepts cookies from this site.',
-        backPath: '/request',
-        backText: 'Back to the form',
+        message: confirming ? 'The page had expired or could not be checked, so your email address is not confirmed yet.' : 'The form had expired or could not be checked, so nothing was sent.',
+        help: confirming
+          ? 'Go back, reload the page, and press the button again. If this keeps happening, check that your browser accepts cookies from this site.'
+          : 'Go back to the form, reload the page, and send it again. If this keeps happening, check that your browser accepts cookies from this site.',
+        backPath: confirming ? `/request${req.path}` : '/request',
+        backText: confirming ? 'Back to the confirmation page' : 'Back to the form',
       });
     }
     if (error instanceof RateLimitedError) {

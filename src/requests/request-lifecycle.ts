@@ -306,7 +306,7 @@ export class RequestLifecycle {
     return { outcome: 'extended', request, children, addedChildren: added.length };
   }
 
-  /** Follows a verification link: unverified → pending. The link works once and expires. */
+  /** Follows a verification link: unverified → pending. The link works once and expires; used again, it is refused as already_verified. */
   async verifyEmail(tokenHash: string, actor: Actor = { type: 'parent' }): Promise<RequestRecord> {
     return this.transaction(async (trx) => {
       const now = this.now();
@@ -316,6 +316,7 @@ export class RequestLifecycle {
           help: 'If you have already confirmed your address, there is nothing more to do. Otherwise ask for a new link.',
         });
       }
+      if (found.verifiedAt !== null) throw new ConflictError('This email address is already confirmed.', 'already_verified');
       if (found.verificationExpiresAt !== null && found.verificationExpiresAt < now) {
         throw new ConflictError('This confirmation link has expired. Ask for a new one from your request page.', 'expired');
       }
@@ -323,7 +324,8 @@ export class RequestLifecycle {
       return this.applyTransition(trx, request, actor, 'email_verified', {
         status: 'pending',
         verifiedAt: now,
-        verificationTokenHash: null,
+        // The hash stays, so a link used a second time (by the parent, or by a mail scanner that
+        // fetched it first) is recognised and answered "already confirmed" instead of "not valid".
         verificationExpiresAt: null,
       });
     });

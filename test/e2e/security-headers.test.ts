@@ -135,7 +135,11 @@ describe('content security policy and the pages under / and /request', () => {
     add('/request (thank you)', await session.post('/request', fields).expect(200));
     const row = (await site.t.db('requests').where({ email: fields.email }).first()) as { public_id: string };
     add('/request/status (unverified)', await request(app).get(`/request/status/${row.public_id}`).expect(200));
-    add('/request/verify (confirmed)', await request(app).get(`/request/verify/${site.tokens.get(row.public_id)}`).expect(200));
+    const token = site.tokens.get(row.public_id)!;
+    const confirming = new FormSession(app);
+    add('/request/verify (confirm button)', await confirming.open(`/request/verify/${token}`));
+    add('/request/verify (confirmed)', await confirming.post(`/request/verify/${token}`, {}).expect(200));
+    add('/request/verify (already confirmed)', await request(app).get(`/request/verify/${token}`).expect(200));
     add('/request/status (pending)', await request(app).get(`/request/status/${row.public_id}`).expect(200));
     add('/request/verify (bad link)', await request(app).get(`/request/verify/${'x'.repeat(43)}`).expect(404));
     add('/request/status (unknown)', await request(app).get(`/request/status/${'y'.repeat(22)}`).set('accept', 'text/html').expect(404));
