@@ -24,6 +24,31 @@ function durationText(ms: number): string {
 }
 
 const dateFormat = new Intl.DateTimeFormat('en-GB', { dateStyle: 'long', timeStyle: 'short', timeZone: 'Europe/London' });
+const timeFormat = new Intl.DateTimeFormat('en-GB', { hour: '2-digit', minute: '2-digit', timeZone: 'Europe/London' });
+const dayFormat = new Intl.DateTimeFormat('en-GB', { weekday: 'long', day: 'numeric', month: 'long', timeZone: 'Europe/London' });
+
+export interface LimitedNotice {
+  reason: string;
+  /** "after 18:40 (in about 25 minutes)" */
+  when: string;
+}
+
+/** Says which limit was reached and when the form can be sent again, in a parent's words. */
+export function limitedNotice(error: RateLimitedError, now: number): LimitedNotice {
+  const reason =
+    error.limit === 'form_email'
+      ? 'We have already received several requests for this email address today that have not been confirmed yet. If you have sent the form before, look for our email and confirm your address with the link in it: after that you can send the form again straight away.'
+      : 'This form has been sent many times from your network (for example the school’s Wi-Fi) in the last hour, so we cannot take more from it just now.';
+  const at = now + error.retryAfterSeconds * 1000;
+  // Rounded up to the next minute, so "after 18:40" is never a minute too early.
+  const atMinute = Math.ceil(at / 60_000) * 60_000;
+  const sameDay = dayFormat.format(new Date(now)) === dayFormat.format(new Date(atMinute));
+  const clock = timeFormat.format(new Date(atMinute)) + (sameDay ? '' : ` on ${dayFormat.format(new Date(atMinute))}`);
+  const minutes = Math.max(1, Math.ceil(error.retryAfterSeconds / 60));
+  const hours = Math.round(minutes / 60);
+  const wait = minutes < 60 ? (minutes === 1 ? 'about a minute' : `about ${minutes} minutes`) : hours === 1 ? 'about an hour' : `about ${hours} hours`;
+  return { reason, when: `after ${clock} (in ${wait})` };
+}
 
 export function intakeRoutes(services: Services): Router {
   const { config, intake, csrf } = services;
@@ -34,11 +59,12 @@ export function intakeRoutes(services: Services): Router {
   router.use(express.urlencoded({ extended: true, limit: '20kb', parameterLimit: 200 }));
   router.use(csrf.protect);
 
-  function renderForm(req: Request, res: Response, values: FormValues, problems: FieldProblem[], focusField?: string) {
-    res.status(problems.length > 0 ? 400 : 200).render('request/form', {
+  function renderForm(req: Request, res: Response, values: FormValues, problems: FieldProblem[], focusField?: string, limited?: LimitedNotice) {
+    res.status(limited ? 429 : problems.length > 0 ? 400 : 200).render('request/form', {
       title: FORM_TITLE,
       values,
       problems,
+      limited,
       focusField,
       maxChildren,
       privacyNoticeUrl: config.intake.privacyNoticeUrl,
@@ -93,6 +119,11 @@ export function intakeRoutes(services: Services): Router {
     } catch (error) {
       // Joining the parent's open request would take it past the form's limits.
       if (error instanceof ValidationError) return renderForm(req, res, values, error.fields);
+      // A rate limit: the form again with everything typed, and when it can be sent.
+      if (error instanceof RateLimitedError) {
+        res.setHeader('Retry-After', String(error.retryAfterSeconds));
+        return renderForm(req, res, values, [], undefined, limitedNotice(error, Date.now()));
+      }
       throw error;
     }
     renderThankYou(res, outcome.outcome, result.data.email);

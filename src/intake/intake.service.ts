@@ -15,7 +15,7 @@ import { buildTimeline, NEXT_STEPS, PARENT_STATUS_LABELS, type TimelineEntry } f
 export interface IntakeRateLimits {
   /** Stored submissions per client address per hour (the form only: the API has one caller). */
   perIp: RateLimit;
-  /** Stored submissions per email address per day. */
+  /** Stored submissions per email address per day, until the address is confirmed. */
   perEmail: RateLimit;
   /** New confirmation links per request per hour. */
   resend: RateLimit;
@@ -148,6 +148,10 @@ export class IntakeService {
     if (state.kind !== 'ready') return state;
     try {
       const request = await this.lifecycle.verifyEmail(hashToken(token), { type: 'parent' });
+      // The per-email limit counts unconfirmed submissions only: the owner of a confirmed
+      // address may send the form again (for a second child) without being refused. The
+      // address is confirmed either way: should this fail, the count simply runs out by itself.
+      await this.limits.perEmail.reset(request.email).catch(() => undefined);
       return { kind: 'verified', request, statusUrl: this.statusUrl(request.publicId) };
     } catch (error) {
       // Changed since the check (a second press of the button, the school closing the request).
