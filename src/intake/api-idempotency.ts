@@ -3,11 +3,11 @@
 // request body: the same key with a different body is refused rather than answered with the
 // earlier request, whose id and status link are not the sender's to learn.
 import { createHash } from 'node:crypto';
+import { nullableNumber } from '../db/columns';
 import type { Database } from '../db/database';
 import { isUniqueViolation } from '../db/database';
 import { ConflictError } from '../errors';
-import type { RequestRepository } from '../requests/request-repository';
-import type { Queryable } from '../requests/request-repository';
+import type { Queryable, RequestRepository } from '../requests/request-repository';
 import type { IntakeOutcome, IntakeService, SubmitMeta } from './intake.service';
 import type { ValidRequest } from './request-form';
 
@@ -22,7 +22,7 @@ interface IdempotencyRecord {
 type Row = Record<string, unknown>;
 
 function fromRow(r: Row): IdempotencyRecord {
-  return { id: Number(r.id), bodyHash: String(r.body_hash), requestId: r.request_id === null || r.request_id === undefined ? null : Number(r.request_id) };
+  return { id: Number(r.id), bodyHash: String(r.body_hash), requestId: nullableNumber(r.request_id) };
 }
 
 /** The only code that reads and writes the api_idempotency_keys table. */
