@@ -121,7 +121,9 @@ const environmentSchema = z.object({
   REQUIRE_EMAIL_VERIFICATION: booleanWord.default(true),
   VERIFICATION_TTL_HOURS: positiveInt(24 * 14).default(48),
   PRIVACY_NOTICE_URL: httpUrl.optional(),
-  FORM_RATE_LIMIT_PER_IP: positiveInt(100_000).default(10),
+  // A parents' evening puts dozens of parents on the school's Wi-Fi, behind one address, within
+  // the hour: the default lets them all through (the trade-off is in .env.example).
+  FORM_RATE_LIMIT_PER_IP: positiveInt(100_000).default(100),
   FORM_RATE_LIMIT_PER_EMAIL: positiveInt(100_000).default(3),
   FORM_EMBED_ORIGINS: commaList.refine(
     (list) =>

@@ -34,8 +34,11 @@ export const REDACT_PATHS: string[] = [
 export const HIDDEN = '[hidden]';
 export const EMAIL_MASK = '[email]';
 
-const LOCAL_PART = /[A-Za-z0-9._%+'-]/;
-const DOMAIN_PART = /[A-Za-z0-9.-]/;
+// What an address may be made of: everything the request form's email check lets through (no
+// spaces, control characters or <>()[]\,;:" ), so no part of an address the service can
+// store is left beside the mask. Halves of surrogate pairs (emoji) count as part of it too.
+// A slash is not: it keeps file paths of scoped packages (node_modules/@types/…) readable.
+const ADDRESS_CHARACTER = /[^\s\p{C}@<>()[\]\\,;:"/]|[\uD800-\uDFFF]/u;
 
 /**
  * Replaces every email address in a line with a mask. A scan outward from each "@" rather than
@@ -48,13 +51,14 @@ export function maskEmailAddresses(line: string): string {
   let at = line.indexOf('@');
   while (at !== -1) {
     let start = at;
-    while (start > copiedUpTo && LOCAL_PART.test(line[start - 1] as string)) start -= 1;
+    while (start > copiedUpTo && ADDRESS_CHARACTER.test(line[start - 1] as string)) start -= 1;
     let end = at + 1;
-    while (end < line.length && DOMAIN_PART.test(line[end] as string)) end += 1;
+    while (end < line.length && ADDRESS_CHARACTER.test(line[end] as string)) end += 1;
     // A trailing dot ends a sentence, not a domain.
     while (end > at + 1 && line[end - 1] === '.') end -= 1;
     const domain = line.slice(at + 1, end);
-    if (start < at && /^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/.test(domain)) {
+    // A dot with something after it: "user@localhost" and "@ 10:00" are not addresses.
+    if (start < at && /\.[^.]/.test(domain)) {
       out += line.slice(copiedUpTo, start) + EMAIL_MASK;
       copiedUpTo = end;
     }

@@ -4,7 +4,8 @@ import express, { type NextFunction, type Request, type Response, type Router } 
 import { AppError, ValidationError } from '../errors';
 import type { Services } from '../services';
 import { RateLimitedError } from '../web/rate-limit';
-import { verifyApiKey } from './api-keys';
+import { ApiIdempotency } from './api-idempotency';
+import { verifyApiKey, type ApiKeyInfo } from './api-keys';
 import { apiFieldName, validateRequest } from './request-form';
 
 const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,100}$/;
@@ -18,6 +19,7 @@ function presentedKey(req: Request): string | undefined {
 
 export function intakeApiRoutes(services: Services): Router {
   const { db, config, intake } = services;
+  const idempotency = new ApiIdempotency(db, intake, services.requestRepository);
   const router = express.Router();
 
   // The key is checked before anything is read, so an unknown caller learns nothing else.
@@ -53,14 +55,17 @@ export function intakeApiRoutes(services: Services): Router {
       }
       const result = validateRequest(req.body, config.intake.maxChildren, apiFieldName);
       if (!result.ok) throw new ValidationError('Some fields are missing or not valid; nothing was stored.', result.problems);
-      const apiKey = res.locals.apiKey as { name: string };
-      const outcome = await intake.submit(result.data, {
-        source: 'api',
-        actor: { type: 'api', id: apiKey.name },
+      const apiKey = res.locals.apiKey as ApiKeyInfo;
+      const meta = {
+        source: 'api' as const,
+        actor: { type: 'api' as const, id: apiKey.name },
         ip: req.ip ?? null,
         agent: req.get('user-agent') ?? null,
-        idempotencyKey: idempotencyKey ?? null,
-      });
+      };
+      // An Idempotency-Key is the sending key's own: the same one from another key is a new request.
+      const outcome = idempotencyKey
+        ? await idempotency.submit(apiKey.id, idempotencyKey, result.data, meta)
+        : await intake.submit(result.data, meta);
       res.status(outcome.outcome === 'created' ? 201 : 200).json({
         id: outcome.request.publicId,
         status: outcome.request.status,

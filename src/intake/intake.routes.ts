@@ -6,6 +6,7 @@ import type { Services } from '../services';
 import { isCsrfError } from '../web/csrf';
 import { RateLimitedError } from '../web/rate-limit';
 import { addHeldDetailsRoutes } from './held-details.routes';
+import type { ConfirmationLinkState } from './intake.service';
 import { emptyChild, emptyForm, readForm, validateForm, type FormValues } from './request-form';
 
 const FORM_TITLE = 'Ask for a Moodle parent account';
@@ -24,6 +25,31 @@ function durationText(ms: number): string {
 }
 
 const dateFormat = new Intl.DateTimeFormat('en-GB', { dateStyle: 'long', timeStyle: 'short', timeZone: 'Europe/London' });
+const timeFormat = new Intl.DateTimeFormat('en-GB', { hour: '2-digit', minute: '2-digit', timeZone: 'Europe/London' });
+const dayFormat = new Intl.DateTimeFormat('en-GB', { weekday: 'long', day: 'numeric', month: 'long', timeZone: 'Europe/London' });
+
+export interface LimitedNotice {
+  reason: string;
+  /** "after 18:40 (in about 25 minutes)" */
+  when: string;
+}
+
+/** Says which limit was reached and when the form can be sent again, in a parent's words. */
+export function limitedNotice(error: RateLimitedError, now: number): LimitedNotice {
+  const reason =
+    error.limit === 'form_email'
+      ? 'We have already received several requests for this email address today that have not been confirmed yet. If you have sent the form before, look for our email and confirm your address with the link in it: after that you can send the form again straight away.'
+      : 'This form has been sent many times from your network (for example the school’s Wi-Fi) in the last hour, so we cannot take more from it just now.';
+  const at = now + error.retryAfterSeconds * 1000;
+  // Rounded up to the next minute, so "after 18:40" is never a minute too early.
+  const atMinute = Math.ceil(at / 60_000) * 60_000;
+  const sameDay = dayFormat.format(new Date(now)) === dayFormat.format(new Date(atMinute));
+  const clock = timeFormat.format(new Date(atMinute)) + (sameDay ? '' : ` on ${dayFormat.format(new Date(atMinute))}`);
+  const minutes = Math.max(1, Math.ceil(error.retryAfterSeconds / 60));
+  const hours = Math.round(minutes / 60);
+  const wait = minutes < 60 ? (minutes === 1 ? 'about a minute' : `about ${minutes} minutes`) : hours === 1 ? 'about an hour' : `about ${hours} hours`;
+  return { reason, when: `after ${clock} (in ${wait})` };
+}
 
 export function intakeRoutes(services: Services): Router {
   const { config, intake, csrf } = services;
@@ -34,11 +60,12 @@ export function intakeRoutes(services: Services): Router {
   router.use(express.urlencoded({ extended: true, limit: '20kb', parameterLimit: 200 }));
   router.use(csrf.protect);
 
-  function renderForm(req: Request, res: Response, values: FormValues, problems: FieldProblem[], focusField?: string) {
-    res.status(problems.length > 0 ? 400 : 200).render('request/form', {
+  function renderForm(req: Request, res: Response, values: FormValues, problems: FieldProblem[], focusField?: string, limited?: LimitedNotice) {
+    res.status(limited ? 429 : problems.length > 0 ? 400 : 200).render('request/form', {
       title: FORM_TITLE,
       values,
       problems,
+      limited,
       focusField,
       maxChildren,
       privacyNoticeUrl: config.intake.privacyNoticeUrl,
@@ -92,23 +119,30 @@ export function intakeRoutes(services: Services): Router {
       });
     } catch (error) {
       if (error instanceof ValidationError) return renderForm(req, res, values, error.fields);
+      // A rate limit: the form again with everything typed, and when it can be sent.
+      if (error instanceof RateLimitedError) {
+        res.setHeader('Retry-After', String(error.retryAfterSeconds));
+        return renderForm(req, res, values, [], undefined, limitedNotice(error, Date.now()));
+      }
       throw error;
     }
     renderThankYou(res, result.data.email);
   });
 
-  router.get('/verify/:token', async (req, res) => {
-    privatePage(res);
-    const result = await intake.verifyEmail(req.params.token);
-    switch (result.kind) {
-      case 'verified':
-        return res.render('request/verified', { title: 'Email address confirmed', statusPath: `/request/status/${result.request.publicId}` });
+  /** The pages of a confirmation link that cannot (or need not) be used. */
+  function renderLinkState(req: Request, res: Response, state: Exclude<ConfirmationLinkState, { kind: 'ready' }>) {
+    switch (state.kind) {
+      case 'already-confirmed':
+        return res.render('request/already-confirmed', {
+          title: 'Your email address is already confirmed',
+          statusPath: `/request/status/${state.publicId}`,
+        });
       case 'expired':
         return res.status(410).render('request/problem', {
           title: 'This link has expired',
           message: 'This confirmation link has expired, so your email address is not confirmed yet.',
           help: 'We can send you a new link. It replaces the old one.',
-          resendPath: `/request/status/${result.publicId}/resend`,
+          resendPath: `/request/status/${state.publicId}/resend`,
           csrfToken: csrf.token(req, res),
         });
       case 'closed':
@@ -120,10 +154,30 @@ export function intakeRoutes(services: Services): Router {
       default:
         return res.status(404).render('request/problem', {
           title: 'This link does not work',
-          message: 'This confirmation link is not valid, or it has already been used.',
+          message: 'This confirmation link is not valid. It may have been replaced by a newer link.',
           help: 'If you have already confirmed your email address, there is nothing more to do. Otherwise use the link in the most recent email we sent you.',
         });
     }
+  }
+
+  // Opening the link (GET or HEAD) only shows a button: mail scanners and link previews fetch
+  // links in emails, and must not confirm an address nobody has looked at.
+  router.get('/verify/:token', async (req, res) => {
+    privatePage(res);
+    const state = await intake.checkConfirmationLink(req.params.token);
+    if (state.kind !== 'ready') return renderLinkState(req, res, state);
+    res.render('request/confirm-email', {
+      title: 'Confirm your email address',
+      confirmPath: `/request/verify/${req.params.token}`,
+      csrfToken: csrf.token(req, res),
+    });
+  });
+
+  router.post('/verify/:token', async (req, res) => {
+    privatePage(res);
+    const result = await intake.verifyEmail(req.params.token);
+    if (result.kind !== 'verified') return renderLinkState(req, res, result);
+    res.render('request/verified', { title: 'Email address confirmed', statusPath: `/request/status/${result.request.publicId}` });
   });
 
   router.get('/status/:publicId', async (req, res) => {
@@ -157,12 +211,16 @@ export function intakeRoutes(services: Services): Router {
   // the app's error handler.
   router.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
     if (isCsrfError(error)) {
+      // The confirmation button sends the parent back to its own page, not to the request form.
+      const confirming = /^\/verify\/[A-Za-z0-9_-]{43}$/.test(req.path);
       return res.status(403).render('request/problem', {
         title: 'Please try again',
-        message: 'The form had expired or could not be checked, so nothing was sent.',
-        help: 'Go back to the form, reload the page, and send it again. If this keeps happening, check that your browser accepts cookies from this site.',
-        backPath: '/request',
-        backText: 'Back to the form',
+        message: confirming ? 'The page had expired or could not be checked, so your email address is not confirmed yet.' : 'The form had expired or could not be checked, so nothing was sent.',
+        help: confirming
+          ? 'Go back, reload the page, and press the button again. If this keeps happening, check that your browser accepts cookies from this site.'
+          : 'Go back to the form, reload the page, and send it again. If this keeps happening, check that your browser accepts cookies from this site.',
+        backPath: confirming ? `/request${req.path}` : '/request',
+        backText: confirming ? 'Back to the confirmation page' : 'Back to the form',
       });
     }
     if (error instanceof RateLimitedError) {

@@ -15,7 +15,7 @@ import { buildTimeline, NEXT_STEPS, PARENT_STATUS_LABELS, type TimelineEntry } f
 export interface IntakeRateLimits {
   /** Stored submissions per client address per hour (the form only: the API has one caller). */
   perIp: RateLimit;
-  /** Stored submissions per email address per day. */
+  /** Stored submissions per email address per day, until the address is confirmed. */
   perEmail: RateLimit;
   /** New confirmation links per request per hour. */
   resend: RateLimit;
@@ -37,6 +37,12 @@ export interface IntakeOutcome {
 
 export type VerifyOutcome =
   | { kind: 'verified'; request: RequestRecord; statusUrl: string }
+  | Exclude<ConfirmationLinkState, { kind: 'ready' }>;
+
+/** What a confirmation link would do, found without using it (a mail scanner's GET must not). */
+export type ConfirmationLinkState =
+  | { kind: 'ready' }
+  | { kind: 'already-confirmed'; publicId: string }
   | { kind: 'invalid' }
   | { kind: 'expired'; publicId: string }
   | { kind: 'closed' };
@@ -136,21 +142,36 @@ export class IntakeService {
     return { outcome: result.outcome, request: result.request, statusUrl: this.statusUrl(result.request.publicId) };
   }
 
-  /** Follows a confirmation link. Never throws for a bad link: each case has its own page. */
-  async verifyEmail(token: string): Promise<VerifyOutcome> {
+  /** Says what a confirmation link would do, changing nothing. */
+  async checkConfirmationLink(token: string): Promise<ConfirmationLinkState> {
     if (!TOKEN_PATTERN.test(token)) return { kind: 'invalid' };
+    const request = await this.repository.findByVerificationHash(this.db, hashToken(token));
+    if (!request || request.erasedAt !== null) return { kind: 'invalid' };
+    // Whoever holds the link received it at the address, so they may see the request page.
+    if (request.verifiedAt !== null) return { kind: 'already-confirmed', publicId: request.publicId };
+    // The school closed the request before it was confirmed.
+    if (request.status !== 'unverified') return { kind: 'closed' };
+    if (request.verificationExpiresAt !== null && request.verificationExpiresAt < this.now()) return { kind: 'expired', publicId: request.publicId };
+    return { kind: 'ready' };
+  }
+
+  /** Uses a confirmation link (the parent pressed the button). Never throws for a bad link: each case has its own page. */
+  async verifyEmail(token: string): Promise<VerifyOutcome> {
+    const state = await this.checkConfirmationLink(token);
+    if (state.kind !== 'ready') return state;
     try {
       const request = await this.lifecycle.verifyEmail(hashToken(token), { type: 'parent' });
+      // The per-email limit counts unconfirmed submissions only: the owner of a confirmed
+      // address may send the form again (for a second child) without being refused. The
+      // address is confirmed either way: should this fail, the count simply runs out by itself.
+      await this.limits.perEmail.reset(request.email).catch(() => undefined);
       return { kind: 'verified', request, statusUrl: this.statusUrl(request.publicId) };
     } catch (error) {
-      if (error instanceof NotFoundError) return { kind: 'invalid' };
-      if (error instanceof ConflictError && error.code === 'expired') {
-        // Whoever holds the link received it at the address, so they may ask for a new one.
-        const request = await this.repository.findByVerificationHash(this.db, hashToken(token));
-        return request ? { kind: 'expired', publicId: request.publicId } : { kind: 'invalid' };
+      // Changed since the check (a second press of the button, the school closing the request).
+      if (error instanceof NotFoundError || error instanceof ConflictError) {
+        const now = await this.checkConfirmationLink(token);
+        return now.kind === 'ready' ? { kind: 'closed' } : now;
       }
-      // The school closed the request before it was confirmed.
-      if (error instanceof ConflictError) return { kind: 'closed' };
       throw error;
     }
   }

@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import type { FieldProblem } from '../errors';
 import { REQUEST_TYPES, type RequestType } from '../requests/request-states';
+import { foldUsernameCase, usernameProblem } from '../requests/username';
 
 export const MAX_NAME = 100;
 export const MAX_TITLE = 20;
@@ -41,6 +42,11 @@ export const MESSAGES = {
   emailMissing: 'Enter your email address',
   emailTooLong: `Your email address must be ${MAX_EMAIL} characters or fewer`,
   emailFormat: 'Enter an email address in the correct format, like name@example.com',
+  emailUsernameTooLong: (max: number) =>
+    `Your email address must be ${max} characters or fewer, because it will also be your Moodle username. Use a shorter address, or contact the school office`,
+  emailUsernameCharacters: (characters: string[]) =>
+    `Your email address cannot be used as a Moodle username because it contains ${characters.map((c) => `“${c}”`).join(', ')}. ` +
+    'Moodle only accepts addresses made of the letters a to z, the digits 0 to 9 and the characters . _ - @. Use another address, or contact the school office',
   emailConfirmMissing: 'Enter your email address again',
   emailMismatch: 'The two email addresses do not match',
   requestTypeMissing: 'Choose what you need help with',
@@ -115,15 +121,20 @@ function buildRequestSchema(maxChildren: number) {
       .transform((v) => v ?? ''),
     firstName: nameField(MESSAGES.firstNameMissing, MESSAGES.firstNameTooLong, MESSAGES.firstNameCharacters),
     lastName: nameField(MESSAGES.lastNameMissing, MESSAGES.lastNameTooLong, MESSAGES.lastNameCharacters),
-    // Lower-cased before the checks: lower-casing can lengthen a string (İ becomes i and a
-    // combining dot), and what is stored, mailed and used as the Moodle username must fit.
+    // Only A to Z are lower-cased: any other case fold would store an address the parent did
+    // not type (İ becomes i and a combining dot). The address becomes the Moodle username, so
+    // it must pass the rule approval applies: refused here, in words, rather than at approval.
     email: z
       .string({ error: MESSAGES.emailMissing })
-      .trim()
-      .toLowerCase()
+      .overwrite(foldUsernameCase)
       .min(1, { error: MESSAGES.emailMissing })
       .max(MAX_EMAIL, { error: MESSAGES.emailTooLong })
-      .regex(EMAIL_PATTERN, { error: MESSAGES.emailFormat }),
+      .regex(EMAIL_PATTERN, { error: MESSAGES.emailFormat })
+      .superRefine((email, ctx) => {
+        const problem = usernameProblem(email);
+        if (problem?.kind === 'too-long') ctx.addIssue({ code: 'custom', message: MESSAGES.emailUsernameTooLong(problem.maxLength) });
+        if (problem?.kind === 'characters') ctx.addIssue({ code: 'custom', message: MESSAGES.emailUsernameCharacters(problem.characters) });
+      }),
     requestType: z.enum(REQUEST_TYPES, { error: MESSAGES.requestTypeMissing }),
     children: z
       .array(childSchema, { error: MESSAGES.childrenMissing })
@@ -291,7 +302,7 @@ export function validateForm(values: FormValues, maxChildren: number, tooManyChi
   const problems = result.ok ? [] : [...result.problems];
   const confirm = values.emailConfirm.trim();
   if (confirm === '') problems.push({ field: 'emailConfirm', message: MESSAGES.emailConfirmMissing });
-  else if (values.email.trim() !== '' && confirm.toLowerCase() !== values.email.trim().toLowerCase()) {
+  else if (values.email.trim() !== '' && foldUsernameCase(confirm) !== foldUsernameCase(values.email)) {
     problems.push({ field: 'emailConfirm', message: MESSAGES.emailMismatch });
   }
   if (tooManyChildren && !problems.some((p) => p.field === 'children')) {

@@ -24,7 +24,7 @@ export const PARENT_STATUS_LABELS: Record<RequestStatus, string> = {
 
 export const NEXT_STEPS: Record<RequestStatus, string[]> = {
   unverified: [
-    'Check your email, including any spam or junk folder, for a message from us, and click the link in it to confirm your address.',
+    'Check your email, including any spam or junk folder, for a message from us, follow the link in it and press “Confirm my email address”.',
     'The school can only look at your request once you have done this. If the link has expired or the email has not arrived, ask for a new one below.',
   ],
   pending: [

@@ -156,7 +156,9 @@ class ChangedDuringRecording extends Error {
 
 /** unverified → pending: the address is proven, and its confirmation link stops working. */
 function emailVerifiedPatch(now: number): Partial<RequestRecord> {
-  return { status: 'pending', verifiedAt: now, verificationTokenHash: null, verificationExpiresAt: null };
+  // The hash stays, so a link used a second time (by the parent, or by a mail scanner that
+  // fetched it first) is recognised and answered "already confirmed" instead of "not valid".
+  return { status: 'pending', verifiedAt: now, verificationExpiresAt: null };
 }
 
 function actorLabel(actor: Actor): string {
@@ -445,7 +447,7 @@ export class RequestLifecycle {
     return { request, addedChildren: added.length };
   }
 
-  /** Follows a verification link: unverified → pending. The link works once and expires. */
+  /** Follows a verification link: unverified → pending. The link works once and expires; used again, it is refused as already_verified. */
   async verifyEmail(tokenHash: string, actor: Actor = { type: 'parent' }): Promise<RequestRecord> {
     return this.transaction(async (trx) => {
       const now = this.now();
@@ -455,6 +457,7 @@ export class RequestLifecycle {
           help: 'If you have already confirmed your address, there is nothing more to do. Otherwise ask for a new link.',
         });
       }
+      if (found.verifiedAt !== null) throw new ConflictError('This email address is already confirmed.', 'already_verified');
       if (found.verificationExpiresAt !== null && found.verificationExpiresAt < now) {
         throw new ConflictError('This confirmation link has expired. Ask for a new one from your request page.', 'expired');
       }

@@ -18,15 +18,20 @@ export interface RateLimitOptions {
 /** Too many attempts: 429 with Retry-After; the message is safe to show. */
 export class RateLimitedError extends AppError {
   readonly retryAfterSeconds: number;
-  constructor(retryAfterSeconds: number, message = 'Too many requests from this address; try again later.') {
+  /** The keyPrefix of the limit that was reached, so a page can say which one in its own words. */
+  readonly limit: string | undefined;
+  constructor(retryAfterSeconds: number, message = 'Too many requests from this address; try again later.', limit?: string) {
     super(message, 429, 'rate_limited', { help: 'Wait a while before trying again. If you need help now, contact the school office.' });
     this.retryAfterSeconds = Math.max(1, Math.ceil(retryAfterSeconds));
+    this.limit = limit;
   }
 }
 
 export interface RateLimit {
   /** Counts one attempt for the key; throws RateLimitedError once the limit is used up. */
   consume(key: string, message?: string): Promise<void>;
+  /** Forgets the key's attempts (say, once what they were waiting for has happened). */
+  reset(key: string): Promise<void>;
 }
 
 function databaseName(db: Database): string {
@@ -74,9 +79,12 @@ export function createRateLimit(db: Database, options: RateLimitOptions): RateLi
         await limiter.consume(storedKey(key));
       } catch (rejection) {
         // A RateLimiterRes means "over the limit"; anything else is a database error.
-        if (rejection instanceof RateLimiterRes) throw new RateLimitedError(rejection.msBeforeNext / 1000, message);
+        if (rejection instanceof RateLimiterRes) throw new RateLimitedError(rejection.msBeforeNext / 1000, message, options.keyPrefix);
         throw rejection;
       }
+    },
+    async reset(key: string) {
+      await limiter.delete(storedKey(key));
     },
   };
 }

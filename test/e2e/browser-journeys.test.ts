@@ -65,6 +65,7 @@ describe('parent and staff journeys, in Chromium', () => {
     const link = /(https?:\/\/\S+\/request\/verify\/[A-Za-z0-9_-]+)/.exec(mail.text)?.[1];
     assert.ok(link, 'the confirmation email has the link');
     await page.goto(link);
+    await page.getByRole('button', { name: 'Confirm my email address' }).click();
     await page.getByRole('heading', { name: 'Thank you, your email address is confirmed' }).waitFor();
     await page.getByRole('link', { name: 'See how your request is going' }).click();
     await page.getByRole('heading', { name: 'Your request' }).waitFor();

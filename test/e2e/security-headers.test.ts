@@ -135,7 +135,11 @@ describe('content security policy and the pages under / and /request', () => {
     add('/request (thank you)', await session.post('/request', fields).expect(200));
     const row = (await site.t.db('requests').where({ email: fields.email }).first()) as { public_id: string };
     add('/request/status (unverified)', await request(app).get(`/request/status/${row.public_id}`).expect(200));
-    add('/request/verify (confirmed)', await request(app).get(`/request/verify/${site.tokens.get(row.public_id)}`).expect(200));
+    const token = site.tokens.get(row.public_id)!;
+    const confirming = new FormSession(app);
+    add('/request/verify (confirm button)', await confirming.open(`/request/verify/${token}`));
+    add('/request/verify (confirmed)', await confirming.post(`/request/verify/${token}`, {}).expect(200));
+    add('/request/verify (already confirmed)', await request(app).get(`/request/verify/${token}`).expect(200));
     add('/request/status (pending)', await request(app).get(`/request/status/${row.public_id}`).expect(200));
     add('/request/verify (bad link)', await request(app).get(`/request/verify/${'x'.repeat(43)}`).expect(404));
     add('/request/status (unknown)', await request(app).get(`/request/status/${'y'.repeat(22)}`).set('accept', 'text/html').expect(404));
@@ -293,7 +297,7 @@ describe('TRUST_PROXY', () => {
       await submitFrom(site.app, '203.0.113.10', 200);
       await submitFrom(site.app, '203.0.113.10', 200);
       const refused = await submitFrom(site.app, '203.0.113.10', 429);
-      assert.match(refused.text, /Too many requests/);
+      assert.match(refused.text, /This form has been sent many times from your network/);
       assert.ok(Number(refused.headers['retry-after']) > 0);
       await submitFrom(site.app, '203.0.113.11', 200);
       await submitFrom(site.app, '203.0.113.11', 200);
@@ -336,7 +340,7 @@ describe('TRUST_PROXY', () => {
       await submitFrom(site.app, '198.51.100.1', 200);
       await submitFrom(site.app, '198.51.100.2', 200);
       const refused = await submitFrom(site.app, '198.51.100.3', 429);
-      assert.match(refused.text, /Too many requests/);
+      assert.match(refused.text, /This form has been sent many times from your network/);
       await submitFrom(site.app, undefined, 429);
       const ips = (await site.t.db('requests').distinct('submitter_ip')).map((r: { submitter_ip: string }) => r.submitter_ip);
       assert.equal(ips.length, 1);

@@ -144,6 +144,39 @@ for (const dialect of DIALECTS) {
       await post(body(), { 'Idempotency-Key': 'x'.repeat(101) }).expect(400);
     });
 
+    it('an Idempotency-Key belongs to the API key that sent it: from another key it is a new request', { skip }, async () => {
+      const otherKey = (await createApiKey(t.db, 'other-website')).key;
+      const mine = body();
+      const first = await post(mine, { 'Idempotency-Key': 'entry-1' }).expect(201);
+      const theirs = body();
+      const second = await post(theirs, { 'Idempotency-Key': 'entry-1', Authorization: `Bearer ${otherKey}` }).expect(201);
+      assert.equal(second.body.outcome, 'created');
+      assert.notEqual(second.body.id, first.body.id);
+      assert.equal(JSON.stringify(second.body).includes(first.body.id), false, "nothing of the other key's request");
+      assert.equal((await t.db('requests').where({ email: theirs.email })).length, 1, 'stored');
+      // Each key still replays its own call.
+      assert.equal((await post(theirs, { 'Idempotency-Key': 'entry-1', Authorization: `Bearer ${otherKey}` }).expect(200)).body.id, second.body.id);
+      assert.equal((await post(mine, { 'Idempotency-Key': 'entry-1' }).expect(200)).body.id, first.body.id);
+    });
+
+    it('refuses the same Idempotency-Key with a different body: 409, a plain message, nothing of the other request', { skip }, async () => {
+      const original = body();
+      const first = await post(original, { 'Idempotency-Key': 'wpforms-entry-9001' }).expect(201);
+      const before = await count();
+      const changed = body();
+      const refused = await post(changed, { 'Idempotency-Key': 'wpforms-entry-9001' }).expect(409);
+      assert.equal(refused.body.error.code, 'idempotency_key_reused');
+      assert.match(refused.body.error.message, /already used with different details, so nothing was stored/);
+      assert.equal(JSON.stringify(refused.body).includes(first.body.id), false, 'no id of the earlier request');
+      assert.equal(/status|\/request\//.test(JSON.stringify(refused.body).replace(/"status":\d+/, '')), false, 'no status or link of the earlier request');
+      assert.equal(await count(), before, 'nothing stored');
+      assert.equal((await t.db('requests').where({ email: changed.email })).length, 0);
+      // Key order does not make a body different; the original still replays.
+      const reordered = Object.fromEntries(Object.entries(original).reverse());
+      const again = await post(reordered, { 'Idempotency-Key': 'wpforms-entry-9001' }).expect(200);
+      assert.equal(again.body.id, first.body.id);
+    });
+
     it('joins an open request for the same email (200, extended) and limits per email (429)', { skip }, async () => {
       const payload = body();
       const first = await post(payload).expect(201);

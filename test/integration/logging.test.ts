@@ -64,8 +64,10 @@ describe('logs', () => {
     const token = /\/request\/verify\/([A-Za-z0-9_-]{43})/.exec(mail.text)?.[1];
     assert.ok(token, 'the mail carries the confirmation link');
 
-    const verified = await request(app).get(`/request/verify/${token}`).set('X-Request-Id', 'journey-verify').expect(200);
-    await request(app).get(`/request/verify/${token}`).expect(404);
+    const confirming = new FormSession(app);
+    await confirming.open(`/request/verify/${token}`);
+    const verified = await confirming.post(`/request/verify/${token}`, {}).set('X-Request-Id', 'journey-verify').expect(200);
+    await request(app).get(`/request/verify/${token}`).expect(200);
     const statusPath = /href="(\/request\/status\/[^"]+)"/.exec(verified.text)?.[1];
     assert.ok(statusPath);
     const publicId = statusPath.split('/').pop() as string;
@@ -105,7 +107,7 @@ describe('logs', () => {
     assert.ok(paths.includes('/request/:email'));
     assert.deepEqual(
       requests.filter((e) => e.requestId === 'journey-verify').map((e) => [e.method, e.path, e.status]),
-      [['GET', '/request/verify/:token', 200]],
+      [['POST', '/request/verify/:token', 200]],
     );
     const careless = entries.find((e) => e.msg === 'careless details') as Record<string, any>;
     assert.equal(careless.token, '[hidden]');

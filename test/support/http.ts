@@ -45,6 +45,16 @@ export class FormSession {
   }
 }
 
+/**
+ * Uses a confirmation link as a parent does: opens it (which confirms nothing) and presses
+ * "Confirm my email address", expecting the given status. Answers the response to the button.
+ */
+export async function confirmEmail(app: Express, token: string, expectedStatus = 200) {
+  const session = new FormSession(app);
+  await session.open(`/request/verify/${token}`);
+  return session.post(`/request/verify/${token}`, {}).expect(expectedStatus);
+}
+
 let sequence = 0;
 
 /** A complete, valid form with two children. Each call uses a new email address. */
