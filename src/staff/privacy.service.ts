@@ -4,6 +4,7 @@ import type { Knex } from 'knex';
 import type { Database } from '../db/database';
 import { AppError } from '../errors';
 import { PeriodicTask } from '../periodic-task';
+import { clearExpiredRateLimits } from '../web/rate-limit';
 import type { Logger } from '../logger';
 import type { MailOutbox } from '../mail/mail-outbox';
 import type { Actor, LifecycleEvent, RequestLifecycle } from '../requests/request-lifecycle';
@@ -65,6 +66,8 @@ export class PrivacyService {
 
   /** Erases the denied, bogus and duplicate requests decided more than RETENTION_DAYS before `now`. */
   async eraseExpired(now: number): Promise<RetentionResult> {
+    // Expired rate-limit counters hold hashed addresses and nothing anyone needs.
+    await clearExpiredRateLimits(this.deps.db, now);
     const cutoff = now - this.deps.retentionDays * DAY_MS;
     const ids = await this.repository.decidedBefore(this.deps.db, RETAINED_STATUSES, cutoff);
     const result: RetentionResult = { erased: [], skipped: [] };

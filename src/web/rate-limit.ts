@@ -68,7 +68,16 @@ export function createLimiter(db: Database, options: RateLimitOptions & { blockD
     duration: options.durationSeconds,
     ...(options.blockDurationSeconds ? { blockDuration: options.blockDurationSeconds } : {}),
   };
-  return isMysql(db) ? new RateLimiterMySQL({ ...common, dbName: databaseName(db) }) : new RateLimiterSQLite({ ...common, clearExpiredByTimeout: true });
+  // The library's own purge is a timer per limiter that keeps querying after the database is
+  // closed; expired counters are removed by the daily retention run instead (clearExpiredRateLimits).
+  return isMysql(db)
+    ? new RateLimiterMySQL({ ...common, dbName: databaseName(db), clearExpiredByTimeout: false })
+    : new RateLimiterSQLite({ ...common, clearExpiredByTimeout: false });
+}
+
+/** Deletes counters that expired more than an hour before `now`; returns how many. */
+export async function clearExpiredRateLimits(db: Database, now: number): Promise<number> {
+  return db(RATE_LIMITS_TABLE).where('expire', '<', now - 60 * 60 * 1000).delete();
 }
 
 export function createRateLimit(db: Database, options: RateLimitOptions): RateLimit {
