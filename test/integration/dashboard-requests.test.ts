@@ -475,6 +475,11 @@ for (const dialect of DIALECTS) {
       const none = await browser.post('/admin/requests/bulk', [...base, ...rows(a.id, b.id), ['select', 'none']]);
       assert.doesNotMatch(none.text, /name="request" value="\d+" checked/, 'nothing is ticked');
 
+      const markup = await browser.post('/admin/requests/bulk', [['action', 'deny'], ['reason', '<b>Not</b> "known" & gone'], ...rows(a.id)]);
+      assert.equal(markup.status, 200);
+      assert.ok(!markup.text.includes('<b>Not</b>'), 'the reason is escaped on the confirmation page');
+      assert.match(markup.text, /&lt;b&gt;Not&lt;\/b&gt; &#34;known&#34; &amp; gone/);
+
       const noAction = await browser.post('/admin/requests/bulk', [...base, ...rows(a.id, b.id)]);
       assert.equal(noAction.status, 400);
       assert.match(noAction.text, /Choose what to do with the selected requests/);
