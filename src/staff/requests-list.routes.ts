@@ -2,7 +2,7 @@
 // and its CSV export. Thin: reads the query, asks the search repository or the bulk actions,
 // renders. Every page here sits behind requireStaff.
 import express, { type Request, type Response, type Router } from 'express';
-import type { FieldProblem } from '../errors';
+import { NotFoundError, type FieldProblem } from '../errors';
 import type { Actor } from '../requests/request-lifecycle';
 import { REQUEST_STATUSES, STATUS_LABELS } from '../requests/request-states';
 import type { Services } from '../services';
@@ -48,6 +48,19 @@ const BULK_TITLES: Record<BulkAction, string> = {
   deny: 'Deny the selected requests',
   bogus: 'Mark the selected requests as not genuine',
 };
+
+/** Deny and "not genuine" are confirmed on a page listing the requests first; approve is not. */
+const CONFIRMED_ACTIONS: readonly BulkAction[] = ['deny', 'bogus'];
+const CONFIRM_TITLES: Record<BulkAction, (n: number) => string> = {
+  approve: (n) => `Approve ${n === 1 ? 'this request' : `these ${n} requests`}?`,
+  deny: (n) => `Deny ${n === 1 ? 'this request' : `these ${n} requests`}?`,
+  bogus: (n) => `Mark ${n === 1 ? 'this request' : `these ${n} requests`} as not genuine?`,
+};
+/** What the list's selection buttons ask for: "keep" is Enter's (hidden) default button. */
+const SELECTIONS = ['all', 'none', 'keep', 'cancel'] as const;
+type Selection = (typeof SELECTIONS)[number];
+const NOTHING_CHANGED = 'Nothing was changed. To act on the ticked requests, use one of the buttons under “With the selected requests”.';
+const CANCELLED = 'Cancelled: nothing was changed. The requests you ticked are still ticked.';
 
 export interface ListParams {
   status: StatusFilter;
@@ -113,7 +126,7 @@ export function requestsListRoutes(services: Services): Router {
   async function renderList(
     res: Response,
     params: ListParams,
-    options: { selected?: ReadonlySet<number>; problems?: FieldProblem[]; reason?: string; status?: number } = {},
+    options: { selected?: ReadonlySet<number>; selectAllOnPage?: boolean; problems?: FieldProblem[]; reason?: string; notice?: string; status?: number } = {},
   ) {
     const filter = { status: params.status, search: params.q };
     const [counts, page] = await Promise.all([
@@ -145,9 +158,10 @@ export function requestsListRoutes(services: Services): Router {
       clearSearchHref: listHref({ ...params, q: '' }),
       exportHref: listHref({ ...params, sort: 'newest' }, null, '/admin/requests.csv'),
       cursorField: params.cursor ? { name: params.cursor.direction, value: encodeCursor(params.cursor.values) } : null,
-      selected: options.selected ?? new Set<number>(),
+      selected: options.selectAllOnPage ? new Set(page.rows.map((row) => row.id)) : (options.selected ?? new Set<number>()),
       problems: options.problems ?? [],
       reason: options.reason ?? '',
+      notice: options.notice ?? null,
       formatDate: (ms: number) => dateTime.format(new Date(ms)),
       moodleConfigured: services.moodle !== undefined,
     });
@@ -161,8 +175,23 @@ export function requestsListRoutes(services: Services): Router {
     const body = (req.body ?? {}) as Record<string, unknown>;
     const params = readListParams(body, 'pending');
     const ids = [...new Set(([] as unknown[]).concat(body.request ?? []).map((v) => Number(v)))].filter((n) => Number.isSafeInteger(n) && n > 0);
-    const actionText = text(body.action);
     const reason = text(body.reason).trim();
+
+    // Buttons that only change what is ticked, never a request: "select all", "clear", "cancel" on
+    // the confirmation page, and the form's first (hidden) button, which Enter on a checkbox presses.
+    const selection = text(body.select);
+    if (selection !== '') {
+      const choice = (SELECTIONS as readonly string[]).includes(selection) ? (selection as Selection) : 'keep';
+      return renderList(res, params, {
+        selected: choice === 'none' ? new Set() : new Set(ids),
+        selectAllOnPage: choice === 'all',
+        reason: text(body.reason),
+        notice: choice === 'keep' ? NOTHING_CHANGED : choice === 'cancel' ? CANCELLED : undefined,
+      });
+    }
+
+    // The action only ever comes from the button pressed: Enter never sends one (see above).
+    const actionText = text(body.action);
     const problems: FieldProblem[] = [];
     if (!(BULK_ACTIONS as readonly string[]).includes(actionText)) problems.push({ field: 'bulk-actions', message: 'Choose what to do with the selected requests.' });
     if (ids.length === 0) problems.push({ field: 'requests-table', message: 'Select at least one request: tick the box at the start of its row.' });
@@ -175,6 +204,32 @@ export function requestsListRoutes(services: Services): Router {
     const action = actionText as BulkAction;
     // The version each row had when the list was shown: a request changed since is left alone.
     const items: BulkItem[] = ids.map((id) => ({ id, expectedVersion: Number(text(body[`version-${id}`])) }));
+
+    // Denying mails every parent and "not genuine" closes requests for good: both are shown
+    // (which requests, what reason) and done only once confirmed on that page.
+    if (CONFIRMED_ACTIONS.includes(action) && text(body.confirm) !== 'yes') {
+      const listed = await Promise.all(
+        items.map(async (item) => {
+          try {
+            const { request, children } = await services.lifecycle.get(item.id);
+            return { ...item, found: true as const, request, children, changed: request.version !== item.expectedVersion };
+          } catch (error) {
+            if (error instanceof NotFoundError) return { ...item, found: false as const };
+            throw error;
+          }
+        }),
+      );
+      return res.render('admin/requests/list-bulk-confirm', {
+        title: CONFIRM_TITLES[action](items.length),
+        action,
+        items: listed,
+        reason,
+        params,
+        cursorField: params.cursor ? { name: params.cursor.direction, value: encodeCursor(params.cursor.values) } : null,
+        statusLabels: STATUS_LABELS,
+      });
+    }
+
     const results = await bulk.run(action, items, { reason }, staffActor(res));
     req.log.info({ action, requests: ids.length, done: results.filter((r) => r.outcome === 'done').length }, 'staff bulk action');
     const count = (outcome: string) => results.filter((r) => r.outcome === outcome).length;

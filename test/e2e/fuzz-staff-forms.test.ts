@@ -122,7 +122,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     weight: 2,
     arbitrary: onRequest(
       '/admin/requests/bulk',
-      join(field('action', fc.oneof(fc.constantFrom('approve', 'deny', 'bogus'), value)), field('request', fc.constant('{id}')), maybe('request', fc.oneof(fc.constant(OTHER_REQUEST), value)), field('version-{id}', version), maybe('reason', freeText), extra),
+      join(field('action', fc.oneof(fc.constantFrom('approve', 'deny', 'bogus'), value)), field('request', fc.constant('{id}')), maybe('request', fc.oneof(fc.constant(OTHER_REQUEST), value)), field('version-{id}', version), maybe('reason', freeText), maybe('confirm', fc.constant('yes')), extra),
     ),
   },
   { weight: 2, arbitrary: onRequest('/admin/requests/{id}', join(maybe(`search_${CHILD_A}`, value), maybe(`match_${CHILD_A}`, moodleId), maybe(`typed_${CHILD_A}`, moodleId), maybe('account', moodleId)), 'GET') },

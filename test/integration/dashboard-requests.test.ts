@@ -375,7 +375,19 @@ for (const dialect of DIALECTS) {
       assert.equal(await statusOf(pending.id), 'pending');
       assert.equal(await statusOf(approved.id), 'approved');
 
-      const res = await browser.post('/admin/requests/bulk', fields('We could not find your children in our records.'));
+      const reason = 'We could not find your children in our records.';
+      const asked = await browser.post('/admin/requests/bulk', fields(reason));
+      assert.equal(asked.status, 200);
+      assert.match(asked.text, /<h1>Deny these 2 requests\?<\/h1>/, 'a confirmation page, not the result');
+      assert.match(asked.text, /Nothing has been changed yet/);
+      assert.match(asked.text, new RegExp(`<blockquote class="bulk-reason">${reason}</blockquote>`), 'the reason is shown');
+      for (const r of [pending, approved]) assert.match(asked.text, new RegExp(`>Request ${r.id}</a>`), `request ${r.id} is listed`);
+      assert.equal(await statusOf(pending.id), 'pending', 'nothing is denied before confirming');
+      assert.equal(await statusOf(approved.id), 'approved');
+      assert.equal((await t.db('mail_outbox').whereIn('request_id', [pending.id, approved.id]).where({ kind: 'denied' })).length, 0, 'nobody is mailed before confirming');
+      assert.equal((await t.db('audit_events').whereIn('request_id', [pending.id, approved.id]).where({ action: 'denied' })).length, 0);
+
+      const res = await browser.post('/admin/requests/bulk', [...fields(reason), ['confirm', 'yes']]);
       assert.equal(res.status, 200);
       assert.match(htmlText(res.text), /<strong>2<\/strong> requests denied/);
       for (const r of [pending, approved]) {
@@ -397,13 +409,26 @@ for (const dialect of DIALECTS) {
       const b = await submit({ parentLastName: tag });
       const untouched = await submit({ parentLastName: tag });
       await browser.open(`/admin/requests?status=pending&q=${tag}`);
-      const res = await browser.post('/admin/requests/bulk', [
+      const fields: Array<[string, string]> = [
         ['action', 'bogus'],
         ['request', String(a.id)],
         [`version-${a.id}`, String(a.version)],
         ['request', String(b.id)],
         [`version-${b.id}`, String(b.version + 5)],
-      ]);
+      ];
+      const asked = await browser.post('/admin/requests/bulk', fields);
+      assert.equal(asked.status, 200);
+      assert.match(asked.text, /<h1>Mark these 2 requests as not genuine\?<\/h1>/, 'a confirmation page first');
+      assert.match(asked.text, /Changed since the list was shown: it will be left alone/, 'the stale row is pointed out');
+      assert.equal(await statusOf(a.id), 'pending', 'nothing is marked before confirming');
+      // Cancel goes back to the list with the same rows ticked, changing nothing.
+      const cancelled = await browser.post('/admin/requests/bulk', [...fields, ['select', 'cancel']]);
+      assert.equal(cancelled.status, 200);
+      assert.match(cancelled.text, /Cancelled: nothing was changed/);
+      assert.match(cancelled.text, new RegExp(`id="select-${a.id}" name="request" value="${a.id}" checked`));
+      assert.equal(await statusOf(a.id), 'pending', 'cancel changes nothing');
+
+      const res = await browser.post('/admin/requests/bulk', [...fields, ['confirm', 'yes']]);
       assert.equal(res.status, 200);
       assert.match(htmlText(res.text), /<strong>1<\/strong> request marked as not genuine/);
       assert.equal(await statusOf(a.id), 'bogus');
@@ -416,7 +441,50 @@ for (const dialect of DIALECTS) {
     it('the search form and pages work with the CSRF token of the page', { skip }, async () => {
       const res = await browser.open('/admin/requests?status=pending');
       assert.equal(csrfTokenOf(res.text), browser.csrfToken);
-      assert.match(res.text, /<button type="submit" disabled hidden aria-hidden="true" tabindex="-1">/, 'Enter on a checkbox submits nothing');
+      // Enter on a checkbox presses the form's first enabled submit button: it must be a harmless one.
+      const form = res.text.slice(res.text.indexOf('<form method="post" action="/admin/requests/bulk"'));
+      const firstButton = /<button type="submit"([^>]*)>/.exec(form)?.[1] ?? '';
+      assert.match(firstButton, /name="select" value="keep"/, 'the first button only keeps the selection');
+      assert.doesNotMatch(firstButton, /disabled/, 'Chromium skips a disabled default button and presses the next one');
+    });
+
+    it('the first button (what Enter presses) and "select all" change nothing; a request without an action button changes nothing', { skip }, async () => {
+      const tag = 'Bulkenter';
+      const a = await submit({ parentLastName: tag });
+      const b = await submit({ parentLastName: tag });
+      const page = await browser.open(`/admin/requests?status=pending&q=${tag}`);
+      const versions = versionsOn(page.text);
+      const rows = (...ids: number[]): Array<[string, string]> => ids.flatMap((id): Array<[string, string]> => [
+        ['request', String(id)],
+        [`version-${id}`, versions.get(id) as string],
+      ]);
+      const base: Array<[string, string]> = [['status', 'pending'], ['q', tag], ['reason', 'Kept reason']];
+
+      const kept = await browser.post('/admin/requests/bulk', [...base, ...rows(a.id), ['select', 'keep']]);
+      assert.equal(kept.status, 200);
+      assert.match(kept.text, /Nothing was changed/);
+      assert.match(kept.text, new RegExp(`id="select-${a.id}" name="request" value="${a.id}" checked`), 'the ticked row stays ticked');
+      assert.doesNotMatch(kept.text, new RegExp(`id="select-${b.id}" name="request" value="${b.id}" checked`));
+      assert.match(kept.text, />Kept reason<\/textarea>/, 'the reason typed is kept');
+
+      const all = await browser.post('/admin/requests/bulk', [...base, ['select', 'all']]);
+      assert.equal(all.status, 200);
+      for (const id of listedIds(all.text)) assert.match(all.text, new RegExp(`id="select-${id}" name="request" value="${id}" checked`), `request ${id} is ticked`);
+      assert.deepEqual(listedIds(all.text).sort(), [a.id, b.id].sort());
+
+      const none = await browser.post('/admin/requests/bulk', [...base, ...rows(a.id, b.id), ['select', 'none']]);
+      assert.doesNotMatch(none.text, /name="request" value="\d+" checked/, 'nothing is ticked');
+
+      const markup = await browser.post('/admin/requests/bulk', [['action', 'deny'], ['reason', '<b>Not</b> "known" & gone'], ...rows(a.id)]);
+      assert.equal(markup.status, 200);
+      assert.ok(!markup.text.includes('<b>Not</b>'), 'the reason is escaped on the confirmation page');
+      assert.match(markup.text, /&lt;b&gt;Not&lt;\/b&gt; &#34;known&#34; &amp; gone/);
+
+      const noAction = await browser.post('/admin/requests/bulk', [...base, ...rows(a.id, b.id)]);
+      assert.equal(noAction.status, 400);
+      assert.match(noAction.text, /Choose what to do with the selected requests/);
+      for (const id of [a.id, b.id]) assert.equal(await statusOf(id), 'pending');
+      assert.equal((await t.db('audit_events').whereIn('request_id', [a.id, b.id]).whereNot({ action: 'submitted' })).length, 0, 'no decision recorded');
     });
   });
 }
