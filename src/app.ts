@@ -5,6 +5,7 @@ import cookieParser from 'cookie-parser';
 import express from 'express';
 import { intakeApiRoutes } from './intake/intake-api.routes';
 import { intakeRoutes } from './intake/intake.routes';
+import { privacyNoticeRoutes } from './intake/privacy-notice.routes';
 import { adminRoutes } from './staff/admin.routes';
 import type { Services } from './services';
 import { errorHandler, notFoundHandler } from './web/error-handler';
@@ -46,6 +47,7 @@ export function createApp(services: Services) {
     res.render('home', { title: config.schoolName });
   });
 
+  app.use(privacyNoticeRoutes(config));
   app.use('/request', intakeRoutes(services));
   app.use('/api/v1', intakeApiRoutes(services));
   app.use('/admin', adminRoutes(services));

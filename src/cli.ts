@@ -24,7 +24,7 @@ export interface CliIo {
 const USAGE = `Usage: npm run cli -- <command> [options]
 
 Commands:
-  doctor [--run-sync] [--json]    check the database, Moodle, the sync command and mail
+  doctor [--run-sync] [--json]    check the database, Moodle, the sync command, mail and the privacy notice
   cycle [--json]                  run one provisioning cycle now and print its summary
   migrate                         apply pending database migrations
   migrate status                  list applied and pending migrations

@@ -147,6 +147,7 @@ const environmentSchema = z.object({
   STAFF_SESSION_IDLE_MINUTES: positiveInt(24 * 60).default(30),
   STAFF_SESSION_MAX_HOURS: positiveInt(7 * 24).default(12),
   RETENTION_DAYS: positiveInt(3650).default(90),
+  SUBMITTER_DETAILS_DAYS: positiveInt(3650).default(30),
 
   SMTP_URL: optionalText,
   MAIL_FROM: z.string().trim().min(3).default('Moodle Parent Provisioning <no-reply@localhost>'),
@@ -244,6 +245,8 @@ export interface Config {
   privacy: {
     /** Denied, bogus and duplicate requests are erased this many days after the decision. */
     retentionDays: number;
+    /** The address and browser a request was sent from are erased this many days after it was sent. */
+    submitterDetailsDays: number;
   };
   mail: {
     smtpUrl: string | undefined;
@@ -351,6 +354,7 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
     },
     privacy: {
       retentionDays: e.RETENTION_DAYS,
+      submitterDetailsDays: e.SUBMITTER_DETAILS_DAYS,
     },
     mail: {
       smtpUrl: e.SMTP_URL,
@@ -397,7 +401,7 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     { name: 'MAX_CHILDREN', value: show(config.intake.maxChildren) },
     { name: 'REQUIRE_EMAIL_VERIFICATION', value: String(config.intake.requireEmailVerification) },
     { name: 'VERIFICATION_TTL_HOURS', value: show(config.intake.verificationTtlMs / 3_600_000) },
-    { name: 'PRIVACY_NOTICE_URL', value: show(config.intake.privacyNoticeUrl) },
+    { name: 'PRIVACY_NOTICE_URL', value: config.intake.privacyNoticeUrl ?? '(not set: the form links to this service’s own short notice at /privacy)' },
     { name: 'FORM_RATE_LIMIT_PER_IP', value: `${config.intake.rateLimitPerIpPerHour} per hour` },
     { name: 'FORM_RATE_LIMIT_PER_EMAIL', value: `${config.intake.rateLimitPerEmailPerDay} per day` },
     { name: 'FORM_EMBED_ORIGINS', value: config.intake.embedOrigins.join(', ') || '(none: the form cannot be framed by another site)' },
@@ -409,6 +413,7 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     { name: 'STAFF_SESSION_IDLE_MINUTES', value: show(config.staff.sessionIdleMs / 60_000) },
     { name: 'STAFF_SESSION_MAX_HOURS', value: show(config.staff.sessionMaxMs / 3_600_000) },
     { name: 'RETENTION_DAYS', value: show(config.privacy.retentionDays) },
+    { name: 'SUBMITTER_DETAILS_DAYS', value: show(config.privacy.submitterDetailsDays) },
     { name: 'SMTP_URL', value: config.mail.smtpUrl === undefined ? '(not set: mail goes to data/outbox)' : redactUrl(config.mail.smtpUrl) },
     { name: 'MAIL_FROM', value: config.mail.from },
     { name: 'STAFF_NOTIFY_EMAILS', value: config.mail.staffNotify.join(', ') || '(none)' },

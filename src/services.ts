@@ -130,7 +130,16 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
   const csrf = createCsrf(config);
   const staffAccounts = new StaffAccounts(db, new SignInThrottle(db), { sessionSecret: config.sessionSecret, ...clock });
 
-  const privacy = new PrivacyService({ db, lifecycle, mailOutbox, retentionDays: config.privacy.retentionDays, logger, ...clock });
+  const privacy = new PrivacyService({
+    db,
+    lifecycle,
+    mailOutbox,
+    retentionDays: config.privacy.retentionDays,
+    submitterDetailsDays: config.privacy.submitterDetailsDays,
+    requests: requestRepository,
+    logger,
+    ...clock,
+  });
   lifecycle.addListener(privacy.erasureListener);
   const requestSearch = new RequestSearchRepository();
   const statusCounts = new StatusCountsCache(() => requestSearch.countByStatus(db, ''));

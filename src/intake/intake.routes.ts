@@ -6,6 +6,7 @@ import type { Services } from '../services';
 import { isCsrfError } from '../web/csrf';
 import { RateLimitedError } from '../web/rate-limit';
 import { addHeldDetailsRoutes } from './held-details.routes';
+import { privacyNoticeHref } from './privacy-notice.routes';
 import type { ConfirmationLinkState } from './intake.service';
 import { emptyChild, emptyForm, readForm, validateForm, type FormValues } from './request-form';
 
@@ -68,7 +69,7 @@ export function intakeRoutes(services: Services): Router {
       limited,
       focusField,
       maxChildren,
-      privacyNoticeUrl: config.intake.privacyNoticeUrl,
+      privacyNoticeUrl: privacyNoticeHref(config),
       csrfToken: csrf.token(req, res),
     });
   }

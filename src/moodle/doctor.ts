@@ -15,6 +15,8 @@ export interface DoctorCheck {
   message: string;
   help?: string;
   skipped?: boolean;
+  /** Working, but something to put right (the service runs; ok stays true and the exit code 0). */
+  warning?: boolean;
   /** Command output, for the sync check run with --run-sync. */
   output?: string;
 }
@@ -114,7 +116,23 @@ export async function runDoctor(deps: DoctorDependencies, options: { runSync?: b
 
   const mail = await deps.verifyMail();
   checks.push({ id: 'smtp', label: 'Mail (SMTP_URL)', ok: mail.ok, message: mail.message, ...(mail.ok ? {} : { help: mail.help }) });
+  checks.push(privacyNoticeCheck(config));
   return checks;
+}
+
+/** The form always links to a notice; without the school's own, parents read this service's short one. */
+export function privacyNoticeCheck(config: Pick<Config, 'intake'>): DoctorCheck {
+  const label = 'Privacy notice (PRIVACY_NOTICE_URL)';
+  const url = config.intake.privacyNoticeUrl;
+  if (url) return { id: 'privacy-notice', label, ok: true, message: `The request form links to the school's privacy notice at ${url}.` };
+  return {
+    id: 'privacy-notice',
+    label,
+    ok: true,
+    warning: true,
+    message: "The school's own privacy notice is not set: the request form links to this service's short notice at /privacy instead.",
+    help: "Set PRIVACY_NOTICE_URL to the address of the school's privacy notice, once it covers parent accounts in Moodle.",
+  };
 }
 
 /**
@@ -144,12 +162,14 @@ async function requestIdsInAuthTable(db: Database, authTable: string, usernames:
 export function formatDoctor(checks: DoctorCheck[]): string {
   const lines: string[] = [];
   for (const c of checks) {
-    const mark = c.skipped ? '-' : c.ok ? '✓' : '✗';
+    const mark = c.skipped ? '-' : !c.ok ? '✗' : c.warning ? '!' : '✓';
     lines.push(`${mark} ${c.label}: ${c.message}`);
-    if (c.help && !c.ok) lines.push(`    What to do: ${c.help}`);
+    if (c.help && (!c.ok || c.warning)) lines.push(`    What to do: ${c.help}`);
     if (c.output && !c.ok) lines.push(...c.output.trim().split('\n').slice(-20).map((l) => `    | ${l}`));
   }
   const problems = checks.filter((c) => !c.ok && !c.skipped).length;
-  lines.push('', problems === 0 ? 'Everything checked is working.' : `${problems} problem(s) found.`);
+  const warnings = checks.filter((c) => c.ok && c.warning).length;
+  const warningText = warnings === 0 ? '' : ` ${warnings} warning(s) to look at (marked !).`;
+  lines.push('', (problems === 0 ? 'Everything checked is working.' : `${problems} problem(s) found.`) + warningText);
   return lines.join('\n');
 }

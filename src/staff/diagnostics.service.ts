@@ -7,7 +7,7 @@ import { formatTime } from './provisioning-format';
 import { ROLE_LABELS } from './staff-permissions';
 import type { StaffRole } from './staff-user-repository';
 
-export type CheckOutcome = 'ok' | 'problem' | 'skipped';
+export type CheckOutcome = 'ok' | 'warning' | 'problem' | 'skipped';
 
 export interface CheckView {
   id: string;
@@ -28,7 +28,7 @@ export interface StaffAccountView {
   lastSignIn: string;
 }
 
-const OUTCOME_LABELS: Record<CheckOutcome, string> = { ok: 'Working', problem: 'Problem', skipped: 'Not checked' };
+const OUTCOME_LABELS: Record<CheckOutcome, string> = { ok: 'Working', warning: 'Warning', problem: 'Problem', skipped: 'Not checked' };
 
 export class DiagnosticsPage {
   constructor(
@@ -42,7 +42,7 @@ export class DiagnosticsPage {
 
   async checks(runSync: boolean) {
     const checks: CheckView[] = (await this.deps.doctor(runSync)).map((c) => {
-      const outcome: CheckOutcome = c.skipped ? 'skipped' : c.ok ? 'ok' : 'problem';
+      const outcome: CheckOutcome = c.skipped ? 'skipped' : !c.ok ? 'problem' : c.warning ? 'warning' : 'ok';
       return {
         id: c.id,
         label: c.label,
@@ -57,6 +57,7 @@ export class DiagnosticsPage {
     return {
       checks,
       problems: checks.filter((c) => c.outcome === 'problem').length,
+      warnings: checks.filter((c) => c.outcome === 'warning').length,
       ranSync: runSync,
       syncCommandSet: this.deps.config.moodle.syncCommand !== undefined,
       checkedAt: formatTime((this.deps.now ?? Date.now)()),

@@ -1,10 +1,12 @@
 // `privacy erase-expired`: erases the denied, bogus and duplicate requests decided more than
-// RETENTION_DAYS ago, as the running service does once a day (for a cron job, or to check now).
+// RETENTION_DAYS ago, and the address and browser of requests sent more than
+// SUBMITTER_DETAILS_DAYS ago, as the running service does once a day (for a cron job, or to check now).
 import { parseArgs } from 'node:util';
 import type { Services } from '../services';
 
 export const PRIVACY_USAGE = `  privacy erase-expired [--json]  erase denied, bogus and duplicate requests decided more than
-                                  RETENTION_DAYS ago (the running service does this daily)`;
+                                  RETENTION_DAYS ago, and the address and browser of requests sent
+                                  more than SUBMITTER_DETAILS_DAYS ago (the running service does this daily)`;
 
 export interface PrivacyCommandIo {
   out: (text: string) => void;
@@ -21,7 +23,7 @@ export async function runPrivacyCommand(services: Services, args: string[], io: 
   const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean' } } });
   const result = await services.privacy.eraseExpired(Date.now());
   if (values.json) {
-    io.out(JSON.stringify({ retentionDays: services.config.privacy.retentionDays, ...result }, null, 2));
+    io.out(JSON.stringify({ retentionDays: services.config.privacy.retentionDays, submitterDetailsDays: services.config.privacy.submitterDetailsDays, ...result }, null, 2));
   } else {
     const days = services.config.privacy.retentionDays;
     io.out(
@@ -29,6 +31,10 @@ export async function runPrivacyCommand(services: Services, args: string[], io: 
         ? `No denied, bogus or duplicate request was decided more than ${days} days ago and still holds personal data.`
         : `Erased the personal data of ${result.erased.length} request(s) decided more than ${days} days ago: ${result.erased.join(', ')}.`,
     );
+    const detailsDays = services.config.privacy.submitterDetailsDays;
+    if (result.submitterDetailsErased > 0) {
+      io.out(`Erased the address and browser of ${result.submitterDetailsErased} request(s) sent more than ${detailsDays} days ago.`);
+    }
     for (const s of result.skipped) io.err(`Request ${s.requestId} was not erased: ${s.reason}`);
   }
   return result.skipped.length > 0 ? 1 : 0;

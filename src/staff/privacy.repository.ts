@@ -1,12 +1,14 @@
 // The queries behind erasure, retention and a pupil's access history. Reads the request tables;
-// its only writes are to the provisioning cycle reports, whose per-request messages can name a
-// parent's Moodle account and must go when that request is erased.
+// its writes are to the provisioning cycle reports, whose per-request messages can name a
+// parent's Moodle account and must go when that request is erased, and the blanking of the
+// address and browser requests were sent from once SUBMITTER_DETAILS_DAYS have passed.
 import { CYCLES_TABLE } from '../provisioning/cycle-repository';
 import {
   AUDIT_TABLE,
   auditFromRow,
   CHILDREN_TABLE,
   childFromRow,
+  HELD_DETAILS_TABLE,
   REQUESTS_TABLE,
   requestFromRow,
   type AuditEventRecord,
@@ -33,6 +35,32 @@ export class PrivacyRepository {
       .orderBy('id')
       .select('id')) as Row[];
     return rows.map((r) => Number(r.id));
+  }
+
+  /**
+   * Blanks the submitter's address and browser on up to `limit` requests sent before the cutoff
+   * (whatever their status), in one set-based statement. Returns how many it blanked: fewer than
+   * `limit` means none is left.
+   */
+  async eraseSubmitterDetailsBefore(q: Queryable, cutoff: number, limit: number): Promise<number> {
+    const ids = ((await q(REQUESTS_TABLE)
+      .where('created_at', '<', cutoff)
+      .where((w) => w.whereNotNull('submitter_ip').orWhereNotNull('submitter_agent'))
+      .orderBy('id')
+      .limit(limit)
+      .select('id')) as Row[]).map((r) => Number(r.id));
+    if (ids.length === 0) return 0;
+    // version and updated_at stay: this is no change to the request that staff are deciding on.
+    await q(REQUESTS_TABLE).whereIn('id', ids).update({ submitter_ip: null, submitter_agent: null });
+    return ids.length;
+  }
+
+  /** The same for details held until an address confirms them (they expire sooner anyway). */
+  async eraseHeldSubmitterDetailsBefore(q: Queryable, cutoff: number): Promise<number> {
+    return q(HELD_DETAILS_TABLE)
+      .where('created_at', '<', cutoff)
+      .where((w) => w.whereNotNull('submitter_ip').orWhereNotNull('submitter_agent'))
+      .update({ submitter_ip: null, submitter_agent: null });
   }
 
   /** Whether a provisioning cycle ever recorded anything for the request (only then can its reports name it). */

@@ -1,5 +1,6 @@
 // Privacy: erasing a request's personal data on demand, erasing closed requests once the
-// retention period (RETENTION_DAYS) has passed, and the access history of one pupil.
+// retention period (RETENTION_DAYS) has passed, blanking the address and browser every request
+// was sent from after SUBMITTER_DETAILS_DAYS, and the access history of one pupil.
 import type { Knex } from 'knex';
 import type { Database } from '../db/database';
 import { AppError } from '../errors';
@@ -8,7 +9,7 @@ import { clearExpiredRateLimits } from '../web/rate-limit';
 import type { Logger } from '../logger';
 import type { MailOutbox } from '../mail/mail-outbox';
 import type { Actor, LifecycleEvent, RequestLifecycle } from '../requests/request-lifecycle';
-import type { RequestRecord } from '../requests/request-repository';
+import type { RequestRecord, RequestRepository } from '../requests/request-repository';
 import type { RequestStatus } from '../requests/request-states';
 import { ImportBatchRepository } from './import-batch.repository';
 import { PrivacyRepository } from './privacy.repository';
@@ -19,10 +20,15 @@ export const RETAINED_STATUSES: readonly RequestStatus[] = ['denied', 'bogus', '
 
 const DAY_MS = 86_400_000;
 
+/** Requests blanked per transaction: a first run over years of requests never holds one long lock. */
+const SUBMITTER_DETAILS_BATCH = 1000;
+
 export interface RetentionResult {
   erased: number[];
   /** Requests the lifecycle refused to erase this time (tried again on the next run). */
   skipped: Array<{ requestId: number; reason: string }>;
+  /** Requests whose submitter address and browser were blanked (sent more than SUBMITTER_DETAILS_DAYS ago). */
+  submitterDetailsErased: number;
 }
 
 export interface PrivacyDependencies {
@@ -30,6 +36,10 @@ export interface PrivacyDependencies {
   lifecycle: RequestLifecycle;
   mailOutbox: Pick<MailOutbox, 'purgeForRequest'>;
   retentionDays: number;
+  /** The submitter's address and browser are kept this many days after the request was sent. */
+  submitterDetailsDays: number;
+  /** Writes the audit event of each blanking run. */
+  requests: Pick<RequestRepository, 'insertAudit'>;
   logger: Pick<Logger, 'info' | 'warn' | 'error'>;
   now?: () => number;
 }
@@ -70,7 +80,7 @@ export class PrivacyService {
     await clearExpiredRateLimits(this.deps.db, now);
     const cutoff = now - this.deps.retentionDays * DAY_MS;
     const ids = await this.repository.decidedBefore(this.deps.db, RETAINED_STATUSES, cutoff);
-    const result: RetentionResult = { erased: [], skipped: [] };
+    const result: RetentionResult = { erased: [], skipped: [], submitterDetailsErased: await this.eraseSubmitterDetails(now) };
     const actor: Actor = { type: 'system', id: 'retention' };
     for (const id of ids) {
       try {
@@ -86,6 +96,33 @@ export class PrivacyService {
       this.deps.logger.info({ erased: result.erased.length, skipped: result.skipped.length, retentionDays: this.deps.retentionDays }, 'retention: erased expired requests');
     }
     return result;
+  }
+
+  /**
+   * Blanks the address and browser of every request sent more than SUBMITTER_DETAILS_DAYS before
+   * `now`, whatever its status: they are kept only to deal with misuse of the form. Each batch is
+   * one transaction with one audit event saying how many requests (not which), so the trail
+   * does not become a list of everyone who asked.
+   */
+  async eraseSubmitterDetails(now: number): Promise<number> {
+    const days = this.deps.submitterDetailsDays;
+    const cutoff = now - days * DAY_MS;
+    let total = 0;
+    for (;;) {
+      const blanked = await this.deps.db.transaction(async (trx) => {
+        const count = await this.repository.eraseSubmitterDetailsBefore(trx, cutoff, SUBMITTER_DETAILS_BATCH);
+        if (count === 0) return 0;
+        await this.deps.requests.insertAudit(trx, now, [
+          { actorType: 'system', actorId: 'retention', requestId: null, action: 'submitter_details_erased', details: { requests: count, olderThanDays: days } },
+        ]);
+        return count;
+      });
+      total += blanked;
+      if (blanked < SUBMITTER_DETAILS_BATCH) break;
+    }
+    await this.repository.eraseHeldSubmitterDetailsBefore(this.deps.db, cutoff);
+    if (total > 0) this.deps.logger.info({ requests: total, submitterDetailsDays: days }, 'retention: erased submitter addresses and browsers');
+    return total;
   }
 
   /** Runs eraseExpired now and then every intervalMs (never two runs at once here) until stop(). */

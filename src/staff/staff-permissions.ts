@@ -5,7 +5,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { AppError } from '../errors';
 import type { StaffRole } from './staff-user-repository';
 
-export const PERMISSIONS = ['review', 'decide', 'comment', 'provision', 'export', 'import', 'erase', 'run_sync', 'manage_staff'] as const;
+export const PERMISSIONS = ['review', 'decide', 'comment', 'provision', 'export', 'import', 'erase', 'see_submitter_details', 'run_sync', 'manage_staff'] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 /** What each permission lets someone do, in the words the diagnostics page shows. */
@@ -17,6 +17,7 @@ export const PERMISSION_WORDS: Record<Permission, string> = {
   export: 'Download requests as a CSV file',
   import: 'Import parents and children from a CSV file',
   erase: 'Erase the personal data of a request',
+  see_submitter_details: 'See the internet address and browser a request was sent from (kept only to deal with misuse of the form)',
   run_sync: 'Run Moodle’s user sync from the diagnostics page',
   manage_staff: 'See and manage staff accounts',
 };
@@ -30,6 +31,7 @@ const REFUSAL_WORDS: Record<Permission, string> = {
   export: 'download requests',
   import: 'import from a CSV file',
   erase: 'erase personal data',
+  see_submitter_details: 'see where a request was sent from',
   run_sync: 'run Moodle’s user sync',
   manage_staff: 'manage staff accounts',
 };

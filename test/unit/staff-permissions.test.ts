@@ -10,7 +10,7 @@ describe('staff permissions', () => {
       PERMISSIONS.filter((p) => can('staff', p)),
       ['review', 'decide', 'comment', 'provision', 'export'],
     );
-    assert.deepEqual(PERMISSIONS.filter((p) => !can('staff', p)), ['import', 'erase', 'run_sync', 'manage_staff']);
+    assert.deepEqual(PERMISSIONS.filter((p) => !can('staff', p)), ['import', 'erase', 'see_submitter_details', 'run_sync', 'manage_staff']);
     for (const p of PERMISSIONS) assert.equal(can('admin', p), true, p);
     assert.equal(permissionTable().length, PERMISSIONS.length);
   });
