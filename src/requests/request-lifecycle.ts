@@ -604,7 +604,7 @@ export class RequestLifecycle {
 
   async denyRequest(id: number, input: DecisionInput, actor: Actor): Promise<RequestRecord> {
     const reason = input.reason?.trim();
-    if (!reason) throw new ValidationError('Give a reason: the parent is told why the request was not approved.', [{ field: 'reason', message: 'Give a reason.' }]);
+    if (!reason) throw new ValidationError('Give a reason: the parent is told why the request was not approved.', [{ field: 'reason', message: 'Give a reason for denying: the parent is emailed it.' }]);
     return this.close(id, 'deny', 'denied', 'denied', { ...input, reason }, actor);
   }
 
@@ -705,7 +705,7 @@ export class RequestLifecycle {
 
   async addStaffComment(id: number, comment: string, actor: Actor, expectedVersion?: number): Promise<RequestRecord> {
     const text = comment.trim();
-    if (!text) throw new ValidationError('The comment is empty.', [{ field: 'comment', message: 'Write a comment.' }]);
+    if (!text) throw new ValidationError('The comment is empty.', [{ field: 'comment', message: 'Write a comment before adding it.' }]);
     checkStaffText(text, 'comment');
     return this.transaction(async (trx) => {
       const request = await this.lockForAction(trx, id, 'comment', expectedVersion);

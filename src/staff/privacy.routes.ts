@@ -1,7 +1,7 @@
 // Privacy pages of the dashboard: erasing a request's personal data (with a confirmation step)
 // and the access history of one pupil, on a page and as a CSV file.
-import express, { type Router } from 'express';
-import { AppError } from '../errors';
+import express, { type Response, type Router } from 'express';
+import { AppError, type FieldProblem } from '../errors';
 import { MoodleError } from '../moodle/moodle-error';
 import { isAllowed, STATUS_LABELS } from '../requests/request-states';
 import type { Services } from '../services';
@@ -20,12 +20,9 @@ export function privacyRoutes(services: Services): Router {
   const router = express.Router();
   const moodleBase = config.moodle.url?.replace(/\/+$/, '');
 
-  router.use('/requests/:id/erase', requirePermission('erase'));
-  router.get('/requests/:id/erase', async (req, res, next) => {
-    const id = requestIdParam(req);
-    if (id === undefined) return next();
+  async function renderErasePage(res: Response, id: number, problems: FieldProblem[] = [], status = 200) {
     const { request, children } = await lifecycle.get(id);
-    res.render('admin/request/erase', {
+    res.status(status).render('admin/request/erase', {
       title: `Erase request ${id}`,
       request,
       children,
@@ -33,7 +30,45 @@ export function privacyRoutes(services: Services): Router {
       allowed: isAllowed('erase', request.status),
       unlinkDue: children.some((c) => c.unassignPending),
       retentionDays: config.privacy.retentionDays,
+      problems,
     });
+  }
+
+  /** The privacy page, reached from the menu: a pupil's access history and erasing a request, by number. */
+  function renderPrivacyPage(res: Response, values: Record<string, string> = {}, problems: FieldProblem[] = [], status = 200) {
+    res.status(status).render('admin/privacy', {
+      title: 'Privacy',
+      values,
+      problems,
+      retentionDays: config.privacy.retentionDays,
+    });
+  }
+
+  router.use('/privacy', requirePermission('erase'));
+  router.get('/privacy', (req, res) => {
+    const query = req.query as Record<string, unknown>;
+    const form = typeof query.find === 'string' ? query.find : undefined;
+    const typed = (name: string) => (typeof query[name] === 'string' ? (query[name] as string).trim().replace(/^#/, '') : '');
+    if (form === 'pupil') {
+      const moodleUserId = moodleUserIdParam(typed('pupil'));
+      if (moodleUserId !== undefined) return res.redirect(303, `/admin/pupils/${moodleUserId}`);
+      const message = typed('pupil') === '' ? 'Type the pupil’s Moodle user id.' : 'The Moodle user id is a whole number, such as 1234: the number after id= in the address of the pupil’s Moodle profile.';
+      return renderPrivacyPage(res, { pupil: typed('pupil') }, [{ field: 'pupil', message }], 400);
+    }
+    if (form === 'request') {
+      const id = moodleUserIdParam(typed('request')); // a request number has the same shape
+      if (id !== undefined) return res.redirect(303, `/admin/requests/${id}/erase`);
+      const message = typed('request') === '' ? 'Type the number of the request.' : 'The request number is a whole number, such as 42.';
+      return renderPrivacyPage(res, { request: typed('request') }, [{ field: 'request', message }], 400);
+    }
+    renderPrivacyPage(res);
+  });
+
+  router.use('/requests/:id/erase', requirePermission('erase'));
+  router.get('/requests/:id/erase', async (req, res, next) => {
+    const id = requestIdParam(req);
+    if (id === undefined) return next();
+    await renderErasePage(res, id);
   });
 
   router.post('/requests/:id/erase', async (req, res, next) => {
@@ -41,8 +76,8 @@ export function privacyRoutes(services: Services): Router {
     if (id === undefined) return next();
     const body = (req.body ?? {}) as Record<string, unknown>;
     if (body.confirm !== 'erase') {
-      flash(req, 'error', 'Nothing was erased: tick the box to confirm that the personal data of this request is to be erased for good.');
-      return res.redirect(303, `/admin/requests/${id}/erase`);
+      const message = 'Nothing was erased: tick the box to confirm that the personal data of this request is to be erased for good.';
+      return renderErasePage(res, id, [{ field: 'confirm', message }], 400);
     }
     try {
       await privacy.eraseRequest(id, { expectedVersion: expectedVersion(body) }, staffActor(res));

@@ -1,7 +1,7 @@
 // The request page (/admin/requests/:id) and its actions. Thin: read the form, call the page
 // service (which goes through the request lifecycle), redirect back with a message.
 import express, { type Request, type Response, type Router } from 'express';
-import { AppError } from '../errors';
+import { AppError, ValidationError, type FieldProblem } from '../errors';
 import type { Actor } from '../requests/request-lifecycle';
 import type { RequestRecord } from '../requests/request-repository';
 import type { Services } from '../services';
@@ -41,6 +41,12 @@ export function refusalText(error: AppError): string {
   return error.help && error.help !== error.message ? `${error.message} ${error.help}` : error.message;
 }
 
+/** A decision form sent back to be put right: its problems and what was typed, by box id. */
+interface FormOutcome {
+  problems: FieldProblem[];
+  values: Record<string, string>;
+}
+
 export function requestPageRoutes(services: Services): Router {
   const page = new RequestPageService({
     db: services.db,
@@ -63,22 +69,34 @@ export function requestPageRoutes(services: Services): Router {
       const text = kept.toString();
       return res.redirect(303, `/admin/requests/${id}${text === '' ? '' : `?${text}`}`);
     }
-    const view = await page.load(id, readChoices(query));
-    res.render('admin/request/page', {
+    await renderPage(res, id, readChoices(query));
+  });
+
+  async function renderPage(res: Response, id: number, choices: ReturnType<typeof readChoices>, form: FormOutcome = { problems: [], values: {} }, status = 200) {
+    const view = await page.load(id, choices);
+    res.status(status).render('admin/request/page', {
       title: `Request ${id}`,
       view,
       formatDate,
       requestTypeWords: REQUEST_TYPE_WORDS,
       sourceWords: SOURCE_WORDS,
+      problems: form.problems,
+      values: form.values,
     });
-  });
+  }
 
-  /** One action: run it, then back to the page with what happened, or the lifecycle's refusal. */
+  /**
+   * One action: run it, then back to the page with what happened, or the lifecycle's refusal.
+   * A form with fields (`fields`: the body's names and the ids of their boxes on the page) that
+   * was filled in wrongly comes back as it was typed, with its error summary and the message
+   * beside the box; other refusals (a stale page, a refused transition) are a message at the top.
+   */
   function action(
     name: string,
     run: (id: number, body: Record<string, unknown>, actor: Actor) => Promise<RequestRecord>,
     success: (after: RequestRecord, body: Record<string, unknown>) => string,
     backAfterRefusal: (id: number, body: Record<string, unknown>) => string = (id) => `/admin/requests/${id}`,
+    fields: Record<string, string> = {},
   ) {
     router.post(`/requests/:id/${name}`, requirePermission(name === 'comment' ? 'comment' : 'decide'), async (req, res, next) => {
       const id = requestIdParam(req);
@@ -90,6 +108,13 @@ export function requestPageRoutes(services: Services): Router {
         res.redirect(303, `/admin/requests/${id}`);
       } catch (error) {
         if (!(error instanceof AppError) || error.status >= 500) throw error;
+        const problems = error instanceof ValidationError ? error.fields.filter((p) => fields[p.field] !== undefined) : [];
+        if (problems.length > 0) {
+          const values = Object.fromEntries(Object.values(fields).map((box) => [box, '']));
+          for (const [bodyName, box] of Object.entries(fields)) values[box] = typeof body[bodyName] === 'string' ? body[bodyName] : '';
+          const onPage = problems.map((p) => ({ field: fields[p.field] as string, message: p.message }));
+          return renderPage(res, id, readChoices([]), { problems: onPage, values }, 400);
+        }
         flash(req, 'error', refusalText(error));
         res.redirect(303, backAfterRefusal(id, body));
       }
@@ -104,24 +129,30 @@ export function requestPageRoutes(services: Services): Router {
     // Back to the page with the choices made, so a refused approval does not lose them.
     (id, body) => `/admin/requests/${id}${choicesQuery(readChoices(Object.entries(body)))}`,
   );
-  action('deny', (id, body, actor) => page.deny(id, body, actor), (r) => `Request ${r.id} was denied. The parent will be emailed the reason.`);
+  action('deny', (id, body, actor) => page.deny(id, body, actor), (r) => `Request ${r.id} was denied. The parent will be emailed the reason.`, undefined, {
+    reason: 'deny-reason',
+  });
   action(
     'duplicate',
     (id, body, actor) => page.markDuplicate(id, body, actor),
     (r, body) => `Request ${r.id} was marked as a duplicate${typeof body.duplicateOf === 'string' && body.duplicateOf.trim() !== '' ? ` of request ${body.duplicateOf.trim().replace(/^#/, '')}` : ''}.`,
+    undefined,
+    { duplicateOf: 'duplicate-of' },
   );
   action('bogus', (id, body, actor) => page.markBogus(id, body, actor), (r) => `Request ${r.id} was rejected as not genuine.`);
   action(
     'revoke',
     (id, body, actor) => page.revoke(id, body, actor),
     (r) => `Access through request ${r.id} was removed. The next provisioning cycle takes the Parent role away in Moodle.`,
+    undefined,
+    { reason: 'revoke-reason' },
   );
   action('revoke-child', (id, body, actor) => page.revokeChild(id, body, actor), (r) =>
     r.status === 'revoked'
       ? `The link was removed. It was the last one, so access through request ${r.id} has ended.`
       : 'The link to that child was removed. The next provisioning cycle takes the Parent role away in Moodle.',
   );
-  action('comment', (id, body, actor) => page.comment(id, body, actor), () => 'Your comment was added.');
+  action('comment', (id, body, actor) => page.comment(id, body, actor), () => 'Your comment was added.', undefined, { comment: 'staff-comment' });
   action(
     'resend-verification',
     (id, _body, actor) => page.resendVerification(id, actor),

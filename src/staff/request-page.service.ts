@@ -283,8 +283,14 @@ export class RequestPageService {
     const version = expectedVersion(body);
     const ofText = text(body, 'duplicateOf').trim().replace(/^#/, '');
     const duplicateOf = ofText === '' ? null : positiveId(ofText);
-    if (duplicateOf === undefined) throw new ValidationError('The other request’s number must be a whole number, such as 42, or left empty.');
-    if (duplicateOf === id) throw new ValidationError('A request cannot be a duplicate of itself.');
+    if (duplicateOf === undefined) {
+      const message = 'The other request’s number must be a whole number, such as 42, or left empty.';
+      throw new ValidationError(message, [{ field: 'duplicateOf', message }]);
+    }
+    if (duplicateOf === id) {
+      const message = 'A request cannot be a duplicate of itself: type the number of the other request, or leave it empty.';
+      throw new ValidationError(message, [{ field: 'duplicateOf', message }]);
+    }
     return this.deps.lifecycle.markDuplicate(id, { expectedVersion: version, duplicateOf, reason: text(body, 'reason') || null }, actor);
   }
 

@@ -106,12 +106,37 @@ export class StaffAccounts {
     );
   }
 
-  async createFirstAdmin(code: string, input: StaffInput): Promise<StaffUserRecord> {
+  /**
+   * What is wrong with a typed setup code, in words that help find the right one without giving
+   * it away (its length and alphabet are no secret: the log shows the code to whoever may see it).
+   */
+  setupCodeProblem(code: string): string | undefined {
     const expected = Buffer.from(normaliseCode(this.setupCode()));
-    const given = Buffer.from(normaliseCode(code));
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-      throw new ValidationError('The setup code is not right.', [{ field: 'setupCode', message: 'Enter the setup code printed in the service log when it started.' }]);
+    const typed = normaliseCode(code);
+    if (typed === '') return 'Enter the setup code. It is in the service log, on the line “No staff account exists yet”.';
+    const foreign = [...new Set(typed.split('').filter((c) => !CODE_ALPHABET.includes(c)))];
+    if (foreign.length > 0) {
+      return `The setup code never has the letters I, L, O or U, nor the digits 0 or 1, but you typed ${foreign.join(', ')}. Copy the code again from the service log.`;
     }
+    if (typed.length !== expected.length) {
+      return `The setup code has ${expected.length} letters and digits, such as ABCD-EFGH-JKLM, but you typed ${typed.length}. Copy the code again from the service log.`;
+    }
+    if (!timingSafeEqual(Buffer.from(typed), expected)) {
+      return 'This is not the setup code that this service printed in its log when it started. Copy the code again from the line “No staff account exists yet”, from the latest start.';
+    }
+    return undefined;
+  }
+
+  /** Every problem with a first-run setup form at once: the setup code and the account's details. */
+  firstAdminProblems(code: string, input: StaffInput): FieldProblem[] {
+    const codeProblem = this.setupCodeProblem(code);
+    const parsed = staffInputSchema.safeParse(input);
+    return [...(codeProblem ? [{ field: 'setupCode', message: codeProblem }] : []), ...(parsed.success ? [] : fieldProblems(parsed.error))];
+  }
+
+  async createFirstAdmin(code: string, input: StaffInput): Promise<StaffUserRecord> {
+    const codeProblem = this.setupCodeProblem(code);
+    if (codeProblem) throw new ValidationError('The setup code is not right.', [{ field: 'setupCode', message: codeProblem }]);
     const data = parseStaffInput(input);
     const passwordHash = await argon2.hash(data.password);
     return this.db.transaction(async (trx) => {

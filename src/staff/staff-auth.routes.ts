@@ -29,11 +29,11 @@ export function staffAuthRoutes(services: Services): Router {
     res.status(status).render('admin/setup', { title: 'Set up the dashboard', values, problems, csrfToken: csrf.token(req, res) });
   }
 
-  function renderSignIn(req: Request, res: Response, options: { username?: string; error?: string; notice?: string; status?: number }) {
+  function renderSignIn(req: Request, res: Response, options: { username?: string; problems?: FieldProblem[]; notice?: string; status?: number }) {
     res.status(options.status ?? 200).render('admin/sign-in', {
       title: 'Staff sign-in',
       username: options.username ?? '',
-      error: options.error,
+      problems: options.problems ?? [],
       notice: options.notice,
       next: safeNextPath(req.query.next ?? (req.body as Record<string, unknown> | undefined)?.next),
       csrfToken: csrf.token(req, res),
@@ -54,9 +54,10 @@ export function staffAuthRoutes(services: Services): Router {
       email: field(req.body, 'email'),
     };
     const password = field(req.body, 'password');
-    if (password !== field(req.body, 'passwordConfirm')) {
-      return renderSetup(req, res, values, [{ field: 'passwordConfirm', message: 'The two passwords are not the same.' }], 400);
-    }
+    // Every problem is named at once, so the form needs sending again only once.
+    const problems = staffAccounts.firstAdminProblems(values.setupCode, { ...values, password });
+    if (password !== field(req.body, 'passwordConfirm')) problems.push({ field: 'passwordConfirm', message: 'The two passwords are not the same.' });
+    if (problems.length > 0) return renderSetup(req, res, values, problems, 400);
     try {
       const user = await staffAccounts.createFirstAdmin(values.setupCode, { ...values, password });
       await signIn(req, user);
@@ -76,17 +77,26 @@ export function staffAuthRoutes(services: Services): Router {
 
   router.post('/sign-in', async (req, res) => {
     const username = field(req.body, 'username');
+    const password = field(req.body, 'password');
+    // The form has no browser-side checks (novalidate): an empty field is named here, and costs
+    // no sign-in attempt.
+    const missing: FieldProblem[] = [];
+    if (username.trim() === '') missing.push({ field: 'username', message: 'Enter your username.' });
+    if (password === '') missing.push({ field: 'password', message: 'Enter your password.' });
+    if (missing.length > 0) return renderSignIn(req, res, { username, problems: missing, status: 400 });
     try {
-      const user = await staffAccounts.authenticate(username, field(req.body, 'password'), req.ip ?? 'unknown');
+      const user = await staffAccounts.authenticate(username, password, req.ip ?? 'unknown');
       await signIn(req, user);
       req.log.info({ staffUserId: user.id }, 'staff signed in');
       res.redirect(303, safeNextPath(field(req.body, 'next')));
     } catch (error) {
       if (error instanceof RateLimitedError) {
         res.setHeader('Retry-After', String(error.retryAfterSeconds));
-        return renderSignIn(req, res, { username, error: error.message, status: 429 });
+        return renderSignIn(req, res, { username, problems: [{ field: 'password', message: error.message }], status: 429 });
       }
-      if (error instanceof AppError && error.code === 'sign_in_failed') return renderSignIn(req, res, { username, error: error.message, status: 401 });
+      if (error instanceof AppError && error.code === 'sign_in_failed') {
+        return renderSignIn(req, res, { username, problems: [{ field: 'password', message: error.message }], status: 401 });
+      }
       throw error;
     }
   });

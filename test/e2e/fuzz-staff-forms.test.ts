@@ -270,6 +270,14 @@ for (const dialect of DIALECTS) {
       return page.text;
     }
 
+    /** Posts a request-page form that is refused: it comes back (400) with what was typed and its summary. */
+    async function sentBack(id: number, action: string, fields: Record<string, string>) {
+      const res = await staff.post(`/admin/requests/${id}/${action}`, fields);
+      assert.equal(res.status, 400, `${action}: ${res.status} ${res.text.slice(0, 300)}`);
+      assert.match(res.text, /<div class="error-summary" id="error-summary" role="alert"/);
+      return res.text;
+    }
+
     it('a member of staff with a 100-character username can approve, deny and revoke (decided_by holds "staff:" and the name)', { skip }, async () => {
       const a = await pending();
       const approved = await act(a.request.id, 'approve', { version: String(a.request.version), [`match_${a.children[0]!.id}`]: '3', [`match_${a.children[1]!.id}`]: 'none' });
@@ -322,9 +330,11 @@ for (const dialect of DIALECTS) {
     it(`a reason or comment longer than ${MAX_STAFF_TEXT} characters is refused in words, from the page and the command line`, { skip }, async () => {
       const { request: r } = await pending();
       const long = '😀'.repeat(MAX_STAFF_TEXT);
-      assert.match(await act(r.id, 'deny', { version: String(r.version), reason: long }), /The reason must be 4,000 characters or fewer/);
+      const denied = await sentBack(r.id, 'deny', { version: String(r.version), reason: long });
+      assert.match(denied, /The reason must be 4,000 characters or fewer/);
+      assert.ok(denied.includes(`>${long}</textarea>`), 'the reason is kept');
       assert.match(await act(r.id, 'bogus', { version: String(r.version), reason: 'x'.repeat(70_000) }), /The reason must be 4,000 characters or fewer/);
-      assert.match(await act(r.id, 'comment', { comment: 'é'.repeat(MAX_STAFF_TEXT + 1) }), /The comment must be 4,000 characters or fewer/);
+      assert.match(await sentBack(r.id, 'comment', { comment: 'é'.repeat(MAX_STAFF_TEXT + 1) }), /The comment must be 4,000 characters or fewer/);
       const err: string[] = [];
       const code = await runCli(['requests', 'deny', String(r.id), '--reason', 'x'.repeat(MAX_STAFF_TEXT + 1)], { out: () => {}, err: (x) => err.push(x) }, { services });
       assert.equal(code, 1);
@@ -339,7 +349,7 @@ for (const dialect of DIALECTS) {
       // 2,000 emoji are 4,000 characters and 8,000 bytes: eight fit in 65,535 bytes, the ninth does not.
       const comment = '😀'.repeat(MAX_STAFF_TEXT / 2);
       for (let i = 0; i < 8; i += 1) assert.match(await act(r.id, 'comment', { comment }), /Your comment was added/);
-      assert.match(await act(r.id, 'comment', { comment }), /There is no room for more comments on this request/);
+      assert.match(await sentBack(r.id, 'comment', { comment }), /There is no room for more comments on this request/);
       const row = await services.lifecycle.get(r.id);
       assert.equal(row.request.staffComment, Array(8).fill(comment).join('\n\n'));
     });

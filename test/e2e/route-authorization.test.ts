@@ -98,6 +98,7 @@ const ROUTE_PERMISSIONS: Record<string, Permission> = {
   'POST /admin/requests/:id/comment': 'comment',
   'GET /admin/requests/:id/erase': 'erase',
   'POST /admin/requests/:id/erase': 'erase',
+  'GET /admin/privacy': 'erase',
   'GET /admin/pupils/:moodleUserId': 'review',
   'GET /admin/pupils/:moodleUserId/history.csv': 'review',
   'GET /admin/provisioning': 'review',

@@ -44,7 +44,7 @@ function cookiesOf(browser: StaffSession): string {
 
 /** The message in the sign-in page's error box, as one line of plain text. */
 function errorOf(html: string): string {
-  const box = /<div class="error-summary"[^]*?<p>([^]*?)<\/p>/.exec(html);
+  const box = /<div class="error-summary"[^]*?<li><a href="#[^"]*">([^]*?)<\/a><\/li>/.exec(html);
   return htmlText(box?.[1] ?? '(no error shown)').trim();
 }
 
