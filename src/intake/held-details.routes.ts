@@ -39,7 +39,11 @@ export function addHeldDetailsRoutes(router: Router, services: Services, private
     const result = await intake.confirmHeldDetails(req.params.token);
     switch (result.kind) {
       case 'added':
-        return res.render('request/details-added', { title: 'Your request has been updated', statusPath: `/request/status/${result.request.publicId}` });
+        return res.render('request/details-added', {
+          title: 'Your request has been updated',
+          statusPath: `/request/status/${result.request.publicId}`,
+          requestNumber: result.request.id,
+        });
       case 'expired':
         return res.status(410).render('request/problem', EXPIRED);
       case 'closed':

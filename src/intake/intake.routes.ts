@@ -136,6 +136,7 @@ export function intakeRoutes(services: Services): Router {
         return res.render('request/already-confirmed', {
           title: 'Your email address is already confirmed',
           statusPath: `/request/status/${state.publicId}`,
+          requestNumber: state.requestNumber,
         });
       case 'expired':
         return res.status(410).render('request/problem', {
@@ -177,7 +178,11 @@ export function intakeRoutes(services: Services): Router {
     privatePage(res);
     const result = await intake.verifyEmail(req.params.token);
     if (result.kind !== 'verified') return renderLinkState(req, res, result);
-    res.render('request/verified', { title: 'Email address confirmed', statusPath: `/request/status/${result.request.publicId}` });
+    res.render('request/verified', {
+      title: 'Email address confirmed',
+      statusPath: `/request/status/${result.request.publicId}`,
+      requestNumber: result.request.id,
+    });
   });
 
   router.get('/status/:publicId', async (req, res) => {

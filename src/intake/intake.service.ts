@@ -42,7 +42,7 @@ export type VerifyOutcome =
 /** What a confirmation link would do, found without using it (a mail scanner's GET must not). */
 export type ConfirmationLinkState =
   | { kind: 'ready' }
-  | { kind: 'already-confirmed'; publicId: string }
+  | { kind: 'already-confirmed'; publicId: string; requestNumber: number }
   | { kind: 'invalid' }
   | { kind: 'expired'; publicId: string }
   | { kind: 'closed' };
@@ -148,7 +148,7 @@ export class IntakeService {
     const request = await this.repository.findByVerificationHash(this.db, hashToken(token));
     if (!request || request.erasedAt !== null) return { kind: 'invalid' };
     // Whoever holds the link received it at the address, so they may see the request page.
-    if (request.verifiedAt !== null) return { kind: 'already-confirmed', publicId: request.publicId };
+    if (request.verifiedAt !== null) return { kind: 'already-confirmed', publicId: request.publicId, requestNumber: request.id };
     // The school closed the request before it was confirmed.
     if (request.status !== 'unverified') return { kind: 'closed' };
     if (request.verificationExpiresAt !== null && request.verificationExpiresAt < this.now()) return { kind: 'expired', publicId: request.publicId };
