@@ -7,7 +7,9 @@ import type { Services } from '../services';
 const INVALID = {
   title: 'This link does not work',
   message: 'This link is not valid, or it has already been used.',
-  help: 'If you have already added these details, there is nothing more to do. Otherwise use the link in the most recent email we sent you.',
+  help: 'If you have already added these details, there is nothing more to do. Otherwise use the link in the most recent email we sent you, or send the form again.',
+  backPath: '/request',
+  backText: 'Go to the request form',
 };
 
 const EXPIRED = {
