@@ -1,8 +1,8 @@
 // Every page a parent can land on at the end of a link or a refusal gives a way forward, in
-// headless Chromium: a used confirmation link, the status link of a request whose details were
-// erased, the form refused by a rate limit, too many "send me a new link" presses, and links that
-// do not work (unknown, cut short, an address under /request that does not exist). Each page is
-// checked with axe-core at desktop and phone width, with no violations.
+// headless Chromium: a used confirmation link, the held-details pages, the status link of a
+// request whose details were erased, the form refused by a rate limit, too many "send me a new
+// link" presses, and links that do not work (unknown, cut short, an address under /request that
+// does not exist). Each page is checked with axe-core at desktop and phone width, with no violations.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
@@ -123,6 +123,30 @@ describe('every page a parent can land on gives a way forward, in Chromium', () 
       assert.match(await page.locator('main').innerText(), new RegExp(`Request number ${id}\\b`));
       await assertSchoolContact(page);
       await checkAtBothWidths(session, 'status page');
+    });
+  });
+
+  it('the form sent again: the held-details page and the updated page lead to the request, with its number', { skip }, async (t) => {
+    await withBrowserPage(browser, t, __filename, { context: { ...PHONE, bypassCSP: true }, allowConsoleErrors: EXPECTED_REFUSALS }, async (session) => {
+      const { page } = session;
+      const email = nextEmail();
+      await sendForm(page, site.url, email);
+      await page.getByRole('heading', { name: 'Thank you' }).waitFor();
+      await sendForm(page, site.url, email);
+      await page.getByRole('heading', { name: 'Thank you' }).waitFor();
+      const mail = await site.mailTo(email, /details you sent/i);
+      const link = /(https?:\/\/\S+\/request\/details\/[A-Za-z0-9_-]{43})/.exec(mail.text)?.[1];
+      assert.ok(link, `the email has the link:\n${mail.text}`);
+      await page.goto(link);
+      await page.getByRole('heading', { name: 'Add the new details to your request' }).waitFor();
+      await checkAtBothWidths(session, 'held details');
+      await page.getByRole('button', { name: 'Add the new details to my request' }).click();
+      await page.getByRole('heading', { name: 'Your request has been updated' }).waitFor();
+      assert.equal(await page.locator('.request-number').first().innerText(), String(await requestId(email)));
+      await assertSchoolContact(page);
+      await checkAtBothWidths(session, 'details added');
+      await page.getByRole('link', { name: 'See how your request is going' }).click();
+      await page.getByRole('heading', { name: 'Your request' }).waitFor();
     });
   });
 
