@@ -1,8 +1,8 @@
 // Every page a parent can land on at the end of a link or a refusal gives a way forward, in
 // headless Chromium: a used confirmation link, the held-details pages, the status link of a
 // request whose details were erased, the form refused by a rate limit, too many "send me a new
-// link" presses, and links that do not work (unknown, cut short, an address under /request that
-// does not exist). Each page is checked with axe-core at desktop and phone width, with no violations.
+// link" presses, an expired confirmation link, a form whose check cookie was lost, and links that
+// do not work (unknown, cut short, an address under /request that does not exist). Each page is checked with axe-core at desktop and phone width, with no violations.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
@@ -47,7 +47,8 @@ async function assertSchoolContact(page: Page): Promise<void> {
   assert.equal(await page.getByRole('link', { name: CONTACT_PHONE }).first().getAttribute('href'), 'tel:01632960123');
 }
 
-async function sendForm(page: Page, siteUrl: string, email: string): Promise<void> {
+/** Fills in the form and sends it; beforeSend runs with the form filled in, just before. */
+async function sendForm(page: Page, siteUrl: string, email: string, beforeSend?: () => Promise<void>): Promise<void> {
   await page.goto(`${siteUrl}/request`);
   const aboutYou = page.getByRole('group', { name: 'About you' });
   await aboutYou.getByLabel('First name').fill('Sam');
@@ -60,6 +61,7 @@ async function sendForm(page: Page, siteUrl: string, email: string): Promise<voi
   await child.getByLabel('Last name').fill('Okafor');
   await child.getByLabel('Tutor group or class').fill('9D');
   await page.getByLabel('I have read the privacy notice').check();
+  await beforeSend?.();
   await page.getByRole('button', { name: 'Send request', exact: true }).last().click();
 }
 
@@ -215,6 +217,32 @@ describe('every page a parent can land on gives a way forward, in Chromium', () 
       await page.getByRole('link', { name: 'Back to your request' }).click();
       await page.getByRole('heading', { name: 'Your request' }).waitFor();
       assert.equal(page.url(), links.status);
+    });
+  });
+
+  it('an expired confirmation link offers a new one; a form that could not be checked leads back to the form', { skip }, async (t) => {
+    await withBrowserPage(browser, t, __filename, { context: { ...PHONE, bypassCSP: true }, allowConsoleErrors: EXPECTED_REFUSALS.concat([/status of 403 /]) }, async (session) => {
+      const { page } = session;
+      const email = nextEmail();
+      await sendForm(page, site.url, email);
+      await page.getByRole('heading', { name: 'Thank you' }).waitFor();
+      const links = await linksFromMail(email);
+      await site.database.db('requests').where({ email }).update({ verification_expires_at: Date.now() - 60_000 });
+      const answer = await page.goto(links.confirm);
+      assert.equal(answer?.status(), 410);
+      await page.getByRole('heading', { name: 'This link has expired' }).waitFor();
+      await assertSchoolContact(page);
+      await checkAtBothWidths(session, 'expired confirmation link');
+      await page.getByRole('button', { name: 'Send me a new link' }).click();
+      await page.getByText('We have sent you a new confirmation link.').waitFor();
+
+      // The form's check cookie is gone (cookies cleared, or blocked): nothing is sent, and the page says what to do.
+      await sendForm(page, site.url, nextEmail(), () => page.context().clearCookies());
+      await page.getByRole('heading', { name: 'Please try again' }).waitFor();
+      await assertSchoolContact(page);
+      await checkAtBothWidths(session, 'form that could not be checked');
+      await page.getByRole('link', { name: 'Back to the form' }).click();
+      await page.getByRole('heading', { name: 'Ask for a Moodle parent account' }).waitFor();
     });
   });
 
