@@ -2,7 +2,8 @@
 // headless Chromium: a used confirmation link, the held-details pages, the status link of a
 // request whose details were erased, the form refused by a rate limit, too many "send me a new
 // link" presses, an expired confirmation link, a form whose check cookie was lost, and links that
-// do not work (unknown, cut short, an address under /request that does not exist). Each page is checked with axe-core at desktop and phone width, with no violations.
+// do not work (unknown, cut short, an address under /request that does not exist). Each page is
+// checked with axe-core at desktop and phone width, with no violations.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
