@@ -22,6 +22,8 @@ export function createApp(services: Services) {
   app.set('views', VIEWS_DIR);
   app.set('view engine', 'ejs');
   app.locals.schoolName = config.schoolName;
+  // The parents' pages name the school office's address and number where they are set.
+  app.locals.schoolContact = config.schoolContact;
   // Behind the school's reverse proxy, req.ip (used for rate limits) must be the parent's address.
   app.set('trust proxy', config.trustProxy);
 

@@ -85,6 +85,13 @@ const environmentSchema = z.object({
     message: 'must be at least 32 characters long (use a long random string)',
   }),
   SCHOOL_NAME: z.string().trim().min(1).max(200).default('Our school'),
+  // How parents reach the school office: shown on the parents' pages and in every email when set.
+  SCHOOL_CONTACT_EMAIL: optionalText.refine((v) => v === undefined || emailAddress.safeParse(v).success, {
+    message: 'must be an email address, such as office@example-school.org',
+  }),
+  SCHOOL_CONTACT_PHONE: optionalText.refine((v) => v === undefined || (/^\+?[0-9][0-9 ()./-]{4,30}$/.test(v) && v.replace(/\D/g, '').length >= 5), {
+    message: 'must be a telephone number of digits, spaces and + ( ) - . only, such as 01632 960123',
+  }),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   SHOW_ERROR_DETAILS: booleanWord.default(false),
   METRICS_TOKEN: optionalText.refine((v) => v === undefined || v.length >= 16, {
@@ -199,6 +206,8 @@ export interface Config {
   /** True when the session secret was generated for this run (development only). */
   sessionSecretGenerated: boolean;
   schoolName: string;
+  /** The school office's address and number for parents; each shown only when set. */
+  schoolContact: { email: string | undefined; phone: string | undefined };
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Stack traces on error pages and in API answers: a developer's switch, off whatever NODE_ENV is. */
   showErrorDetails: boolean;
@@ -315,6 +324,7 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
     sessionSecret: sessionSecret as string,
     sessionSecretGenerated,
     schoolName: e.SCHOOL_NAME,
+    schoolContact: { email: e.SCHOOL_CONTACT_EMAIL, phone: e.SCHOOL_CONTACT_PHONE },
     logLevel: e.LOG_LEVEL,
     showErrorDetails: e.SHOW_ERROR_DETAILS,
     metricsToken: e.METRICS_TOKEN,
@@ -385,6 +395,8 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     { name: 'AUTH_TABLE', value: config.authTable },
     { name: 'SESSION_SECRET', value: config.sessionSecretGenerated ? '(generated for this run)' : '(set, hidden)' },
     { name: 'SCHOOL_NAME', value: config.schoolName },
+    { name: 'SCHOOL_CONTACT_EMAIL', value: show(config.schoolContact.email) },
+    { name: 'SCHOOL_CONTACT_PHONE', value: show(config.schoolContact.phone) },
     { name: 'SHOW_ERROR_DETAILS', value: String(config.showErrorDetails) },
     { name: 'METRICS_TOKEN', value: config.metricsToken === undefined ? '(not set: /metrics is off)' : '(set, hidden)' },
     { name: 'MOODLE_URL', value: show(config.moodle.url) },

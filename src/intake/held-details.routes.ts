@@ -7,7 +7,9 @@ import type { Services } from '../services';
 const INVALID = {
   title: 'This link does not work',
   message: 'This link is not valid, or it has already been used.',
-  help: 'If you have already added these details, there is nothing more to do. Otherwise use the link in the most recent email we sent you.',
+  help: 'If you have already added these details, there is nothing more to do. Otherwise use the link in the most recent email we sent you, or send the form again.',
+  backPath: '/request',
+  backText: 'Go to the request form',
 };
 
 const EXPIRED = {
@@ -39,7 +41,11 @@ export function addHeldDetailsRoutes(router: Router, services: Services, private
     const result = await intake.confirmHeldDetails(req.params.token);
     switch (result.kind) {
       case 'added':
-        return res.render('request/details-added', { title: 'Your request has been updated', statusPath: `/request/status/${result.request.publicId}` });
+        return res.render('request/details-added', {
+          title: 'Your request has been updated',
+          statusPath: `/request/status/${result.request.publicId}`,
+          requestNumber: result.request.id,
+        });
       case 'expired':
         return res.status(410).render('request/problem', EXPIRED);
       case 'closed':

@@ -1,7 +1,7 @@
 // The public request form, the email confirmation link, and the parent's status page.
 // Thin: read and validate, call the intake service, render.
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
-import { ValidationError, type FieldProblem } from '../errors';
+import { NotFoundError, ValidationError, type FieldProblem } from '../errors';
 import type { Services } from '../services';
 import { isCsrfError } from '../web/csrf';
 import { RateLimitedError } from '../web/rate-limit';
@@ -27,6 +27,7 @@ function durationText(ms: number): string {
 
 const dateFormat = new Intl.DateTimeFormat('en-GB', { dateStyle: 'long', timeStyle: 'short', timeZone: 'Europe/London' });
 const timeFormat = new Intl.DateTimeFormat('en-GB', { hour: '2-digit', minute: '2-digit', timeZone: 'Europe/London' });
+const dayOnlyFormat = new Intl.DateTimeFormat('en-GB', { dateStyle: 'long', timeZone: 'Europe/London' });
 const dayFormat = new Intl.DateTimeFormat('en-GB', { weekday: 'long', day: 'numeric', month: 'long', timeZone: 'Europe/London' });
 
 export interface LimitedNotice {
@@ -137,6 +138,7 @@ export function intakeRoutes(services: Services): Router {
         return res.render('request/already-confirmed', {
           title: 'Your email address is already confirmed',
           statusPath: `/request/status/${state.publicId}`,
+          requestNumber: state.requestNumber,
         });
       case 'expired':
         return res.status(410).render('request/problem', {
@@ -150,13 +152,17 @@ export function intakeRoutes(services: Services): Router {
         return res.status(409).render('request/problem', {
           title: 'This link no longer works',
           message: 'The school has already closed this request, so there is nothing to confirm.',
-          help: 'If you still need an account, contact the school office or send a new request.',
+          help: 'If you still need an account, send a new request or contact the school office.',
+          backPath: '/request',
+          backText: 'Send a new request',
         });
       default:
         return res.status(404).render('request/problem', {
           title: 'This link does not work',
           message: 'This confirmation link is not valid. It may have been replaced by a newer link.',
-          help: 'If you have already confirmed your email address, there is nothing more to do. Otherwise use the link in the most recent email we sent you.',
+          help: 'If you have already confirmed your email address, there is nothing more to do. Otherwise use the link in the most recent email we sent you, or send the form again and use the link in the new email.',
+          backPath: '/request',
+          backText: 'Go to the request form',
         });
     }
   }
@@ -178,12 +184,20 @@ export function intakeRoutes(services: Services): Router {
     privatePage(res);
     const result = await intake.verifyEmail(req.params.token);
     if (result.kind !== 'verified') return renderLinkState(req, res, result);
-    res.render('request/verified', { title: 'Email address confirmed', statusPath: `/request/status/${result.request.publicId}` });
+    res.render('request/verified', {
+      title: 'Email address confirmed',
+      statusPath: `/request/status/${result.request.publicId}`,
+      requestNumber: result.request.id,
+    });
   });
 
   router.get('/status/:publicId', async (req, res) => {
     privatePage(res);
     const view = await intake.statusView(req.params.publicId);
+    if (view.kind === 'erased') {
+      // Gone for good, but the parent is told when and what to do, not shown a dead end.
+      return res.status(410).render('request/erased', { title: 'This request was closed', erasedOn: dayOnlyFormat.format(new Date(view.erasedAt)) });
+    }
     const notice =
       req.query.resent === '1'
         ? 'We have sent you a new confirmation link. It replaces any earlier one.'
@@ -208,6 +222,12 @@ export function intakeRoutes(services: Services): Router {
 
   addHeldDetailsRoutes(router, services, privatePage);
 
+  // Any other address under /request (a link cut short in an email, an old bookmark): the way
+  // to the form and to the school office, rather than the site's bare "page not found".
+  router.use((_req, _res, next) => {
+    next(new NotFoundError('There is no page at this address.'));
+  });
+
   // Refusals that parents can meet on these pages, in plain words; anything else goes on to
   // the app's error handler.
   router.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
@@ -226,7 +246,28 @@ export function intakeRoutes(services: Services): Router {
     }
     if (error instanceof RateLimitedError) {
       res.setHeader('Retry-After', String(error.retryAfterSeconds));
-      return res.status(429).render('request/problem', { title: 'Too many requests', message: error.message, help: error.help });
+      // Only "send me a new link" is limited here (the form shows its own limits): back to the request's page.
+      const status = /^\/status\/([A-Za-z0-9_-]{22})\/resend$/.exec(req.path);
+      return res.status(429).render('request/problem', {
+        title: 'Too many requests',
+        message: error.message,
+        help: error.help,
+        backPath: status ? `/request/status/${status[1]}` : '/request',
+        backText: status ? 'Back to your request' : 'Back to the form',
+      });
+    }
+    if (error instanceof NotFoundError) {
+      // A link cut short or mistyped: what to do next, not a bare "not found".
+      const statusLink = req.path.startsWith('/status/');
+      return res.status(404).render('request/problem', {
+        title: statusLink ? 'This link does not work' : 'Page not found',
+        message: error.message,
+        help: statusLink
+          ? 'Check that you copied the whole link from our email. If you cannot find the email, send the form again: we email you a link to your request.'
+          : 'To ask for a Moodle parent account, use the request form. To see a request you have made, use the link in our email.',
+        backPath: '/request',
+        backText: 'Go to the request form',
+      });
     }
     const type = (error as { type?: string } | undefined)?.type;
     if (type === 'entity.too.large' || type === 'parameters.too.many') {

@@ -42,7 +42,7 @@ export type VerifyOutcome =
 /** What a confirmation link would do, found without using it (a mail scanner's GET must not). */
 export type ConfirmationLinkState =
   | { kind: 'ready' }
-  | { kind: 'already-confirmed'; publicId: string }
+  | { kind: 'already-confirmed'; publicId: string; requestNumber: number }
   | { kind: 'invalid' }
   | { kind: 'expired'; publicId: string }
   | { kind: 'closed' };
@@ -55,11 +55,18 @@ export type HeldDetailsOutcome =
   | { kind: 'too-much'; message: string };
 
 export interface StatusView {
+  kind: 'request';
   request: RequestRecord;
   children: ChildRecord[];
   statusLabel: string;
   nextSteps: string[];
   timeline: TimelineEntry[];
+}
+
+/** A status link whose request was erased: only when, so the parent knows what became of it. */
+export interface ErasedStatusView {
+  kind: 'erased';
+  erasedAt: number;
 }
 
 const TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/;
@@ -148,7 +155,7 @@ export class IntakeService {
     const request = await this.repository.findByVerificationHash(this.db, hashToken(token));
     if (!request || request.erasedAt !== null) return { kind: 'invalid' };
     // Whoever holds the link received it at the address, so they may see the request page.
-    if (request.verifiedAt !== null) return { kind: 'already-confirmed', publicId: request.publicId };
+    if (request.verifiedAt !== null) return { kind: 'already-confirmed', publicId: request.publicId, requestNumber: request.id };
     // The school closed the request before it was confirmed.
     if (request.status !== 'unverified') return { kind: 'closed' };
     if (request.verificationExpiresAt !== null && request.verificationExpiresAt < this.now()) return { kind: 'expired', publicId: request.publicId };
@@ -218,12 +225,22 @@ export class IntakeService {
     return 'sent';
   }
 
-  async statusView(publicId: string): Promise<StatusView> {
+  /**
+   * The status page's content. An erased request keeps its public id, so its old link can say
+   * what became of it (closed, details removed on a date) instead of "no such page"; nothing
+   * else of it is left to show.
+   */
+  async statusView(publicId: string): Promise<StatusView | ErasedStatusView> {
+    if (PUBLIC_ID_PATTERN.test(publicId)) {
+      const found = await this.repository.findByPublicId(this.db, publicId);
+      if (found && found.erasedAt !== null) return { kind: 'erased', erasedAt: found.erasedAt };
+    }
     const request = await this.findByPublicId(publicId);
     const children = await this.repository.children(this.db, request.id);
     const events = await this.repository.auditFor(this.db, request.id);
     const status: RequestStatus = request.status;
     return {
+      kind: 'request',
       request,
       children,
       statusLabel: PARENT_STATUS_LABELS[status],

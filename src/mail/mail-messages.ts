@@ -39,6 +39,9 @@ export interface MailMessagesOptions {
 }
 
 type Locals = Record<string, unknown>;
+
+/** The school office's contact details are optional: without them the mails just say "contact the school office". */
+type MessagesConfig = Pick<Config, 'schoolName' | 'baseUrl'> & Partial<Pick<Config, 'schoolContact'>>;
 type Template = (locals: Locals) => string;
 
 // Plain-text bodies are not HTML: a name like "O'Brien & Sons" must come out as typed.
@@ -46,13 +49,15 @@ const plainText = (value: unknown): string => (value === undefined || value === 
 
 export class MailMessages {
   private readonly schoolName: string;
+  private readonly schoolContact: Config['schoolContact'];
   private readonly baseUrl: string;
   private readonly viewsDir: string;
   private readonly now: () => number;
   private readonly templates = new Map<string, Template>();
 
-  constructor(config: Pick<Config, 'schoolName' | 'baseUrl'>, options: MailMessagesOptions = {}) {
+  constructor(config: MessagesConfig, options: MailMessagesOptions = {}) {
     this.schoolName = config.schoolName;
+    this.schoolContact = config.schoolContact ?? { email: undefined, phone: undefined };
     this.baseUrl = config.baseUrl.replace(/\/+$/, '');
     this.viewsDir = options.viewsDir ?? findViewsDir();
     this.now = options.now ?? Date.now;
@@ -170,8 +175,12 @@ export class MailMessages {
 
   // ------------------------------------------------------------------ internals
 
+  /** Every mail to a parent ends with the request number to quote and how to reach the school office. */
   private parentLocals(request: RequestRecord): Locals {
     return {
+      requestNumber: request.id,
+      contactEmail: this.schoolContact.email ?? null,
+      contactPhone: this.schoolContact.phone ?? null,
       greetingName: greetingName(request),
       statusUrl: `${this.baseUrl}/request/status/${encodeURIComponent(request.publicId)}`,
     };
@@ -206,7 +215,7 @@ export class MailMessages {
   }
 }
 
-export function createMailMessages(config: Pick<Config, 'schoolName' | 'baseUrl'>, options: MailMessagesOptions = {}): MailMessages {
+export function createMailMessages(config: MessagesConfig, options: MailMessagesOptions = {}): MailMessages {
   return new MailMessages(config, options);
 }
 

@@ -209,8 +209,11 @@ for (const dialect of DIALECTS) {
       assert.doesNotMatch(done.page, /action="[^"]*\/(comment|revoke|deny|erase)"/);
       assert.match(text, /Approved\.[\s\S]*Access removed for the whole request\.[\s\S]*Personal data erased\./);
       assert.match(text, /Robin Office \(/);
-      // The parent's status link no longer shows anything.
-      assert.equal((await request(app).get(`/request/status/${r.publicId}`)).status, 404);
+      // The parent's status link shows nothing of the request: only that it was closed and removed.
+      const statusPage = await request(app).get(`/request/status/${r.publicId}`);
+      assert.equal(statusPage.status, 410);
+      assert.match(statusPage.text, /This request was closed/);
+      assert.doesNotMatch(statusPage.text, /Zebulon/);
       // Nothing more can be done with it.
       const comment = await act(`/admin/requests/${id}/comment`, { comment: 'Zebulon again' });
       assert.match(comment.message, /has been erased, so nothing more can be done with it/);
