@@ -305,7 +305,12 @@ export class RequestPageService {
     }
     const typed: Array<{ child: ChildRecord; moodleUserId: number }> = [];
     for (const child of children) {
-      if (child.linkState === 'revoked' || choices.match.get(child.id) !== 'typed') continue;
+      if (child.linkState === 'revoked') continue;
+      if ((choices.match.get(child.id) ?? '') === '') {
+        problems.push({ field: `child-${child.id}`, message: `Choose a Moodle pupil account for ${childName(child)}, or “No Moodle account for this child”.` });
+        continue;
+      }
+      if (choices.match.get(child.id) !== 'typed') continue;
       const moodleUserId = positiveId(choices.typed.get(child.id));
       if (moodleUserId === undefined) {
         problems.push({

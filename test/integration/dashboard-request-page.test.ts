@@ -211,8 +211,10 @@ for (const dialect of DIALECTS) {
       const page = await staff.open(`/admin/requests/${id}`);
       const version = versionOn(page.text);
       // Cat left without a choice: refused, nothing written, the page comes back with the other choices.
-      const refused = await act(`/admin/requests/${id}/approve`, { version, [`match_${bob}`]: '4', [`match_${ann}`]: '9' }, /match_/);
-      assert.match(refused.message, /Choose a Moodle pupil account \(or "not found"\) for every child: Cat Nobody/);
+      const refused = await refusedOnForm(`/admin/requests/${id}/approve`, { version, [`match_${bob}`]: '4', [`match_${ann}`]: '9' });
+      assert.match(refused.summary, /Choose a Moodle pupil account for Cat Nobody, or “No Moodle account for this child”/);
+      assert.match(refused.besideField(`child-${cat}`), /Choose a Moodle pupil account for Cat Nobody/);
+      assert.ok(refused.page.includes(`href="#child-${cat}"`), 'the summary links to the child');
       assert.equal(checked(refused.page, `match_${ann}_9`), true);
       assert.equal((await statusOf(id)).status, 'pending');
       assert.equal(await t.db(TEST_AUTH_TABLE).where({ request_id: id }).first(), undefined);
