@@ -137,12 +137,12 @@ describe('approving with a typed Moodle user id, in Chromium', () => {
       await signIn(page, site, staffUsername);
       await page.goto(`${site.url}/admin/requests/${id}`);
       await approveTyped(page, childId, '6');
+      assert.equal(await statusOf(site, id), 'pending', 'nothing is approved before staff confirm');
       const check = page.locator('#confirm-typed');
       await check.waitFor();
       assert.match(await check.innerText(), /Cat Nobody: Alice Pupil, 7B \(pupil\.a\), Moodle user 6/);
       assert.match(await check.innerText(), /Nothing is approved yet/);
       assert.equal((await focused(page)).id, 'confirm-typed', 'the step to confirm takes the focus');
-      assert.equal(await statusOf(site, id), 'pending', 'nothing is approved before staff confirm');
       await session.screenshot('confirm the typed account');
       await assertNoAxeViolations(page, 'the confirmation step (desktop)');
       await page.setViewportSize({ width: 390, height: 844 });
