@@ -10,7 +10,7 @@ import type { ChildRecord, RequestRecord, RequestRepository } from '../requests/
 import type { RequestSource, RequestStatus } from '../requests/request-states';
 import type { RateLimit } from '../web/rate-limit';
 import { MAX_COMMENT, type ValidRequest } from './request-form';
-import { buildTimeline, NEXT_STEPS, PARENT_STATUS_LABELS, type TimelineEntry } from './status-timeline';
+import { buildTimeline, nextStepsFor, PARENT_STATUS_LABELS, type TimelineEntry } from './status-timeline';
 
 export interface IntakeRateLimits {
   /** Stored submissions per client address per hour (the form only: the API has one caller). */
@@ -80,7 +80,7 @@ export class IntakeService {
   private readonly now: () => number;
 
   constructor(
-    private readonly config: Pick<Config, 'baseUrl' | 'intake'>,
+    private readonly config: Pick<Config, 'baseUrl' | 'intake' | 'moodle'>,
     private readonly db: Database,
     private readonly lifecycle: RequestLifecycle,
     private readonly repository: RequestRepository,
@@ -239,12 +239,14 @@ export class IntakeService {
     const children = await this.repository.children(this.db, request.id);
     const events = await this.repository.auditFor(this.db, request.id);
     const status: RequestStatus = request.status;
+    // Moodle is connected when both are set, as the service builds its Moodle client.
+    const moodleConfigured = Boolean(this.config.moodle.url && this.config.moodle.token);
     return {
       kind: 'request',
       request,
       children,
-      statusLabel: PARENT_STATUS_LABELS[status],
-      nextSteps: NEXT_STEPS[status],
+      statusLabel: status === 'approved' && !moodleConfigured ? 'Approved: your account will be set up later' : PARENT_STATUS_LABELS[status],
+      nextSteps: nextStepsFor(status, moodleConfigured),
       timeline: buildTimeline(request, children, events),
     };
   }

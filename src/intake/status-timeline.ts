@@ -45,6 +45,20 @@ export const NEXT_STEPS: Record<RequestStatus, string[]> = {
   revoked: ['Access through this request has been removed. If you have questions, contact the school office.'],
 };
 
+/**
+ * What an approved request's parent is told while this service is not connected to Moodle: the
+ * account cannot be set up "within a few hours", so no time is promised.
+ */
+export const APPROVED_WITHOUT_MOODLE_STEPS: string[] = [
+  'The school has approved your request. Your Moodle account cannot be set up yet, because the school is still connecting this service to Moodle, so we cannot say yet when it will be ready.',
+  'We will email you when it is ready; there is nothing you need to do now.',
+];
+
+/** The next steps for a request in this status; without Moodle an approved one is not promised a time. */
+export function nextStepsFor(status: RequestStatus, moodleConfigured: boolean): string[] {
+  return status === 'approved' && !moodleConfigured ? APPROVED_WITHOUT_MOODLE_STEPS : NEXT_STEPS[status];
+}
+
 function childName(children: ChildRecord[], id: unknown): string {
   const child = children.find((c) => c.id === Number(id));
   return child ? child.firstName : 'your child';

@@ -95,6 +95,9 @@ class CycleStop extends Error {
   }
 }
 
+/** Why a cycle stops without Moodle; the cycle report recognises it by these words. */
+export const MOODLE_NOT_CONFIGURED_MESSAGE = 'Moodle is not configured (MOODLE_URL and MOODLE_TOKEN are not both set), so no accounts can be linked.';
+
 /** Why a matched child is not linked: its pupil account was deleted in Moodle (or never was). */
 export function deletedPupilMessage(moodleUserId: number): string {
   return (
@@ -281,7 +284,7 @@ export class ProvisioningCycle {
       const parentRoleId = settings.parentRoleId;
       if (!moodle) {
         throw new CycleStop(
-          'Moodle is not configured (MOODLE_URL and MOODLE_TOKEN are not both set), so no accounts can be linked.',
+          MOODLE_NOT_CONFIGURED_MESSAGE,
           'Set MOODLE_URL, MOODLE_TOKEN and MOODLE_PARENT_ROLE_ID (see .env.example), then run "doctor" to check them.',
           'not_configured',
         );

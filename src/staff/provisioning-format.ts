@@ -1,6 +1,7 @@
 // Plain words for the provisioning, "who can log in" and diagnostics pages: cycle steps, states,
 // outcomes and counts as a school office reads them, times, durations, the schedule and paging.
 import type { CycleCounts, CycleState, CycleStep, CycleTrigger, RequestOutcomeReport } from '../provisioning/cycle-repository';
+import { MOODLE_NOT_CONFIGURED_MESSAGE } from '../provisioning/provisioning-cycle';
 
 const dateTime = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'medium', timeZone: 'Europe/London' });
 
@@ -110,6 +111,18 @@ export function splitError(error: string | null): { message: string; help: strin
   const [message, ...rest] = error.split('\n');
   const help = rest.join('\n').trim();
   return { message: (message ?? '').trim(), help: help === '' ? null : help };
+}
+
+/**
+ * What the report says when a cycle worked on no request. A cycle that stopped at its Moodle check
+ * never looked for approved requests, so it must not say there were none.
+ */
+export function noRequestsWorkedOn(state: CycleState, error: string | null): string {
+  if (splitError(error)?.message === MOODLE_NOT_CONFIGURED_MESSAGE) {
+    return 'Moodle is not configured, so this cycle worked on no request. Approved requests wait until MOODLE_URL and MOODLE_TOKEN are set; the first cycle after that works on them.';
+  }
+  if ((state === 'failed' || state === 'interrupted') && error !== null) return 'This cycle stopped before it worked on any request; the reason is above.';
+  return 'This cycle had no approved requests to work on.';
 }
 
 /** The cron expressions schools actually use, in words; anything else is shown as it is. */

@@ -7,7 +7,7 @@ import type { RequestRecord } from '../requests/request-repository';
 import type { Services } from '../services';
 import { flash } from './require-staff';
 import { requirePermission } from './staff-permissions';
-import { choicesQuery, readChoices, RequestPageService } from './request-page.service';
+import { carriedApprovalFields, choicesQuery, readChoices, RequestPageService, type ApprovalReview } from './request-page.service';
 import type { StaffIdentity } from './staff-accounts';
 
 export const REQUEST_TYPE_WORDS: Record<string, string> = {
@@ -72,11 +72,19 @@ export function requestPageRoutes(services: Services): Router {
     await renderPage(res, id, readChoices(query));
   });
 
-  async function renderPage(res: Response, id: number, choices: ReturnType<typeof readChoices>, form: FormOutcome = { problems: [], values: {} }, status = 200) {
+  /** The request page; after a refused form or an unconfirmed approval, with its problems or the step to confirm. */
+  async function renderPage(
+    res: Response,
+    id: number,
+    choices: ReturnType<typeof readChoices>,
+    form: FormOutcome & { confirm?: Extract<ApprovalReview, { kind: 'confirm' }>; carried?: Array<[string, string]> } = { problems: [], values: {} },
+  ) {
+    const problems = form.problems;
     const view = await page.load(id, choices);
-    res.status(status).render('admin/request/page', {
+    res.status(problems.length > 0 ? 400 : 200).render('admin/request/page', {
       title: `Request ${id}`,
       view,
+      confirmation: form.confirm ? { ...form.confirm, carried: form.carried ?? [] } : undefined,
       formatDate,
       requestTypeWords: REQUEST_TYPE_WORDS,
       sourceWords: SOURCE_WORDS,
@@ -113,7 +121,7 @@ export function requestPageRoutes(services: Services): Router {
           const values = Object.fromEntries(Object.values(fields).map((box) => [box, '']));
           for (const [bodyName, box] of Object.entries(fields)) values[box] = typeof body[bodyName] === 'string' ? body[bodyName] : '';
           const onPage = problems.map((p) => ({ field: fields[p.field] as string, message: p.message }));
-          return renderPage(res, id, readChoices([]), { problems: onPage, values }, 400);
+          return renderPage(res, id, readChoices([]), { problems: onPage, values });
         }
         flash(req, 'error', refusalText(error));
         res.redirect(303, backAfterRefusal(id, body));
@@ -121,14 +129,34 @@ export function requestPageRoutes(services: Services): Router {
     });
   }
 
-  action(
-    'approve',
-    (id, body, actor) => page.approve(id, body, actor),
-    (r) =>
-      `Request ${r.id} is approved. The next provisioning cycle ${r.linkExistingAccount ? 'links the children to the parent’s existing Moodle account' : 'sets up the parent’s Moodle account and links the children'}.`,
-    // Back to the page with the choices made, so a refused approval does not lose them.
-    (id, body) => `/admin/requests/${id}${choicesQuery(readChoices(Object.entries(body)))}`,
-  );
+  // Approving checks the typed Moodle ids first: problems are shown beside their fields, and a
+  // typed pupil account is shown by name to confirm; only then does the lifecycle approve.
+  router.post('/requests/:id/approve', requirePermission('decide'), async (req, res, next) => {
+    const id = requestIdParam(req);
+    if (id === undefined) return next();
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const choices = readChoices(Object.entries(body));
+    try {
+      const review = await page.reviewApproval(id, body);
+      if (review.kind === 'problems') return await renderPage(res, id, choices, { problems: review.problems, values: {} });
+      if (review.kind === 'confirm') return await renderPage(res, id, choices, { problems: [], values: {}, confirm: review, carried: carriedApprovalFields(body) });
+      const r = await page.approve(id, body, staffActor(res));
+      flash(
+        req,
+        'success',
+        services.moodle
+          ? `Request ${r.id} is approved. The next provisioning cycle ${r.linkExistingAccount ? 'links the children to the parent’s existing Moodle account' : 'sets up the parent’s Moodle account and links the children'}.`
+          : `Request ${r.id} is approved, but nothing can be set up yet: this service is not connected to Moodle (MOODLE_URL and MOODLE_TOKEN are not set). ` +
+              'The parent gets no Moodle account and no child is linked until Moodle is connected; the provisioning cycle does it then.',
+      );
+      res.redirect(303, `/admin/requests/${id}`);
+    } catch (error) {
+      if (!(error instanceof AppError) || error.status >= 500) throw error;
+      flash(req, 'error', refusalText(error));
+      // Back to the page with the choices made, so a refused approval does not lose them.
+      res.redirect(303, `/admin/requests/${id}${choicesQuery(choices)}`);
+    }
+  });
   action('deny', (id, body, actor) => page.deny(id, body, actor), (r) => `Request ${r.id} was denied. The parent will be emailed the reason.`, undefined, {
     reason: 'deny-reason',
   });

@@ -5,7 +5,7 @@ import type { Config } from '../config';
 import type { Database } from '../db/database';
 import { ValidationError } from '../errors';
 import { newVerificationToken } from '../intake/intake.service';
-import type { MoodleClient, MoodleUser } from '../moodle/moodle-client';
+import { isDeletedAccount, type MoodleClient, type MoodleUser } from '../moodle/moodle-client';
 import { MoodleError } from '../moodle/moodle-error';
 import { findPupilCandidates, searchPupils, type PupilCandidate, type PupilMatch } from '../moodle/pupil-candidates';
 import type { Actor, ChildMatch, RequestLifecycle } from '../requests/request-lifecycle';
@@ -57,6 +57,46 @@ export function choicesQuery(choices: PageChoices): string {
   if (choices.account) params.set('account', choices.account);
   const text = params.toString();
   return text === '' ? '' : `?${text}`;
+}
+
+/** A problem with one field of the approval form: shown beside the field and in the error summary. */
+export interface FieldProblem {
+  /** The id of the field the summary links to. */
+  field: string;
+  message: string;
+}
+
+/** A Moodle user id typed in for a child, as Moodle knows it, for staff to confirm before approving. */
+export interface TypedAccountCheck {
+  childId: number;
+  childName: string;
+  moodleUserId: number;
+  /** "Alice Pupil, 7B (pupil.a)"; undefined when Moodle could not be asked. */
+  description: string | undefined;
+  profileUrl: string | undefined;
+}
+
+/** What an approval needs before it can be made. */
+export type ApprovalReview =
+  | { kind: 'problems'; problems: FieldProblem[] }
+  | { kind: 'confirm'; typed: TypedAccountCheck[]; moodleProblem: string | undefined }
+  | { kind: 'ready' };
+
+/** confirmed_<childId>: the typed Moodle user id staff confirmed for that child. */
+const CONFIRMED_FIELD = /^confirmed_(\d{1,10})$/;
+/** The approval form's fields that the confirmation step sends again. */
+const CARRIED_FIELD = /^(?:(?:match|typed)_\d{1,10}|account|accountUsername_\d{1,10}|accountChoiceRequired)$/;
+
+/** The approval form's choices as hidden fields, for the confirmation step's form. */
+export function carriedApprovalFields(body: Record<string, unknown>): Array<[string, string]> {
+  return Object.entries(body)
+    .filter((entry): entry is [string, string] => CARRIED_FIELD.test(entry[0]) && typeof entry[1] === 'string')
+    .map(([name, value]) => [name, value.slice(0, MAX_CHOICE_LENGTH)]);
+}
+
+/** How staff recognise a pupil account: "Alice Pupil, 7B (pupil.a)". */
+export function describePupilAccount(user: Pick<MoodleUser, 'fullname' | 'department' | 'username'>): string {
+  return `${user.fullname}, ${user.department.trim() === '' ? 'no tutor group' : user.department} (${user.username})`;
 }
 
 export interface ChildView {
@@ -115,6 +155,10 @@ function positiveId(value: unknown): number | undefined {
   if (typeof value !== 'string' || !/^\d{1,10}$/.test(value.trim())) return undefined;
   const n = Number(value.trim());
   return n > 0 && Number.isSafeInteger(n) ? n : undefined;
+}
+
+function childName(child: ChildRecord): string {
+  return [child.firstName, child.lastName].filter(Boolean).join(' ') || 'this child';
 }
 
 function text(body: Record<string, unknown>, name: string): string {
@@ -241,6 +285,85 @@ export class RequestPageService {
   }
 
   // ------------------------------------------------------------------ actions
+
+  /**
+   * Checks an approval before it is made: every "another Moodle account" has a readable id, and,
+   * when Moodle is connected, that id is a pupil's live account (not missing, deleted, suspended
+   * or the parent's own), shown to staff by name to confirm before anything is approved. Without
+   * Moodle, or for a request no longer waiting, it is left to the lifecycle (which refuses).
+   */
+  async reviewApproval(id: number, body: Record<string, unknown>): Promise<ApprovalReview> {
+    const { request, children } = await this.deps.lifecycle.get(id);
+    if (request.status !== 'pending' || request.erasedAt !== null) return { kind: 'ready' };
+    const choices = readChoices(Object.entries(body));
+    const problems: FieldProblem[] = [];
+    if ((choices.account ?? '') === '' && text(body, 'accountChoiceRequired') === '1') {
+      problems.push({
+        field: 'existing-account',
+        message: 'Choose whether the parent gets a new Moodle account or uses the account that already exists in Moodle.',
+      });
+    }
+    const typed: Array<{ child: ChildRecord; moodleUserId: number }> = [];
+    for (const child of children) {
+      if (child.linkState === 'revoked') continue;
+      if ((choices.match.get(child.id) ?? '') === '') {
+        problems.push({ field: `child-${child.id}`, message: `Choose a Moodle pupil account for ${childName(child)}, or “No Moodle account for this child”.` });
+        continue;
+      }
+      if (choices.match.get(child.id) !== 'typed') continue;
+      const moodleUserId = positiveId(choices.typed.get(child.id));
+      if (moodleUserId === undefined) {
+        problems.push({
+          field: `typed_${child.id}`,
+          message: `Type the Moodle user id of ${childName(child)}’s account: a number, shown after id= in the address of the pupil’s Moodle profile.`,
+        });
+      } else {
+        typed.push({ child, moodleUserId });
+      }
+    }
+    if (problems.length > 0) return { kind: 'problems', problems };
+    const moodle = this.deps.moodle;
+    if (typed.length === 0 || !moodle) return { kind: 'ready' };
+
+    let found: MoodleUser[] | undefined;
+    let moodleProblem: string | undefined;
+    try {
+      found = await moodle.getUsersByField('id', typed.map((t) => t.moodleUserId));
+    } catch (error) {
+      if (!(error instanceof MoodleError)) throw error;
+      moodleProblem = error.message;
+    }
+    const fromEmail = usernameFromEmail(request.email);
+    const parentUsernames = new Set(
+      [request.moodleUsername, fromEmail.ok ? fromEmail.username : null].filter((u): u is string => u !== null).map((u) => u.toLowerCase()),
+    );
+    const parentIds = new Set([request.moodleUserId, positiveId(choices.account)].filter((n): n is number => typeof n === 'number'));
+    const checks: TypedAccountCheck[] = [];
+    for (const { child, moodleUserId } of typed) {
+      const field = `typed_${child.id}`;
+      const name = childName(child);
+      const user = found?.find((u) => u.id === moodleUserId);
+      if (found !== undefined && user === undefined) {
+        problems.push({ field, message: `There is no Moodle account with the user id ${moodleUserId} (typed for ${name}). Check the number in the address of the pupil’s Moodle profile.` });
+      } else if (user && isDeletedAccount(user)) {
+        problems.push({ field, message: `Moodle user ${moodleUserId} (typed for ${name}) has been deleted in Moodle, so ${name} cannot be linked to it. Type the id of the pupil’s current account.` });
+      } else if (user && (parentIds.has(user.id) || parentUsernames.has(user.username.toLowerCase()) || (user.email ?? '').toLowerCase() === request.email.toLowerCase())) {
+        problems.push({ field, message: `Moodle user ${moodleUserId} (typed for ${name}) is the parent’s own account, ${user.fullname} (${user.username}), not a pupil’s. Type the pupil’s Moodle user id.` });
+      } else if (user?.suspended) {
+        problems.push({ field, message: `Moodle user ${moodleUserId} (typed for ${name}), ${describePupilAccount(user)}, is suspended in Moodle, so ${name} cannot be linked to it. Type another id, or have the account made active in Moodle first.` });
+      } else {
+        checks.push({ childId: child.id, childName: name, moodleUserId, description: user ? describePupilAccount(user) : undefined, profileUrl: this.moodleProfileUrl(moodleUserId) });
+      }
+    }
+    if (problems.length > 0) return { kind: 'problems', problems };
+    const confirmed = new Map<number, string>();
+    for (const [name, value] of Object.entries(body)) {
+      const m = CONFIRMED_FIELD.exec(name);
+      if (m && typeof value === 'string') confirmed.set(Number(m[1]), value);
+    }
+    if (checks.every((c) => confirmed.get(c.childId) === String(c.moodleUserId))) return { kind: 'ready' };
+    return { kind: 'confirm', typed: checks, moodleProblem };
+  }
 
   async approve(id: number, body: Record<string, unknown>, actor: Actor): Promise<RequestRecord> {
     const version = expectedVersion(body);

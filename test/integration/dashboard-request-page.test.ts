@@ -126,6 +126,15 @@ for (const dialect of DIALECTS) {
       return { location, page: page.text, message: flashOn(page.text) };
     }
 
+    /** POSTs an approval that is refused on the form itself: a 400, the page with its error summary and the errors beside the fields. */
+    async function refusedOnForm(path: string, fields: Record<string, string>) {
+      const res = await staff.post(path, fields);
+      assert.equal(res.status, 400, `POST ${path}: ${res.status} ${res.text.slice(0, 200)}`);
+      assert.match(res.text, /<title>Error: /);
+      const summary = /<div class="error-summary" id="error-summary"[\s\S]*?<\/div>/.exec(res.text)?.[0] ?? '';
+      return { page: res.text, summary: htmlText(summary), besideField: (id: string) => htmlText(new RegExp(`<span class="field-error" id="${id}-error">([\\s\\S]*?)</span>\\s*<`).exec(res.text)?.[1] ?? '') };
+    }
+
     it('refuses without a session and without the CSRF token, changing nothing', { skip }, async () => {
       const { id, bob, ann, cat } = await pendingRequest();
       const page = await request(app).get(`/admin/requests/${id}`);
@@ -202,16 +211,31 @@ for (const dialect of DIALECTS) {
       const page = await staff.open(`/admin/requests/${id}`);
       const version = versionOn(page.text);
       // Cat left without a choice: refused, nothing written, the page comes back with the other choices.
-      const refused = await act(`/admin/requests/${id}/approve`, { version, [`match_${bob}`]: '4', [`match_${ann}`]: '9' }, /match_/);
-      assert.match(refused.message, /Choose a Moodle pupil account \(or "not found"\) for every child: Cat Nobody/);
+      const refused = await refusedOnForm(`/admin/requests/${id}/approve`, { version, [`match_${bob}`]: '4', [`match_${ann}`]: '9' });
+      assert.match(refused.summary, /Choose a Moodle pupil account for Cat Nobody, or “No Moodle account for this child”/);
+      assert.match(refused.besideField(`child-${cat}`), /Choose a Moodle pupil account for Cat Nobody/);
+      assert.ok(refused.page.includes(`href="#child-${cat}"`), 'the summary links to the child');
       assert.equal(checked(refused.page, `match_${ann}_9`), true);
       assert.equal((await statusOf(id)).status, 'pending');
       assert.equal(await t.db(TEST_AUTH_TABLE).where({ request_id: id }).first(), undefined);
-      // "Another account" without an id: refused in plain words.
-      const noId = await act(`/admin/requests/${id}/approve`, { version, [`match_${bob}`]: '4', [`match_${ann}`]: '9', [`match_${cat}`]: 'typed', [`typed_${cat}`]: '' });
-      assert.match(noId.message, /type its Moodle user id/);
+      // "Another account" without an id: refused in plain words, beside the box and in the summary.
+      const noId = await refusedOnForm(`/admin/requests/${id}/approve`, { version, [`match_${bob}`]: '4', [`match_${ann}`]: '9', [`match_${cat}`]: 'typed', [`typed_${cat}`]: '' });
+      assert.match(noId.summary, /Type the Moodle user id of Cat Nobody’s account/);
+      assert.match(noId.besideField(`typed_${cat}`), /Type the Moodle user id of Cat Nobody’s account/);
+      assert.ok(noId.page.includes(`href="#typed_${cat}"`), 'the summary links to the box');
 
-      const done = await act(`/admin/requests/${id}/approve`, { version, [`match_${bob}`]: '4', [`match_${ann}`]: '9', [`match_${cat}`]: 'typed', [`typed_${cat}`]: '30' }, new RegExp(`^/admin/requests/${id}$`));
+      // A typed id is shown by name to confirm; nothing is approved until staff confirm it.
+      const typed = { version, [`match_${bob}`]: '4', [`match_${ann}`]: '9', [`match_${cat}`]: 'typed', [`typed_${cat}`]: '30' };
+      const toConfirm = await staff.post(`/admin/requests/${id}/approve`, typed);
+      assert.equal(toConfirm.status, 200);
+      assert.match(htmlText(toConfirm.text.replace(/<[^>]+>/g, '')), /Cat Nobody: Catherine Nobody, 8A \(cath\.nobody\), Moodle user 30/);
+      assert.ok(toConfirm.text.includes(`name="confirmed_${cat}" value="30"`));
+      assert.equal((await statusOf(id)).status, 'pending');
+      // A confirmation of another id than the one typed confirms nothing.
+      assert.equal((await staff.post(`/admin/requests/${id}/approve`, { ...typed, [`confirmed_${cat}`]: '31' })).status, 200);
+      assert.equal((await statusOf(id)).status, 'pending');
+
+      const done = await act(`/admin/requests/${id}/approve`, { ...typed, [`confirmed_${cat}`]: '30' }, new RegExp(`^/admin/requests/${id}$`));
       assert.match(done.message, new RegExp(`Request ${id} is approved`));
       const after = await statusOf(id);
       assert.equal(after.status, 'approved');
@@ -343,8 +367,10 @@ for (const dialect of DIALECTS) {
       assert.equal(checked(page.text, 'account_new'), false);
       const version = versionOn(page.text);
       const matches = { [`match_${bob}`]: '4', [`match_${ann}`]: '3', [`match_${cat}`]: 'none' };
-      const unchosen = await act(`/admin/requests/${id}/approve`, { version, ...matches, accountChoiceRequired: '1', accountUsername_40: 'sam.teacher' });
-      assert.match(unchosen.message, /Choose whether the parent gets a new Moodle account or uses the account that already exists/);
+      const unchosen = await refusedOnForm(`/admin/requests/${id}/approve`, { version, ...matches, accountChoiceRequired: '1', accountUsername_40: 'sam.teacher' });
+      assert.match(unchosen.summary, /Choose whether the parent gets a new Moodle account or uses the account that already exists/);
+      assert.match(unchosen.besideField('existing-account'), /Choose whether the parent gets a new Moodle account/);
+      assert.equal(checked(unchosen.page, `match_${bob}_4`), true, 'the choices are kept');
       assert.equal((await statusOf(id)).status, 'pending');
 
       const done = await act(`/admin/requests/${id}/approve`, { version, ...matches, accountChoiceRequired: '1', account: '40', accountUsername_40: 'sam.teacher' });
@@ -397,14 +423,21 @@ for (const dialect of DIALECTS) {
           else assert.match(text, /not connected to Moodle/);
           assert.match(text, /You can still approve/);
           assert.equal(checked(page.text, `match_${bob}_typed`), false);
-          const res = await browser.post(`/admin/requests/${id}/approve`, {
-            version: versionOn(page.text),
-            [`match_${bob}`]: 'typed',
-            [`typed_${bob}`]: '4',
-            [`match_${ann}`]: 'none',
-            [`match_${cat}`]: 'none',
-          });
+          const fields = { version: versionOn(page.text), [`match_${bob}`]: 'typed', [`typed_${bob}`]: '4', [`match_${ann}`]: 'none', [`match_${cat}`]: 'none' };
+          let res = await browser.post(`/admin/requests/${id}/approve`, fields);
+          if (moodleClient) {
+            // Moodle could not check the typed id: staff are told so, and confirm it as it is.
+            assert.equal(res.status, 200);
+            assert.match(htmlText(res.text), /Moodle could not be asked just now, so the typed ids could not be checked/);
+            assert.match(htmlText(res.text.replace(/<[^>]+>/g, '')), /Bob Pupil: Moodle user 4 \(not checked\)/);
+            assert.equal((await statusOf(id)).status, 'pending');
+            res = await browser.post(`/admin/requests/${id}/approve`, { ...fields, [`confirmed_${bob}`]: '4' });
+          }
           assert.equal(res.status, 303);
+          if (!moodleClient) {
+            const approved = await browser.open(res.headers.location ?? '');
+            assert.match(flashOn(approved.text), /is approved, but nothing can be set up yet: this service is not connected to Moodle/);
+          }
           const children = await other.requestRepository.children(t.db, id);
           assert.deepEqual(children.map((c) => [c.moodleUserId, c.linkState]), [[4, 'matched'], [null, 'not_found'], [null, 'not_found']]);
           assert.equal((await statusOf(id)).status, 'approved');
