@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { browserSkipReason, DESKTOP, launchBrowser, PHONE, startTestSite, withBrowserPage, type BrowserSession, type TestSite } from '../support/browser';
+import { browserSkipReason, DESKTOP, expectNoAxeViolations, launchBrowser, PHONE, startTestSite, withBrowserPage, type BrowserSession, type TestSite } from '../support/browser';
 import { TEST_AUTH_TABLE } from '../support/databases';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 import { createStaffUser, STAFF_PASSWORD } from '../support/staff';
@@ -77,6 +77,7 @@ describe('parent and staff journeys, in Chromium', () => {
   async function staffSignsIn(page: Page, session: BrowserSession) {
     await page.goto(`${site.url}/admin`);
     await page.getByRole('heading', { name: 'Staff sign-in' }).waitFor();
+    await expectNoAxeViolations(page, 'staff sign-in');
     await page.getByLabel('Username').fill(staffUsername);
     await page.getByLabel('Password').fill(STAFF_PASSWORD);
     await page.getByRole('button', { name: 'Sign in' }).click();
@@ -91,10 +92,13 @@ describe('parent and staff journeys, in Chromium', () => {
 
   async function runProvisioning(page: Page, session: BrowserSession) {
     await page.goto(`${site.url}/admin/provisioning`);
+    await expectNoAxeViolations(page, 'provisioning');
     await page.getByRole('button', { name: 'Run provisioning now' }).click();
     await page.waitForURL(/\/admin\/cycles\/\d+$/);
     // The report refreshes itself while the cycle runs; wait for the finished report.
     await page.getByText(/Finished|Succeeded|succeeded/).first().waitFor({ timeout: 20_000 });
+    // "Finished" is also the label of an empty field while it runs: wait until the progress box has gone.
+    await page.locator('.cycle-progress').waitFor({ state: 'detached', timeout: 20_000 });
     await session.screenshot('cycle report');
   }
 
@@ -106,6 +110,7 @@ describe('parent and staff journeys, in Chromium', () => {
         const { page } = staffSession;
         await staffSignsIn(page, staffSession);
         await page.goto(`${site.url}/admin/requests?status=pending`);
+        await expectNoAxeViolations(page, 'requests waiting for review');
         await page.getByRole('link', { name: `Request ${asked.requestId}`, exact: true }).click();
         await page.getByRole('heading', { name: `Request ${asked.requestId}` }).waitFor();
         // The pupil identifier matches exactly one Moodle pupil: preselected.

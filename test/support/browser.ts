@@ -70,6 +70,8 @@ export interface PageOptions {
    * 4xx answer as a console error, so a test that is shown an error page on purpose lists it.
    */
   allowConsoleErrors?: RegExp[];
+  /** Run axe-core on the page at every screenshot (the journeys' page-visit steps). On unless false or JavaScript is off. */
+  checkAccessibility?: boolean;
 }
 
 
@@ -83,6 +85,7 @@ export class BrowserSession {
     readonly page: Page,
     readonly artifactsDir: string,
     allowConsoleErrors: RegExp[],
+    private readonly checkAccessibility = true,
   ) {
     page.on('console', (message) => {
       if (message.type() !== 'error') return;
@@ -97,11 +100,15 @@ export class BrowserSession {
     });
   }
 
-  /** Saves a full-page screenshot as the next numbered step and returns its path. */
-  async screenshot(name: string): Promise<string> {
+  /**
+   * Saves a full-page screenshot as the next numbered step and returns its path. A screenshot
+   * marks a page the journey visits, so axe-core checks that page too (see expectNoAxeViolations).
+   */
+  async screenshot(name: string, options: { checkAccessibility?: boolean } = {}): Promise<string> {
     this.step += 1;
     const file = path.join(this.artifactsDir, `${String(this.step).padStart(2, '0')}-${slug(name)}.png`);
     await this.page.screenshot({ path: file, fullPage: true });
+    if (options.checkAccessibility ?? this.checkAccessibility) await expectNoAxeViolations(this.page, name);
     return file;
   }
 
@@ -113,7 +120,8 @@ export class BrowserSession {
 /**
  * Runs fn with a page in a fresh browser context (no cookies or storage from other tests).
  * Screenshots go to test-artifacts/<test file>/<test name>/; on failure one more is taken.
- * The test fails if the browser saw a console error, an uncaught error or a 5xx answer.
+ * The test fails if the browser saw a console error, an uncaught error or a 5xx answer, or if
+ * axe-core finds an accessibility violation on a page when its screenshot is taken.
  */
 export async function withBrowserPage(
   browser: Browser,
@@ -127,11 +135,14 @@ export async function withBrowserPage(
   fs.mkdirSync(dir, { recursive: true });
   const context = await browser.newContext(options.context ?? PHONE);
   const page = await context.newPage();
-  const session = new BrowserSession(page, dir, options.allowConsoleErrors ?? []);
+  // axe-core runs as a script in the page, which a context without JavaScript cannot do (the
+  // same pages are checked with JavaScript on by the other journeys and test/e2e/accessibility).
+  const checkAccessibility = options.checkAccessibility ?? options.context?.javaScriptEnabled !== false;
+  const session = new BrowserSession(page, dir, options.allowConsoleErrors ?? [], checkAccessibility);
   try {
     await fn(session);
   } catch (error) {
-    await session.screenshot('failed').catch(() => undefined);
+    await session.screenshot('failed', { checkAccessibility: false }).catch(() => undefined);
     throw error;
   } finally {
     await context.close();
@@ -157,6 +168,45 @@ export async function focused(page: Page): Promise<{ tag: string; id: string; na
 /** True when the page needs no sideways scrolling at its viewport width. */
 export async function fitsViewportWidth(page: Page): Promise<boolean> {
   return page.evaluate('document.documentElement.scrollWidth <= window.innerWidth');
+}
+
+/** The widths every page is checked at: the staff's desktop and a parent's phone. */
+export const CHECKED_WIDTHS = [
+  { name: 'desktop', context: DESKTOP },
+  { name: 'phone', context: PHONE },
+] as const;
+
+const AXE_SOURCE_PATH = require.resolve('axe-core/axe.min.js');
+/** WCAG 2.0, 2.1 and 2.2, levels A and AA: what a school's public service is held to. */
+const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'];
+
+interface AxeViolation {
+  id: string;
+  impact: string | null;
+  help: string;
+  helpUrl: string;
+  nodes: Array<{ target: unknown[]; failureSummary?: string }>;
+}
+
+/**
+ * Runs axe-core (Deque's accessibility rules) on the page as it is now and fails, naming each
+ * rule, the elements it found and what to do, if it finds any WCAG 2.x A or AA violation.
+ */
+export async function expectNoAxeViolations(page: Page, label: string): Promise<void> {
+  // Evaluated rather than added with page.addScriptTag: the app's content security policy
+  // (script-src 'self') rightly refuses an inline script tag, and Chromium would log that refusal.
+  const loaded = await page.evaluate('typeof window.axe === "object"');
+  if (!loaded) await page.evaluate(fs.readFileSync(AXE_SOURCE_PATH, 'utf8'));
+  const violations = (await page.evaluate(
+    `axe.run(document, { runOnly: { type: 'tag', values: ${JSON.stringify(AXE_TAGS)} }, resultTypes: ['violations'] }).then((r) => r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl, nodes: v.nodes.map((n) => ({ target: n.target, failureSummary: n.failureSummary })) })))`,
+  )) as AxeViolation[];
+  if (violations.length === 0) return;
+  const width = page.viewportSize()?.width ?? 0;
+  const described = violations.map((v) => {
+    const nodes = v.nodes.map((n) => `      ${JSON.stringify(n.target)}${n.failureSummary ? `: ${n.failureSummary.replace(/\s+/g, ' ')}` : ''}`).join('\n');
+    return `  ${v.id} (${v.impact ?? 'no impact given'}): ${v.help} <${v.helpUrl}>\n${nodes}`;
+  });
+  throw new Error(`axe-core found ${violations.length} accessibility violation(s) on "${label}" at ${width} px (${page.url()}):\n${described.join('\n')}`);
 }
 
 // ------------------------------------------------------------------ the site under test

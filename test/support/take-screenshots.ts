@@ -1,12 +1,13 @@
 // Full-page screenshots of the staff dashboard for docs/screenshots, from a real app on SQLite
 // with demo data: requests in several states, provisioning cycles run against the Moodle test
 // double (one with problems, one failed, one caught while running), signed in through headless
-// Chromium. Run with: npx tsx test/support/take-screenshots.ts
+// Chromium. Each page is saved at desktop width (name.png, 1280 px) and phone width
+// (name-phone.png, 390 px). Run with: npx tsx test/support/take-screenshots.ts
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { chromium, type Page } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { createApp } from '../../src/app';
 import { parseConfig } from '../../src/config';
 import type { Actor } from '../../src/requests/request-lifecycle';
@@ -154,21 +155,20 @@ async function main(): Promise<void> {
   const taken: string[] = [];
   const skipped: string[] = [];
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    await page.goto(`${base}/admin/sign-in`);
-    await page.fill('#username', staffUsername);
-    await page.fill('#password', STAFF_PASSWORD);
-    await Promise.all([page.waitForURL(`${base}/admin`), page.click('button[type=submit]')]);
+    const page = await signedInPage(browser, base, staffUsername, 1280, 900);
+    const phone = await signedInPage(browser, base, staffUsername, 390, 844);
 
     const shoot = async (name: string, address: string, optional = false) => {
-      const response = await page.goto(`${base}${address}`);
-      if (optional && response?.status() === 404) {
-        skipped.push(`${name} (${address} answers 404: not built yet)`);
-        return;
+      for (const [shown, file] of [[page, name], [phone, `${name}-phone`]] as const) {
+        const response = await shown.goto(`${base}${address}`);
+        if (optional && response?.status() === 404) {
+          skipped.push(`${file} (${address} answers 404: not built yet)`);
+          continue;
+        }
+        if (!response?.ok()) throw new Error(`${address} answered ${response?.status()}`);
+        await save(shown, file);
+        taken.push(file);
       }
-      if (!response?.ok()) throw new Error(`${address} answered ${response?.status()}`);
-      await save(page, name);
-      taken.push(name);
     };
 
     await shoot('requests', '/admin/requests', true);
@@ -176,6 +176,7 @@ async function main(): Promise<void> {
     await shoot('cycle-report', `/admin/cycles/${main.cycleId}`);
     await shoot('accounts', '/admin/accounts');
     await shoot('diagnostics', '/admin/diagnostics');
+    await shoot('parent-form', '/request');
 
     // A cycle caught while it runs: role assignments wait until the screenshots are taken.
     const held = await submit({ title: 'Ms', first: 'Rosa', last: 'Diaz', email: 'rosa.diaz@example.org' }, [{ first: 'Bob', last: 'Pupil', group: '9C' }]);
@@ -203,6 +204,16 @@ async function main(): Promise<void> {
   }
   for (const name of taken) process.stdout.write(`saved docs/screenshots/${name}.png\n`);
   for (const note of skipped) process.stdout.write(`skipped ${note}\n`);
+}
+
+/** A page of its own browser context at this width, signed in as the member of staff. */
+async function signedInPage(browser: Browser, base: string, username: string, width: number, height: number): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width, height } });
+  await page.goto(`${base}/admin/sign-in`);
+  await page.fill('#username', username);
+  await page.fill('#password', STAFF_PASSWORD);
+  await Promise.all([page.waitForURL(`${base}/admin`), page.click('button[type=submit]')]);
+  return page;
 }
 
 async function save(page: Page, name: string): Promise<void> {
