@@ -1,5 +1,5 @@
 // The provisioning pages: "Run now", the running cycle's progress, the cycle history, and each
-// cycle's report. A running cycle's page reloads itself every few seconds (no JavaScript needed).
+// cycle's report. A running cycle's progress box is updated by a small script (a refresh link without it).
 import express, { type Request, type Response, type Router } from 'express';
 import { ConflictError, NotFoundError } from '../errors';
 import { CycleAlreadyRunningError } from '../provisioning/provisioning-cycle';
@@ -9,7 +9,7 @@ import { ProvisioningPages } from './provisioning.service';
 import type { StaffIdentity } from './staff-accounts';
 import { requirePermission } from './staff-permissions';
 
-/** How often a page showing a running cycle reloads itself. */
+/** How often the progress box of a running cycle asks for the progress. */
 export const REFRESH_SECONDS = 3;
 
 function cycleId(req: Request): number {
