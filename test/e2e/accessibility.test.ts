@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { browserSkipReason, CHECKED_WIDTHS, expectNoAxeViolations, launchBrowser, PHONE, startTestSite, withBrowserPage, type TestSite } from '../support/browser';
-import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
-import { seedSite, walkParentPages, walkStaffPages, WALK_CONSOLE_ERRORS, type SeededSite, type Visit } from '../support/site-pages';
+import { browserSkipReason, CHECKED_WIDTHS, expectNoAxeViolations, launchBrowser, PHONE, withBrowserPage, type TestSite } from '../support/browser';
+import type { MoodleDouble } from '../support/moodle-double';
+import { seedSite, startSiteWithMoodle, walkParentPages, walkStaffPages, WALK_CONSOLE_ERRORS, type SeededSite, type Visit } from '../support/site-pages';
 
 interface TableInfo {
   caption: string;
@@ -59,11 +59,7 @@ describe('every page of the journeys, in Chromium: axe-core and reflow', () => {
   before(async () => {
     if (skip) return;
     browser = await launchBrowser();
-    moodle = await startMoodleDouble({ state: seedRecordedSite() });
-    site = await startTestSite({
-      env: { MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws, MOODLE_PARENT_ROLE_ID: '9', PRIVACY_NOTICE_URL: 'https://www.example-school.org/privacy' },
-      services: { moodle: undefined },
-    });
+    ({ site, moodle } = await startSiteWithMoodle());
     seeded = await seedSite(site, moodle);
   });
   after(async () => {

@@ -5,10 +5,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { browserSkipReason, CHECKED_WIDTHS, expectNoAxeViolations, launchBrowser, startTestSite, withBrowserPage, type TestSite } from '../support/browser';
+import { browserSkipReason, CHECKED_WIDTHS, expectNoAxeViolations, launchBrowser, withBrowserPage, type TestSite } from '../support/browser';
 import { waitFor } from '../support/cycle-process';
 import { TEST_AUTH_TABLE } from '../support/databases';
-import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
+import type { MoodleDouble } from '../support/moodle-double';
+import { startSiteWithMoodle } from '../support/site-pages';
 import { createStaffUser, STAFF_PASSWORD } from '../support/staff';
 
 describe('a running provisioning cycle, in Chromium', () => {
@@ -21,11 +22,7 @@ describe('a running provisioning cycle, in Chromium', () => {
   before(async () => {
     if (skip) return;
     browser = await launchBrowser();
-    moodle = await startMoodleDouble({ state: seedRecordedSite() });
-    site = await startTestSite({
-      env: { MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws, MOODLE_PARENT_ROLE_ID: '9', PRIVACY_NOTICE_URL: 'https://www.example-school.org/privacy' },
-      services: { moodle: undefined },
-    });
+    ({ site, moodle } = await startSiteWithMoodle());
     username = await createStaffUser(site.services, { displayName: 'Jo Office' });
   });
   after(async () => {
@@ -66,19 +63,24 @@ describe('a running provisioning cycle, in Chromium', () => {
     await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: 'Sign in' }).click()]);
   }
 
+  /** Starts a cycle with "Run provisioning now" and holds it at its role assignments; resolves on its page. */
+  async function runCycleHeldAtAssignments(page: Page): Promise<{ release(): void }> {
+    const held = moodle.holdCalls('core_role_assign_roles');
+    await page.goto(`${site.url}/admin/provisioning`);
+    await Promise.all([page.waitForURL(/\/admin\/cycles\/\d+$/), page.getByRole('button', { name: 'Run provisioning now' }).click()]);
+    await held.reached;
+    await page.locator('.cycle-progress').waitFor();
+    return held;
+  }
+
   for (const width of CHECKED_WIDTHS) {
     it(`the page of a running cycle passes axe-core, updates its progress box and then shows the report (${width.name})`, { skip }, async (t) => {
       await approvedRequestReadyToLink(`rita.${width.name}@example.org`);
       await withBrowserPage(browser, t, __filename, { context: width.context }, async (session) => {
         const { page } = session;
         await signIn(page);
-        const held = moodle.holdCalls('core_role_assign_roles');
+        const held = await runCycleHeldAtAssignments(page);
         try {
-          await page.goto(`${site.url}/admin/provisioning`);
-          await Promise.all([page.waitForURL(/\/admin\/cycles\/\d+$/), page.getByRole('button', { name: 'Run provisioning now' }).click()]);
-          await held.reached;
-          const box = page.locator('.cycle-progress');
-          await box.waitFor();
           assert.equal(await page.locator('meta[http-equiv="refresh"]').count(), 0, 'the page does not reload itself on a timer');
           await page.getByText('This box updates itself every few seconds.').waitFor();
           assert.equal(await page.getByRole('link', { name: 'Refresh this page' }).isVisible(), false, 'with JavaScript the refresh link is not needed');
@@ -104,12 +106,8 @@ describe('a running provisioning cycle, in Chromium', () => {
     await withBrowserPage(browser, t, __filename, { context: { ...CHECKED_WIDTHS[0].context, javaScriptEnabled: false } }, async (session) => {
       const { page } = session;
       await signIn(page);
-      const held = moodle.holdCalls('core_role_assign_roles');
+      const held = await runCycleHeldAtAssignments(page);
       try {
-        await page.goto(`${site.url}/admin/provisioning`);
-        await Promise.all([page.waitForURL(/\/admin\/cycles\/\d+$/), page.getByRole('button', { name: 'Run provisioning now' }).click()]);
-        await held.reached;
-        await page.locator('.cycle-progress').waitFor();
         assert.equal(await page.locator('meta[http-equiv="refresh"]').count(), 0);
         assert.equal(await page.getByRole('link', { name: 'Refresh this page' }).isVisible(), true);
         await session.screenshot('a running cycle without JavaScript');

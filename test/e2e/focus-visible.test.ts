@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { browserSkipReason, DESKTOP, launchBrowser, startTestSite, withBrowserPage, type TestSite } from '../support/browser';
-import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
-import { seedSite, walkParentPages, walkStaffPages, WALK_CONSOLE_ERRORS, type SeededSite, type Visit } from '../support/site-pages';
+import { browserSkipReason, DESKTOP, launchBrowser, withBrowserPage, type TestSite } from '../support/browser';
+import type { MoodleDouble } from '../support/moodle-double';
+import { seedSite, startSiteWithMoodle, walkParentPages, walkStaffPages, WALK_CONSOLE_ERRORS, type SeededSite, type Visit } from '../support/site-pages';
 
 /** Enough Tab presses for the longest page of the walk; the walk stops earlier when focus wraps round. */
 const MAX_TABS_PER_PAGE = 120;
@@ -93,11 +93,7 @@ describe('the keyboard focus is always visible, in Chromium', () => {
   before(async () => {
     if (skip) return;
     browser = await launchBrowser();
-    moodle = await startMoodleDouble({ state: seedRecordedSite() });
-    site = await startTestSite({
-      env: { MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws, MOODLE_PARENT_ROLE_ID: '9', PRIVACY_NOTICE_URL: 'https://www.example-school.org/privacy' },
-      services: { moodle: undefined },
-    });
+    ({ site, moodle } = await startSiteWithMoodle());
     seeded = await seedSite(site, moodle);
   });
   after(async () => {

@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import type { Page } from 'playwright-core';
 import type { Actor } from '../../src/requests/request-lifecycle';
-import type { TestSite } from './browser';
+import { startTestSite, type TestSite } from './browser';
 import { TEST_AUTH_TABLE } from './databases';
-import type { MoodleDouble } from './moodle-double';
+import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from './moodle-double';
 import { createStaffUser, STAFF_PASSWORD } from './staff';
 
 /** Chromium logs the 400 of the form sent back with a mistake, and the 404 of a used confirmation link. */
@@ -20,6 +20,16 @@ export interface SeededSite {
   deniedId: number;
   cycleId: number;
   pupilId: number;
+}
+
+/** The app served with the Moodle double of the recorded site as its Moodle (and the school's own privacy notice set). */
+export async function startSiteWithMoodle(): Promise<{ site: TestSite; moodle: MoodleDouble }> {
+  const moodle = await startMoodleDouble({ state: seedRecordedSite() });
+  const site = await startTestSite({
+    env: { MOODLE_URL: moodle.url, MOODLE_TOKEN: moodle.tokens.ws, MOODLE_PARENT_ROLE_ID: '9', PRIVACY_NOTICE_URL: 'https://www.example-school.org/privacy' },
+    services: { moodle: undefined },
+  });
+  return { site, moodle };
 }
 
 /** Requests waiting, provisioned (through a real cycle against the Moodle double) and denied. */
