@@ -6,7 +6,7 @@ import express from 'express';
 import { intakeApiRoutes } from './intake/intake-api.routes';
 import { intakeRoutes } from './intake/intake.routes';
 import { privacyNoticeRoutes } from './intake/privacy-notice.routes';
-import { adminRoutes } from './staff/admin.routes';
+import { adminRoutes } from './admin.routes';
 import type { Services } from './services';
 import { errorHandler, notFoundHandler } from './web/error-handler';
 import { healthRoutes } from './web/health.routes';

@@ -10,10 +10,10 @@ import type { Actor } from './requests/request-lifecycle';
 import type { ChildRecord, RequestRecord } from './requests/request-repository';
 import { REQUEST_STATUSES, STATUS_LABELS, type RequestStatus } from './requests/request-states';
 import { API_KEY_USAGE, runApiKeyCommand } from './intake/api-key-commands';
-import { formatDoctor } from './moodle/doctor';
+import { formatDoctor } from './diagnostics/doctor';
 import { createServices, type Services } from './services';
-import { runStaffCommand, STAFF_USAGE, type StaffCommandIo } from './staff/staff-commands';
-import { PRIVACY_USAGE, runPrivacyCommand } from './staff/privacy-commands';
+import { runStaffCommand, STAFF_USAGE, type StaffCommandIo } from './staff-auth/staff-commands';
+import { PRIVACY_USAGE, runPrivacyCommand } from './privacy/privacy-commands';
 
 export interface CliIo {
   out: (text: string) => void;

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { parseConfig } from '../../src/config';
 import { createServices, type Services } from '../../src/services';
-import { ImportBatchRepository } from '../../src/staff/import-batch.repository';
-import type { ImportRow } from '../../src/staff/import-csv';
+import { ImportBatchRepository } from '../../src/import/import-batch.repository';
+import type { ImportRow } from '../../src/import/import-csv';
 import { staff, submission } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 

@@ -14,7 +14,7 @@ import { NotFoundError } from '../../src/errors';
 import { MoodleClient } from '../../src/moodle/moodle-client';
 import { hashToken } from '../../src/requests/request-lifecycle';
 import { createServices, type Services } from '../../src/services';
-import { neutraliseCell } from '../../src/staff/csv-export';
+import { neutraliseCell } from '../../src/review/requests-csv-export';
 import { approvedRequest, assertAuthInvariant, cycleActor, snapshot, staff as officeStaff, submission } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { htmlText } from '../support/http';

@@ -10,7 +10,7 @@ import { createApp } from '../../src/app';
 import { runCli } from '../../src/cli';
 import { parseConfig } from '../../src/config';
 import { createServices, type Services } from '../../src/services';
-import { FREE_FAILURES, LOCK_AFTER_FAILURES } from '../../src/staff/staff-sign-in-throttle';
+import { FREE_FAILURES, LOCK_AFTER_FAILURES } from '../../src/staff-auth/staff-sign-in-throttle';
 import { snapshot, submission } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { csrfTokenOf, htmlText } from '../support/http';

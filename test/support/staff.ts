@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import type { Express } from 'express';
 import request from 'supertest';
 import type { Services } from '../../src/services';
-import type { StaffRole } from '../../src/staff/staff-user-repository';
+import type { StaffRole } from '../../src/staff-auth/staff-users.repository';
 import { csrfTokenOf, type FormFields } from './http';
 
 export const STAFF_PASSWORD = 'correct horse battery staple';

@@ -1,8 +1,8 @@
 // The staff permission table and the sign-in waits in words: pure logic, no I/O.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { can, PERMISSIONS, permissionTable } from '../../src/staff/staff-permissions';
-import { FREE_FAILURES, LOCK_AFTER_FAILURES, waitAfterFailure, waitInWords } from '../../src/staff/staff-sign-in-throttle';
+import { can, PERMISSIONS, permissionTable } from '../../src/staff-auth/staff-permissions';
+import { FREE_FAILURES, LOCK_AFTER_FAILURES, waitAfterFailure, waitInWords } from '../../src/staff-auth/staff-sign-in-throttle';
 
 describe('staff permissions', () => {
   it('office staff review, decide, comment, provision and export; administrators may do everything', () => {

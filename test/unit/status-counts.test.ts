@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Knex } from 'knex';
 import { REQUEST_STATUSES } from '../../src/requests/request-states';
-import { StatusCountsCache, type StatusCounts } from '../../src/staff/status-counts';
+import { StatusCountsCache, type StatusCounts } from '../../src/review/status-counts';
 
 function counts(pending: number): StatusCounts {
   return { ...(Object.fromEntries(REQUEST_STATUSES.map((s) => [s, 0])) as StatusCounts), pending };

@@ -9,7 +9,7 @@ import { AppError, ConflictError, NotFoundError, ValidationError, type FieldProb
 import type { Logger } from '../logger';
 import { RateLimitedError } from '../web/rate-limit';
 import { lockedMessage, waitInWords, type SignInThrottle } from './staff-sign-in-throttle';
-import { StaffUserRepository, type StaffRole, type StaffUserRecord } from './staff-user-repository';
+import { StaffUserRepository, type StaffRole, type StaffUserRecord } from './staff-users.repository';
 
 export const PASSWORD_MIN_LENGTH = 12;
 const SIGN_IN_FAILED = 'That username and password do not match an active staff account.';

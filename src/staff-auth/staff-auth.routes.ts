@@ -5,7 +5,7 @@ import { AppError, ValidationError, type FieldProblem } from '../errors';
 import type { Services } from '../services';
 import { RateLimitedError } from '../web/rate-limit';
 import { safeNextPath } from './require-staff';
-import type { StaffUserRecord } from './staff-user-repository';
+import type { StaffUserRecord } from './staff-users.repository';
 
 function field(body: unknown, name: string): string {
   const value = (body as Record<string, unknown> | undefined)?.[name];

@@ -5,10 +5,10 @@ import { AppError, ValidationError, type FieldProblem } from '../errors';
 import type { Actor } from '../requests/request-lifecycle';
 import type { RequestRecord } from '../requests/request-repository';
 import type { Services } from '../services';
-import { flash } from './require-staff';
-import { requirePermission } from './staff-permissions';
+import { flash } from '../staff-auth/require-staff';
+import { requirePermission } from '../staff-auth/staff-permissions';
 import { carriedApprovalFields, choicesQuery, readChoices, RequestPageService, type ApprovalReview } from './request-page.service';
-import type { StaffIdentity } from './staff-accounts';
+import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
 
 export const REQUEST_TYPE_WORDS: Record<string, string> = {
   new_account: 'No parent account yet',

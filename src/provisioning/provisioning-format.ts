@@ -1,7 +1,7 @@
 // Plain words for the provisioning, "who can log in" and diagnostics pages: cycle steps, states,
 // outcomes and counts as a school office reads them, times, durations, the schedule and paging.
-import type { CycleCounts, CycleState, CycleStep, CycleTrigger, RequestOutcomeReport } from '../provisioning/cycle-repository';
-import { MOODLE_NOT_CONFIGURED_MESSAGE } from '../provisioning/provisioning-cycle';
+import type { CycleCounts, CycleState, CycleStep, CycleTrigger, RequestOutcomeReport } from './cycle-repository';
+import { MOODLE_NOT_CONFIGURED_MESSAGE } from './provisioning-cycle';
 
 const dateTime = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'medium', timeZone: 'Europe/London' });
 

@@ -1,8 +1,8 @@
 // Read-only queries behind the provisioning pages: how many cycles there are, which one holds the
 // cycle lock, and who the requests and children in a cycle report are. The cycle itself and its
 // repository stay the only writers.
-import { CYCLES_TABLE } from '../provisioning/cycle-repository';
-import { CYCLE_LOCK, LOCKS_TABLE } from '../provisioning/cycle-lock';
+import { CYCLES_TABLE } from './cycle-repository';
+import { CYCLE_LOCK, LOCKS_TABLE } from './cycle-lock';
 import { CHILDREN_TABLE, REQUESTS_TABLE, type Queryable } from '../requests/request-repository';
 import type { RequestStatus } from '../requests/request-states';
 

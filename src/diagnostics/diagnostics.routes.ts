@@ -3,8 +3,8 @@
 import express, { type Request, type Response, type Router } from 'express';
 import type { Services } from '../services';
 import { DiagnosticsPage } from './diagnostics.service';
-import type { StaffIdentity } from './staff-accounts';
-import { can, permissionTable, requirePermission, ROLE_LABELS } from './staff-permissions';
+import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
+import { can, permissionTable, requirePermission, ROLE_LABELS } from '../staff-auth/staff-permissions';
 
 export function diagnosticsRoutes(services: Services): Router {
   const router = express.Router();

@@ -4,9 +4,9 @@
 // An erased request no longer says which pupil it named, so it is not part of any history.
 import { stringify } from 'csv-stringify/sync';
 import type { AuditEventRecord } from '../requests/request-repository';
-import { neutraliseCell } from './csv-export';
+import { neutraliseCell } from '../review/requests-csv-export';
 import type { PupilLinkRow } from './privacy.repository';
-import { describeActor } from './request-page-timeline';
+import { describeActor } from '../review/request-page-timeline';
 
 export interface PupilHistoryEntry {
   requestId: number;

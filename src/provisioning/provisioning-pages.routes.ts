@@ -2,12 +2,12 @@
 // cycle's report. A running cycle's progress box is updated by a small script (a refresh link without it).
 import express, { type Request, type Response, type Router } from 'express';
 import { ConflictError, NotFoundError } from '../errors';
-import { CycleAlreadyRunningError } from '../provisioning/provisioning-cycle';
+import { CycleAlreadyRunningError } from './provisioning-cycle';
 import type { Services } from '../services';
 import { pageNumber } from './provisioning-format';
-import { ProvisioningPages } from './provisioning.service';
-import type { StaffIdentity } from './staff-accounts';
-import { requirePermission } from './staff-permissions';
+import { ProvisioningPages } from './provisioning-pages.service';
+import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
+import { requirePermission } from '../staff-auth/staff-permissions';
 
 /** How often the progress box of a running cycle asks for the progress. */
 export const REFRESH_SECONDS = 3;

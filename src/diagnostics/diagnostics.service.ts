@@ -1,11 +1,11 @@
 // The diagnostics page: the same checks as the CLI's `doctor`, the configuration in force with
 // its secrets masked, and (for administrators) the staff accounts, never their password hashes.
 import { describeConfig, type Config } from '../config';
-import type { DoctorCheck } from '../moodle/doctor';
-import type { StaffAccounts } from './staff-accounts';
-import { formatTime } from './provisioning-format';
-import { ROLE_LABELS } from './staff-permissions';
-import type { StaffRole } from './staff-user-repository';
+import type { DoctorCheck } from './doctor';
+import type { StaffAccounts } from '../staff-auth/staff-accounts.service';
+import { formatTime } from '../provisioning/provisioning-format';
+import { ROLE_LABELS } from '../staff-auth/staff-permissions';
+import type { StaffRole } from '../staff-auth/staff-users.repository';
 
 export type CheckOutcome = 'ok' | 'warning' | 'problem' | 'skipped';
 

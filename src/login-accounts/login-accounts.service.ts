@@ -5,8 +5,8 @@ import { AppError } from '../errors';
 import type { Logger } from '../logger';
 import type { MoodleClient, MoodleUser } from '../moodle/moodle-client';
 import { STATUS_LABELS } from '../requests/request-states';
-import { AccountsRepository, type LoginAccountRow } from './accounts.repository';
-import { paginate } from './provisioning-format';
+import { AccountsRepository, type LoginAccountRow } from './login-accounts.repository';
+import { paginate } from '../provisioning/provisioning-format';
 
 export const ACCOUNTS_PAGE_SIZE = 50;
 

@@ -4,7 +4,7 @@
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { Services } from '../services';
-import { PASSWORD_MIN_LENGTH } from './staff-accounts';
+import { PASSWORD_MIN_LENGTH } from './staff-accounts.service';
 
 export interface StaffCommandIo {
   out: (text: string) => void;

@@ -1,8 +1,8 @@
 // "Who can log in": the parents in the auth table, with what Moodle says about their accounts.
 import express, { type Router } from 'express';
 import type { Services } from '../services';
-import { moodleStateLabel, WhoCanLogIn } from './accounts.service';
-import { pageNumber } from './provisioning-format';
+import { moodleStateLabel, WhoCanLogIn } from './login-accounts.service';
+import { pageNumber } from '../provisioning/provisioning-format';
 
 function searchTerm(value: unknown): string | undefined {
   if (typeof value !== 'string') return undefined;

@@ -3,7 +3,7 @@
 // diagnostics page and in the README. The route sweep test checks every route against it.
 import type { NextFunction, Request, Response } from 'express';
 import { AppError } from '../errors';
-import type { StaffRole } from './staff-user-repository';
+import type { StaffRole } from './staff-users.repository';
 
 export const PERMISSIONS = ['review', 'decide', 'comment', 'provision', 'export', 'import', 'erase', 'see_submitter_details', 'run_sync', 'manage_staff'] as const;
 export type Permission = (typeof PERMISSIONS)[number];

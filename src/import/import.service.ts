@@ -19,8 +19,8 @@ import {
   type ImportResult,
 } from './import-batch.repository';
 import { checkRows, groupByParent, holdBackIncompleteParents, parentKey, readImportFile, type ImportRow } from './import-csv';
-import type { RequestSearchRepository } from './request-search.repository';
-import type { StaffIdentity } from './staff-accounts';
+import type { RequestSearchRepository } from '../review/request-search.repository';
+import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
 
 /** A preview older than this must be made again: Moodle and the requests may have changed. */
 export const PREVIEW_VALID_MS = 24 * 60 * 60_000;

@@ -3,7 +3,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { AppError } from '../errors';
 import type { Services } from '../services';
-import { identityOf } from './staff-accounts';
+import { identityOf } from './staff-accounts.service';
 import { can, type Permission } from './staff-permissions';
 
 /** Only same-site dashboard paths are followed after sign-in (no open redirect). */

@@ -6,7 +6,7 @@ import { NotFoundError, type FieldProblem } from '../errors';
 import type { Actor } from '../requests/request-lifecycle';
 import { REQUEST_STATUSES, STATUS_LABELS } from '../requests/request-states';
 import type { Services } from '../services';
-import { streamRequestsCsv } from './csv-export';
+import { streamRequestsCsv } from './requests-csv-export';
 import {
   LIST_SORTS,
   MAX_SEARCH_LENGTH,
@@ -15,9 +15,9 @@ import {
   type ListSort,
   type StatusFilter,
 } from './request-search.repository';
-import { BULK_ACTIONS, RequestsBulkActions, type BulkAction, type BulkItem } from './requests-bulk-actions';
-import type { StaffIdentity } from './staff-accounts';
-import { requirePermission } from './staff-permissions';
+import { BULK_ACTIONS, RequestsBulkActions, type BulkAction, type BulkItem } from './bulk-actions.service';
+import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
+import { requirePermission } from '../staff-auth/staff-permissions';
 
 export const PAGE_SIZE = 50;
 /** More than a page's worth is never selected from the list. */

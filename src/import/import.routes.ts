@@ -5,13 +5,13 @@ import type { FieldProblem } from '../errors';
 import { NotFoundError } from '../errors';
 import { REQUEST_STATUSES, STATUS_LABELS } from '../requests/request-states';
 import type { Services } from '../services';
-import { flash } from './require-staff';
-import { requirePermission } from './staff-permissions';
+import { flash } from '../staff-auth/require-staff';
+import { requirePermission } from '../staff-auth/staff-permissions';
 import { IMPORT_COLUMNS, IMPORT_FIELDS, MAX_IMPORT_ROWS } from './import-csv';
 import type { ImportBatchRecord } from './import-batch.repository';
 import { ImportService, PREVIEW_VALID_MS } from './import.service';
-import { RequestSearchRepository } from './request-search.repository';
-import type { StaffIdentity } from './staff-accounts';
+import { RequestSearchRepository } from '../review/request-search.repository';
+import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
 
 const BATCH_ID = /^[A-Za-z0-9_-]{16,32}$/;
 const dateTime = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'short', timeZone: 'Europe/London' });

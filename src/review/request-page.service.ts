@@ -12,7 +12,7 @@ import type { Actor, ChildMatch, RequestLifecycle } from '../requests/request-li
 import type { ChildRecord, RequestRecord, RequestRepository } from '../requests/request-repository';
 import { isAllowed, STATUS_LABELS, type LifecycleAction } from '../requests/request-states';
 import { usernameFromEmail } from '../requests/username';
-import type { StaffAccounts } from './staff-accounts';
+import type { StaffAccounts } from '../staff-auth/staff-accounts.service';
 import { buildStaffTimeline, describeActorLabel, type StaffTimelineEntry } from './request-page-timeline';
 
 /**

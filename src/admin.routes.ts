@@ -1,18 +1,18 @@
 // The staff dashboard under /admin: sessions, CSRF and the sign-in wall, then each area's routes.
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import multer from 'multer';
-import { AppError } from '../errors';
-import { STATUS_LABELS, REQUEST_STATUSES } from '../requests/request-states';
-import type { Services } from '../services';
-import { requireStaff } from './require-staff';
-import { staffAuthRoutes } from './staff-auth.routes';
-import { privacyRoutes } from './privacy.routes';
-import { requestPageRoutes } from './request-page.routes';
-import { accountsRoutes } from './accounts.routes';
-import { diagnosticsRoutes } from './diagnostics.routes';
-import { provisioningRoutes } from './provisioning.routes';
-import { requestsListRoutes } from './requests-list.routes';
-import { importRoutes } from './import.routes';
+import { AppError } from './errors';
+import { STATUS_LABELS, REQUEST_STATUSES } from './requests/request-states';
+import type { Services } from './services';
+import { requireStaff } from './staff-auth/require-staff';
+import { staffAuthRoutes } from './staff-auth/staff-auth.routes';
+import { privacyRoutes } from './privacy/privacy.routes';
+import { requestPageRoutes } from './review/request-page.routes';
+import { accountsRoutes } from './login-accounts/login-accounts.routes';
+import { diagnosticsRoutes } from './diagnostics/diagnostics.routes';
+import { provisioningRoutes } from './provisioning/provisioning-pages.routes';
+import { requestsListRoutes } from './review/request-list.routes';
+import { importRoutes } from './import/import.routes';
 
 /** Largest CSV file staff may upload for an import. */
 export const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;

@@ -4,9 +4,9 @@ import type { Config } from '../config';
 import type { Database } from '../db/database';
 import { migrationStatus } from '../db/migrator';
 import type { MailCheck } from '../mail/mail-transport';
-import { checkMoodle } from './moodle-checks';
-import type { MoodleClient } from './moodle-client';
-import { describeSyncRefusal, runScheduledTask } from './sync-command';
+import { checkMoodle } from '../moodle/moodle-checks';
+import type { MoodleClient } from '../moodle/moodle-client';
+import { describeSyncRefusal, runScheduledTask } from '../moodle/sync-command';
 
 export interface DoctorCheck {
   id: string;

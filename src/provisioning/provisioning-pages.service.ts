@@ -5,8 +5,8 @@ import type { Config } from '../config';
 import type { Database } from '../db/database';
 import { NotFoundError } from '../errors';
 import type { Logger } from '../logger';
-import type { CycleCounts, CycleRecord, RequestOutcomeReport } from '../provisioning/cycle-repository';
-import type { ProvisioningCycle } from '../provisioning/provisioning-cycle';
+import type { CycleCounts, CycleRecord, RequestOutcomeReport } from './cycle-repository';
+import type { ProvisioningCycle } from './provisioning-cycle';
 import { explainSyncRefusal, parseScheduledTaskOutput } from '../moodle/sync-command';
 import { STATUS_LABELS, type RequestStatus } from '../requests/request-states';
 import {
@@ -26,7 +26,7 @@ import {
   STEP_LABELS,
   TRIGGER_LABELS,
 } from './provisioning-format';
-import { ProvisioningPageRepository } from './provisioning.repository';
+import { ProvisioningPageRepository } from './provisioning-pages.repository';
 
 export const HISTORY_PAGE_SIZE = 20;
 export const OUTCOMES_PAGE_SIZE = 100;

@@ -6,10 +6,10 @@ import { MoodleError } from '../moodle/moodle-error';
 import { isAllowed, STATUS_LABELS } from '../requests/request-states';
 import type { Services } from '../services';
 import { linkWords, pupilHistoryCsv } from './pupil-history';
-import { flash } from './require-staff';
-import { requirePermission } from './staff-permissions';
-import { expectedVersion } from './request-page.service';
-import { formatDate, refusalText, requestIdParam, staffActor } from './request-page.routes';
+import { flash } from '../staff-auth/require-staff';
+import { requirePermission } from '../staff-auth/staff-permissions';
+import { expectedVersion } from '../review/request-page.service';
+import { formatDate, refusalText, requestIdParam, staffActor } from '../review/request-page.routes';
 
 function moodleUserIdParam(raw: unknown): number | undefined {
   return typeof raw === 'string' && /^\d{1,10}$/.test(raw) && Number(raw) > 0 ? Number(raw) : undefined;

@@ -11,7 +11,7 @@ import type { MailOutbox } from '../mail/mail-outbox';
 import type { Actor, LifecycleEvent, RequestLifecycle } from '../requests/request-lifecycle';
 import type { RequestRecord, RequestRepository } from '../requests/request-repository';
 import type { RequestStatus } from '../requests/request-states';
-import { ImportBatchRepository } from './import-batch.repository';
+import { ImportBatchRepository } from '../import/import-batch.repository';
 import { PrivacyRepository } from './privacy.repository';
 import { buildPupilHistory, type PupilHistoryEntry } from './pupil-history';
 
