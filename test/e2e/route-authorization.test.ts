@@ -75,7 +75,7 @@ function concreteMissing(path: string): string {
 }
 
 /**
- * What each dashboard route needs, from the permission table (src/staff/staff-permissions.ts,
+ * What each dashboard route needs, from the permission table (src/staff-auth/staff-permissions.ts,
  * README "Who may do what"). A route missing here fails the sweep: decide what it needs first.
  */
 const ROUTE_PERMISSIONS: Record<string, Permission> = {

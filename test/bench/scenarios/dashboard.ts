@@ -896,7 +896,7 @@ function report(
   ];
   body.push(
     '*Why the list pages beat the baseline*: without a search the service keeps the tab counts for up to five seconds ' +
-      '(`src/staff/status-counts.ts`; its own changes forget them at once), while the baseline counts every request on every ' +
+      '(`src/review/status-counts.ts`; its own changes forget them at once), while the baseline counts every request on every ' +
       'answer, as the service did before.',
     '',
   );
