@@ -1,6 +1,6 @@
-// Staff forms: the error summary takes the focus, so screen readers announce it first (it is
-// also role=alert, for browsers without JavaScript). Its links put the cursor in the field
-// itself (a plain #link only scrolls), with the field's label in view.
+// The parent form and the staff forms: the error summary takes the focus, so screen readers
+// announce it first (it is also role=alert, for browsers without JavaScript). Its links put the
+// cursor in the field itself (a plain #link only scrolls), with the field's label in view.
 (function () {
   'use strict';
   var summary = document.getElementById('error-summary');

@@ -78,21 +78,4 @@
       if (focus) focus.querySelector('input').focus();
     }
   });
-
-  // The error summary takes the focus, so screen readers announce it first. Its links put the
-  // cursor in the field itself (a plain #link only scrolls), with the field's label in view.
-  var summary = document.getElementById('error-summary');
-  if (summary) {
-    summary.addEventListener('click', function (event) {
-      var link = event.target.closest && event.target.closest('a[href^="#"]');
-      var target = link && document.getElementById(link.getAttribute('href').slice(1));
-      if (!target) return;
-      event.preventDefault();
-      var fieldset = target.closest('fieldset');
-      var label = target.type === 'radio' && fieldset ? fieldset.querySelector('legend') : document.querySelector('label[for="' + target.id + '"]');
-      (label || target).scrollIntoView();
-      target.focus({ preventScroll: true });
-    });
-    summary.focus();
-  }
 })();
