@@ -43,7 +43,7 @@ export function adminRoutes(services: Services): Router {
 
   router.get('/', async (_req, res) => {
     const counts = await services.statusCounts.get();
-    res.render('admin/overview', { title: 'Overview', counts, statuses: REQUEST_STATUSES, labels: STATUS_LABELS });
+    res.render('overview', { title: 'Overview', counts, statuses: REQUEST_STATUSES, labels: STATUS_LABELS });
   });
 
   // Each area of the dashboard, all behind requireStaff above.

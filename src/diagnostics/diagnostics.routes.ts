@@ -14,7 +14,7 @@ export function diagnosticsRoutes(services: Services): Router {
     const staff = res.locals.staff as StaffIdentity;
     if (runSync) req.log.info({ staff: staff.username }, 'diagnostics run with the sync command from the dashboard');
     const result = await page.checks(runSync);
-    res.render('admin/diagnostics/index', {
+    res.render('diagnostics/index', {
       title: 'Diagnostics',
       ...result,
       staffAccounts: can(staff.role, 'manage_staff') ? await page.staffList() : null,

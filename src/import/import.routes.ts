@@ -36,7 +36,7 @@ export function importRoutes(services: Services): Router {
   });
 
   async function renderImportPage(res: Response, problems: FieldProblem[] = [], status = 200) {
-    res.status(status).render('admin/import/index', {
+    res.status(status).render('import/index', {
       title: 'Import and export',
       problems,
       columns: IMPORT_FIELDS.map((f) => IMPORT_COLUMNS[f]),
@@ -51,7 +51,7 @@ export function importRoutes(services: Services): Router {
   function renderBatch(res: Response, batch: ImportBatchRecord, problems: FieldProblem[] = [], status = 200) {
     const validRows = batch.rows.filter((r) => r.problems.length === 0);
     const parents = new Set(validRows.map((r) => r.values.email)).size;
-    res.status(status).render('admin/import/batch', {
+    res.status(status).render('import/batch', {
       title: batch.state === 'committed' ? 'Import committed' : 'Check the import',
       batch,
       problems,

@@ -27,9 +27,9 @@ export function addHeldDetailsRoutes(router: Router, services: Services, private
   router.get('/details/:token', async (req: Request<{ token: string }>, res: Response) => {
     privatePage(res);
     const link = await intake.heldDetailsLink(req.params.token);
-    if (link === 'invalid') return res.status(404).render('request/problem', INVALID);
-    if (link === 'expired') return res.status(410).render('request/problem', EXPIRED);
-    res.render('request/held-details', {
+    if (link === 'invalid') return res.status(404).render('intake/problem', INVALID);
+    if (link === 'expired') return res.status(410).render('intake/problem', EXPIRED);
+    res.render('intake/held-details', {
       title: 'Add the new details to your request',
       confirmPath: `/request/details/${encodeURIComponent(req.params.token)}`,
       csrfToken: csrf.token(req, res),
@@ -41,15 +41,15 @@ export function addHeldDetailsRoutes(router: Router, services: Services, private
     const result = await intake.confirmHeldDetails(req.params.token);
     switch (result.kind) {
       case 'added':
-        return res.render('request/details-added', {
+        return res.render('intake/details-added', {
           title: 'Your request has been updated',
           statusPath: `/request/status/${result.request.publicId}`,
           requestNumber: result.request.id,
         });
       case 'expired':
-        return res.status(410).render('request/problem', EXPIRED);
+        return res.status(410).render('intake/problem', EXPIRED);
       case 'closed':
-        return res.status(409).render('request/problem', {
+        return res.status(409).render('intake/problem', {
           title: 'These details were not added',
           message: 'The school has already dealt with your request, so nothing more can be added to it.',
           help: 'If you still need something, send the form again or contact the school office.',
@@ -57,13 +57,13 @@ export function addHeldDetailsRoutes(router: Router, services: Services, private
           backText: 'Go to the form',
         });
       case 'too-much':
-        return res.status(409).render('request/problem', {
+        return res.status(409).render('intake/problem', {
           title: 'These details were not added',
           message: result.message,
           help: 'Your request is as it was. If you need to add more, contact the school office.',
         });
       default:
-        return res.status(404).render('request/problem', INVALID);
+        return res.status(404).render('intake/problem', INVALID);
     }
   });
 }

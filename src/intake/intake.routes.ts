@@ -63,7 +63,7 @@ export function intakeRoutes(services: Services): Router {
   router.use(csrf.protect);
 
   function renderForm(req: Request, res: Response, values: FormValues, problems: FieldProblem[], focusField?: string, limited?: LimitedNotice) {
-    res.status(limited ? 429 : problems.length > 0 ? 400 : 200).render('request/form', {
+    res.status(limited ? 429 : problems.length > 0 ? 400 : 200).render('intake/form', {
       title: FORM_TITLE,
       values,
       problems,
@@ -78,7 +78,7 @@ export function intakeRoutes(services: Services): Router {
   // The same page whether the address is new, has a request already (the details are held until
   // confirmed from the email), or was sent by a bot: the form must not tell who has asked.
   function renderThankYou(res: Response, email: string) {
-    res.render('request/thank-you', {
+    res.render('intake/thank-you', {
       title: 'Thank you',
       email,
       requireVerification: config.intake.requireEmailVerification,
@@ -135,13 +135,13 @@ export function intakeRoutes(services: Services): Router {
   function renderLinkState(req: Request, res: Response, state: Exclude<ConfirmationLinkState, { kind: 'ready' }>) {
     switch (state.kind) {
       case 'already-confirmed':
-        return res.render('request/already-confirmed', {
+        return res.render('intake/already-confirmed', {
           title: 'Your email address is already confirmed',
           statusPath: `/request/status/${state.publicId}`,
           requestNumber: state.requestNumber,
         });
       case 'expired':
-        return res.status(410).render('request/problem', {
+        return res.status(410).render('intake/problem', {
           title: 'This link has expired',
           message: 'This confirmation link has expired, so your email address is not confirmed yet.',
           help: 'We can send you a new link. It replaces the old one.',
@@ -149,7 +149,7 @@ export function intakeRoutes(services: Services): Router {
           csrfToken: csrf.token(req, res),
         });
       case 'closed':
-        return res.status(409).render('request/problem', {
+        return res.status(409).render('intake/problem', {
           title: 'This link no longer works',
           message: 'The school has already closed this request, so there is nothing to confirm.',
           help: 'If you still need an account, send a new request or contact the school office.',
@@ -157,7 +157,7 @@ export function intakeRoutes(services: Services): Router {
           backText: 'Send a new request',
         });
       default:
-        return res.status(404).render('request/problem', {
+        return res.status(404).render('intake/problem', {
           title: 'This link does not work',
           message: 'This confirmation link is not valid. It may have been replaced by a newer link.',
           help: 'If you have already confirmed your email address, there is nothing more to do. Otherwise use the link in the most recent email we sent you, or send the form again and use the link in the new email.',
@@ -173,7 +173,7 @@ export function intakeRoutes(services: Services): Router {
     privatePage(res);
     const state = await intake.checkConfirmationLink(req.params.token);
     if (state.kind !== 'ready') return renderLinkState(req, res, state);
-    res.render('request/confirm-email', {
+    res.render('intake/confirm-email', {
       title: 'Confirm your email address',
       confirmPath: `/request/verify/${req.params.token}`,
       csrfToken: csrf.token(req, res),
@@ -184,7 +184,7 @@ export function intakeRoutes(services: Services): Router {
     privatePage(res);
     const result = await intake.verifyEmail(req.params.token);
     if (result.kind !== 'verified') return renderLinkState(req, res, result);
-    res.render('request/verified', {
+    res.render('intake/verified', {
       title: 'Email address confirmed',
       statusPath: `/request/status/${result.request.publicId}`,
       requestNumber: result.request.id,
@@ -196,7 +196,7 @@ export function intakeRoutes(services: Services): Router {
     const view = await intake.statusView(req.params.publicId);
     if (view.kind === 'erased') {
       // Gone for good, but the parent is told when and what to do, not shown a dead end.
-      return res.status(410).render('request/erased', { title: 'This request was closed', erasedOn: dayOnlyFormat.format(new Date(view.erasedAt)) });
+      return res.status(410).render('intake/erased', { title: 'This request was closed', erasedOn: dayOnlyFormat.format(new Date(view.erasedAt)) });
     }
     const notice =
       req.query.resent === '1'
@@ -204,7 +204,7 @@ export function intakeRoutes(services: Services): Router {
         : req.query.confirmed === '1'
           ? 'Your email address is already confirmed; there is nothing more to do.'
           : null;
-    res.render('request/status', {
+    res.render('intake/status', {
       title: 'Your request',
       view,
       notice,
@@ -234,7 +234,7 @@ export function intakeRoutes(services: Services): Router {
     if (isCsrfError(error)) {
       // The confirmation button sends the parent back to its own page, not to the request form.
       const confirming = /^\/verify\/[A-Za-z0-9_-]{43}$/.test(req.path);
-      return res.status(403).render('request/problem', {
+      return res.status(403).render('intake/problem', {
         title: 'Please try again',
         message: confirming ? 'The page had expired or could not be checked, so your email address is not confirmed yet.' : 'The form had expired or could not be checked, so nothing was sent.',
         help: confirming
@@ -248,7 +248,7 @@ export function intakeRoutes(services: Services): Router {
       res.setHeader('Retry-After', String(error.retryAfterSeconds));
       // Only "send me a new link" is limited here (the form shows its own limits): back to the request's page.
       const status = /^\/status\/([A-Za-z0-9_-]{22})\/resend$/.exec(req.path);
-      return res.status(429).render('request/problem', {
+      return res.status(429).render('intake/problem', {
         title: 'Too many requests',
         message: error.message,
         help: error.help,
@@ -259,7 +259,7 @@ export function intakeRoutes(services: Services): Router {
     if (error instanceof NotFoundError) {
       // A link cut short or mistyped: what to do next, not a bare "not found".
       const statusLink = req.path.startsWith('/status/');
-      return res.status(404).render('request/problem', {
+      return res.status(404).render('intake/problem', {
         title: statusLink ? 'This link does not work' : 'Page not found',
         message: error.message,
         help: statusLink
@@ -271,7 +271,7 @@ export function intakeRoutes(services: Services): Router {
     }
     const type = (error as { type?: string } | undefined)?.type;
     if (type === 'entity.too.large' || type === 'parameters.too.many') {
-      return res.status(413).render('request/problem', {
+      return res.status(413).render('intake/problem', {
         title: 'Too much was sent',
         message: 'What you sent is larger than this form accepts, so nothing was saved.',
         help: 'Shorten the comment and try again.',

@@ -15,7 +15,7 @@ export function privacyNoticeRoutes(config: Readonly<Config>): Router {
   const router = express.Router();
   router.get(PRIVACY_NOTICE_PATH, (_req, res) => {
     if (config.intake.privacyNoticeUrl) return res.redirect(302, config.intake.privacyNoticeUrl);
-    res.render('privacy', {
+    res.render('intake/privacy-notice', {
       title: 'Privacy notice',
       retentionDays: config.privacy.retentionDays,
       submitterDetailsDays: config.privacy.submitterDetailsDays,

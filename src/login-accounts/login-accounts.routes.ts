@@ -17,7 +17,7 @@ export function accountsRoutes(services: Services): Router {
   router.get('/accounts', async (req, res) => {
     const search = searchTerm(req.query.q);
     const result = await accounts.page(pageNumber(req.query.page), search);
-    res.render('admin/accounts/index', {
+    res.render('login-accounts/index', {
       title: 'Who can log in',
       ...result,
       search: search ?? '',

@@ -1,4 +1,4 @@
-// Builds every email the service sends, from the ejs templates in views/emails: an HTML and a
+// Builds every email the service sends, from the ejs templates in views/mail: an HTML and a
 // plain-text body each, the school's name in subject and body, links back to the service.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -255,7 +255,7 @@ function tidyText(text: string): string {
 
 function findViewsDir(): string {
   // src/mail when run through tsx, dist/src/mail after a build: views/ is at the project root.
-  const candidates = [path.resolve(__dirname, '../../views/emails'), path.resolve(__dirname, '../../../views/emails')];
+  const candidates = [path.resolve(__dirname, '../../views/mail'), path.resolve(__dirname, '../../../views/mail')];
   const found = candidates.find((dir) => fs.existsSync(path.join(dir, 'layout.html.ejs')));
   if (!found) throw new Error(`The email templates were not found (looked in ${candidates.join(' and ')}).`);
   return found;

@@ -22,7 +22,7 @@ export function privacyRoutes(services: Services): Router {
 
   async function renderErasePage(res: Response, id: number, problems: FieldProblem[] = [], status = 200) {
     const { request, children } = await lifecycle.get(id);
-    res.status(status).render('admin/request/erase', {
+    res.status(status).render('privacy/erase', {
       title: `Erase request ${id}`,
       request,
       children,
@@ -36,7 +36,7 @@ export function privacyRoutes(services: Services): Router {
 
   /** The privacy page, reached from the menu: a pupil's access history and erasing a request, by number. */
   function renderPrivacyPage(res: Response, values: Record<string, string> = {}, problems: FieldProblem[] = [], status = 200) {
-    res.status(status).render('admin/privacy', {
+    res.status(status).render('privacy/index', {
       title: 'Privacy',
       values,
       problems,
@@ -107,7 +107,7 @@ export function privacyRoutes(services: Services): Router {
     if (moodleUserId === undefined) return next();
     const entries = await privacy.pupilHistory(moodleUserId);
     const { user, problem } = await pupilFromMoodle(moodleUserId);
-    res.render('admin/pupils/history', {
+    res.render('privacy/pupil-history', {
       title: `Access history of pupil ${moodleUserId}`,
       moodleUserId,
       pupil: user,

@@ -24,7 +24,7 @@ export function provisioningRoutes(services: Services): Router {
 
   async function renderOverview(req: Request, res: Response, refusal?: { message: string; help: string | undefined; cycleId: number | null }) {
     const overview = await pages.overview(pageNumber(req.query.page));
-    res.status(refusal ? 409 : 200).render('admin/provisioning/index', {
+    res.status(refusal ? 409 : 200).render('provisioning/index', {
       title: 'Provisioning',
       ...overview,
       refusal,
@@ -57,7 +57,7 @@ export function provisioningRoutes(services: Services): Router {
   router.get('/cycles/:id', async (req, res) => {
     const report = await pages.report(cycleId(req), pageNumber(req.query.page));
     res.locals.currentPath = '/provisioning';
-    res.render('admin/provisioning/cycle', {
+    res.render('provisioning/cycle', {
       title: `Provisioning cycle ${report.cycle.id}`,
       ...report,
       refreshSeconds: report.cycle.running ? REFRESH_SECONDS : undefined,

@@ -142,7 +142,7 @@ export function requestsListRoutes(services: Services): Router {
       href: listHref({ ...params, status }),
       current: status === params.status,
     }));
-    res.status(options.status ?? 200).render('admin/requests/list', {
+    res.status(options.status ?? 200).render('review/list', {
       title: params.status === 'all' ? 'Requests' : `Requests: ${TAB_LABELS[params.status].toLowerCase()}`,
       params,
       tabs,
@@ -219,7 +219,7 @@ export function requestsListRoutes(services: Services): Router {
           }
         }),
       );
-      return res.render('admin/requests/list-bulk-confirm', {
+      return res.render('review/list-bulk-confirm', {
         title: CONFIRM_TITLES[action](items.length),
         action,
         items: listed,
@@ -233,7 +233,7 @@ export function requestsListRoutes(services: Services): Router {
     const results = await bulk.run(action, items, { reason }, staffActor(res));
     req.log.info({ action, requests: ids.length, done: results.filter((r) => r.outcome === 'done').length }, 'staff bulk action');
     const count = (outcome: string) => results.filter((r) => r.outcome === outcome).length;
-    res.render('admin/requests/list-bulk-result', {
+    res.render('review/list-bulk-result', {
       title: BULK_TITLES[action],
       action,
       results,

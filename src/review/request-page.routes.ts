@@ -81,7 +81,7 @@ export function requestPageRoutes(services: Services): Router {
   ) {
     const problems = form.problems;
     const view = await page.load(id, choices);
-    res.status(problems.length > 0 ? 400 : 200).render('admin/request/page', {
+    res.status(problems.length > 0 ? 400 : 200).render('review/request-page', {
       title: `Request ${id}`,
       view,
       confirmation: form.confirm ? { ...form.confirm, carried: form.carried ?? [] } : undefined,

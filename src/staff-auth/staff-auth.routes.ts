@@ -26,11 +26,11 @@ export function staffAuthRoutes(services: Services): Router {
   const router = express.Router();
 
   function renderSetup(req: Request, res: Response, values: Record<string, string>, problems: FieldProblem[], status = 200) {
-    res.status(status).render('admin/setup', { title: 'Set up the dashboard', values, problems, csrfToken: csrf.token(req, res) });
+    res.status(status).render('staff-auth/setup', { title: 'Set up the dashboard', values, problems, csrfToken: csrf.token(req, res) });
   }
 
   function renderSignIn(req: Request, res: Response, options: { username?: string; problems?: FieldProblem[]; notice?: string; status?: number }) {
-    res.status(options.status ?? 200).render('admin/sign-in', {
+    res.status(options.status ?? 200).render('staff-auth/sign-in', {
       title: 'Staff sign-in',
       username: options.username ?? '',
       problems: options.problems ?? [],
