@@ -21,6 +21,7 @@ import {
 import {
   RequestRepository,
   type AuditEventInput,
+  type AuthRow,
   type ChildRecord,
   type HeldDetailsRecord,
   type NewChildRow,
@@ -130,6 +131,51 @@ export interface OutcomeResult {
   /** Why an outcome was not applied (stale version, request no longer approved). */
   refusal?: string;
 }
+
+/** A child of a request decided elsewhere, with what is known of its Moodle pupil account. */
+export interface ImportedChildInput extends NewChildRow {
+  moodleUserId: number | null;
+  /** 'linked' only on a provisioned request, 'matched' only on an approved one; 'unmatched' leaves the pupil for staff to pick. */
+  linkState: 'unmatched' | 'matched' | 'linked';
+  /** Shown to staff beside the child (why a pupil must be picked). */
+  note: string | null;
+}
+
+/** A request carried over from the old WordPress plugin, already decided there. */
+export interface ExistingRequestInput {
+  /** The plugin's own request id; null for a row of its auth table that had no request. */
+  wpRequestId: number | null;
+  status: RequestStatus;
+  requestType: RequestType;
+  parentTitle: string;
+  parentFirstName: string;
+  parentLastName: string;
+  email: string;
+  parentComment: string | null;
+  staffComment: string | null;
+  decisionReason: string | null;
+  createdAt: number;
+  decidedAt: number | null;
+  children: ImportedChildInput[];
+  /** The plugin's auth row, carried over as it was (username exactly as written): approved and provisioned only. */
+  authRow: { username: string; firstname: string; lastname: string; email: string } | null;
+  /** Where it came from, for the audit event (the plugin's status, its auth row id, …). */
+  details: Record<string, unknown>;
+}
+
+export interface ExistingRequestResult {
+  wpRequestId: number | null;
+  username: string | null;
+  /** already_imported: the plugin request, or the auth username, is here already (a second run). */
+  outcome: 'imported' | 'already_imported';
+  requestId: number | null;
+  status: RequestStatus | null;
+  /** Set when the request was imported otherwise than asked (an open request for the address already existed). */
+  note?: string;
+}
+
+/** The audit action of a request imported from the WordPress plugin. */
+export const IMPORTED_FROM_WORDPRESS = 'imported_from_wordpress_plugin';
 
 export interface LifecycleOptions {
   now?: () => number;
@@ -712,6 +758,151 @@ export class RequestLifecycle {
       const staffComment = appendStaffComment(request.staffComment, text);
       return this.applyTransition(trx, request, actor, 'commented', { staffComment }, {});
     });
+  }
+
+  // ---------------------------------------------------------------- requests decided elsewhere
+
+  /**
+   * Imports requests already decided in the old WordPress plugin, all in one transaction: each
+   * request with its status as it was, its children (linked, matched, or left for staff to pick),
+   * its auth row when it has access, and the audit event "imported from the WordPress plugin".
+   * Idempotent: a plugin request already imported (by its id), or an auth username already in the
+   * auth table, is skipped, so running the migration again imports nothing twice. A pending request
+   * for an address that already has an open request is imported as its duplicate (one open request
+   * per address).
+   */
+  async importExistingRequests(items: ExistingRequestInput[], actor: Actor): Promise<ExistingRequestResult[]> {
+    for (const item of items) this.checkExistingRequest(item);
+    if (items.length === 0) return [];
+    return this.transaction(async (trx) => {
+      const now = this.now();
+      const wpIds = items.map((i) => i.wpRequestId).filter((id): id is number => id !== null);
+      const imported = await this.repository.requestIdsByWpRequestId(trx, wpIds);
+      const usernames = items.map((i) => i.authRow?.username).filter((u): u is string => u !== undefined);
+      const holders = await this.repository.authRowsByUsername(trx, usernames);
+      const results: ExistingRequestResult[] = [];
+      const audits: AuditEventInput[] = [];
+      const childRows: Parameters<RequestRepository['insertChildrenWithState']>[1] = [];
+      const authRows: Array<Omit<AuthRow, 'id'>> = [];
+      const created: RequestRecord[] = [];
+      for (const item of items) {
+        const username = item.authRow?.username ?? null;
+        const already = item.wpRequestId !== null ? imported.get(item.wpRequestId) : undefined;
+        const holder = username !== null ? holders.get(username) : undefined;
+        if (already !== undefined || holder !== undefined) {
+          results.push({ wpRequestId: item.wpRequestId, username, outcome: 'already_imported', requestId: already ?? holder?.requestId ?? null, status: null });
+          continue;
+        }
+        const email = item.email.trim().toLowerCase();
+        let status = item.status;
+        let decisionReason = item.decisionReason;
+        let duplicateOf: number | null = null;
+        if (OPEN_STATUSES.includes(status) && email !== '') {
+          const open = await this.repository.findOpenByEmail(trx, email);
+          if (open) {
+            status = 'duplicate';
+            duplicateOf = open.id;
+            decisionReason = `Request ${open.id} is already open for ${email}.`;
+          }
+        }
+        const closed = !OPEN_STATUSES.includes(status);
+        const record: Omit<RequestRecord, 'id'> = {
+          publicId: newPublicId(),
+          status,
+          requestType: item.requestType,
+          source: 'wordpress_plugin',
+          parentTitle: item.parentTitle.trim(),
+          parentFirstName: item.parentFirstName.trim(),
+          parentLastName: item.parentLastName.trim(),
+          email,
+          parentComment: item.parentComment,
+          staffComment: item.staffComment,
+          moodleUsername: username,
+          moodleUserId: null,
+          linkExistingAccount: false,
+          verificationTokenHash: null,
+          verificationExpiresAt: null,
+          verifiedAt: null,
+          decidedAt: closed ? (item.decidedAt ?? now) : null,
+          decidedBy: closed ? actorLabel(actor) : null,
+          decisionReason,
+          provisionedAt: status === 'provisioned' ? (item.decidedAt ?? now) : null,
+          attempts: 0,
+          lastError: null,
+          nextAttemptAt: null,
+          waitingSince: null,
+          version: 1,
+          submitterIp: null,
+          submitterAgent: null,
+          idempotencyKey: null,
+          importBatchId: null,
+          wpRequestId: item.wpRequestId,
+          erasedAt: null,
+          createdAt: item.createdAt,
+          updatedAt: now,
+        };
+        const id = await this.repository.insertRequest(trx, record);
+        created.push({ ...record, id });
+        item.children.forEach((child, position) =>
+          childRows.push({
+            requestId: id,
+            position,
+            child,
+            moodleUserId: child.moodleUserId,
+            linkState: child.linkState,
+            linkedAt: child.linkState === 'linked' ? now : null,
+            lastError: child.note,
+          }),
+        );
+        if (item.authRow) authRows.push({ ...item.authRow, requestId: id });
+        audits.push(
+          this.auditInput(actor, id, IMPORTED_FROM_WORDPRESS, {
+            ...item.details,
+            status,
+            source: 'wordpress_plugin',
+            children: item.children.length,
+            ...(duplicateOf !== null ? { duplicateOf } : {}),
+          }),
+        );
+        results.push({
+          wpRequestId: item.wpRequestId,
+          username,
+          outcome: 'imported',
+          requestId: id,
+          status,
+          ...(duplicateOf !== null ? { note: `imported as a duplicate of request ${duplicateOf}, which is already open for this address` } : {}),
+        });
+      }
+      await this.repository.insertChildrenWithState(trx, childRows, now);
+      await this.repository.insertAuthRows(trx, authRows);
+      await this.repository.insertAudit(trx, now, audits);
+      const childrenOf = await this.repository.childrenOfMany(
+        trx,
+        created.map((r) => r.id),
+      );
+      for (const request of created) {
+        await this.emit(trx, { type: 'imported', request, children: childrenOf.get(request.id) ?? [], actor, details: { source: 'wordpress_plugin' } });
+      }
+      return results;
+    });
+  }
+
+  /** The same guards as the transitions: access exactly with an auth row, links only where the status allows them. */
+  private checkExistingRequest(item: ExistingRequestInput): void {
+    const access = item.status === 'approved' || item.status === 'provisioned';
+    if (access !== (item.authRow !== null)) {
+      throw new ValidationError(`An imported request that is ${item.status} must ${access ? '' : 'not '}come with a row of the auth table.`);
+    }
+    if (item.authRow && (item.authRow.username === '' || item.authRow.username.length > COLUMN_WIDTHS.moodleUsername)) {
+      throw new ValidationError(`A Moodle username must be 1 to ${COLUMN_WIDTHS.moodleUsername} characters long (got ${item.authRow.username.length}).`);
+    }
+    for (const child of item.children) {
+      const allowed = child.linkState === 'unmatched' || (child.linkState === 'linked' ? item.status === 'provisioned' : item.status === 'approved');
+      if (!allowed) throw new ValidationError(`A child cannot be ${child.linkState} on a request that is ${item.status}.`);
+      if ((child.linkState === 'unmatched') !== (child.moodleUserId === null) || (child.moodleUserId !== null && !isIntId(child.moodleUserId))) {
+        throw new ValidationError(`A ${child.linkState} child needs ${child.linkState === 'unmatched' ? 'no' : 'a'} Moodle pupil account.`);
+      }
+    }
   }
 
   // ---------------------------------------------------------------- provisioning outcomes

@@ -43,6 +43,8 @@ export interface RequestRecord {
   submitterAgent: string | null;
   idempotencyKey: string | null;
   importBatchId: string | null;
+  /** The WordPress plugin's id of the request this one was imported from (source wordpress_plugin). */
+  wpRequestId?: number | null;
   erasedAt: number | null;
   createdAt: number;
   updatedAt: number;
@@ -142,6 +144,7 @@ export function requestFromRow(r: Row): RequestRecord {
     submitterAgent: nullableString(r.submitter_agent),
     idempotencyKey: nullableString(r.idempotency_key),
     importBatchId: nullableString(r.import_batch_id),
+    wpRequestId: nullableNumber(r.wp_request_id),
     erasedAt: nullableNumber(r.erased_at),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
@@ -179,6 +182,7 @@ const REQUEST_COLUMNS: Record<keyof RequestRecord, string> = {
   submitterAgent: 'submitter_agent',
   idempotencyKey: 'idempotency_key',
   importBatchId: 'import_batch_id',
+  wpRequestId: 'wp_request_id',
   erasedAt: 'erased_at',
   createdAt: 'created_at',
   updatedAt: 'updated_at',
@@ -550,6 +554,59 @@ export class RequestRepository {
   async findAuthRowByRequest(q: Queryable, requestId: number): Promise<AuthRow | undefined> {
     const row = (await q(this.authTable).where({ request_id: requestId }).first()) as Row | undefined;
     return row ? authFromRow(row) : undefined;
+  }
+
+  /** Which of these usernames the auth table holds, and for which request (exact comparison, chunked). */
+  async authRowsByUsername(q: Queryable, usernames: string[]): Promise<Map<string, AuthRow>> {
+    const found = new Map<string, AuthRow>();
+    for (let i = 0; i < usernames.length; i += 500) {
+      const rows = (await q(this.authTable).whereIn('username', usernames.slice(i, i + 500))) as Row[];
+      for (const row of rows) found.set(String(row.username), authFromRow(row));
+    }
+    return found;
+  }
+
+  async insertAuthRows(q: Queryable, rows: Array<Omit<AuthRow, 'id'>>): Promise<void> {
+    for (let i = 0; i < rows.length; i += 200) {
+      await q(this.authTable).insert(
+        rows.slice(i, i + 200).map((row) => ({ username: row.username, firstname: row.firstname, lastname: row.lastname, email: row.email, request_id: row.requestId })),
+      );
+    }
+  }
+
+  /** Of these WordPress plugin request ids, the ones already imported, with this service's request id. */
+  async requestIdsByWpRequestId(q: Queryable, wpRequestIds: number[]): Promise<Map<number, number>> {
+    const found = new Map<number, number>();
+    for (let i = 0; i < wpRequestIds.length; i += 500) {
+      const rows = (await q(REQUESTS_TABLE).whereIn('wp_request_id', wpRequestIds.slice(i, i + 500)).select('id', 'wp_request_id')) as Row[];
+      for (const row of rows) found.set(Number(row.wp_request_id), Number(row.id));
+    }
+    return found;
+  }
+
+  /** Inserts children whose link state is already known (an import of requests decided elsewhere). */
+  async insertChildrenWithState(
+    q: Queryable,
+    rows: Array<{ requestId: number; position: number; child: NewChildRow; moodleUserId: number | null; linkState: ChildLinkState; linkedAt: number | null; lastError: string | null }>,
+    now: number,
+  ): Promise<void> {
+    for (let i = 0; i < rows.length; i += 200) {
+      await q(CHILDREN_TABLE).insert(
+        rows.slice(i, i + 200).map((r) => ({
+          request_id: r.requestId,
+          position: r.position,
+          first_name: r.child.firstName,
+          last_name: r.child.lastName,
+          tutor_group: r.child.tutorGroup,
+          pupil_identifier: r.child.pupilIdentifier,
+          moodle_user_id: r.moodleUserId,
+          link_state: r.linkState,
+          linked_at: r.linkedAt,
+          last_error: r.lastError,
+          updated_at: now,
+        })),
+      );
+    }
   }
 
   async deleteAuthRowForRequest(q: Queryable, requestId: number): Promise<number> {

@@ -18,7 +18,8 @@ export type ChildLinkState = (typeof CHILD_LINK_STATES)[number];
 export const REQUEST_TYPES = ['new_account', 'cannot_log_in', 'child_not_linked'] as const;
 export type RequestType = (typeof REQUEST_TYPES)[number];
 
-export const REQUEST_SOURCES = ['form', 'api', 'import', 'cli'] as const;
+/** Where a request came from; `wordpress_plugin`: imported from the old WordPress plugin by `tvs-migrate run`. */
+export const REQUEST_SOURCES = ['form', 'api', 'import', 'cli', 'wordpress_plugin'] as const;
 export type RequestSource = (typeof REQUEST_SOURCES)[number];
 
 /** Statuses whose parent may log in: exactly these requests have a row in the auth table. */

@@ -16,6 +16,7 @@ const SOURCE_WORDS: Record<string, string> = {
   api: 'the school website',
   import: 'a CSV import',
   cli: 'the command line',
+  wordpress_plugin: 'the old WordPress plugin',
 };
 
 /** Who did something, as the audit trail records it (staff by username, a cycle by number…). */

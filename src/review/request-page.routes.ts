@@ -21,6 +21,7 @@ export const SOURCE_WORDS: Record<string, string> = {
   api: 'The school website',
   import: 'CSV import',
   cli: 'Command line',
+  wordpress_plugin: 'Imported from the WordPress plugin',
 };
 
 const dateFormat = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'short', timeZone: 'Europe/London' });

@@ -30,6 +30,7 @@ const SOURCE_LABELS: Record<RequestSource, string> = {
   api: 'School website',
   import: 'Import',
   cli: 'Command line',
+  wordpress_plugin: 'WordPress plugin',
 };
 
 const LINK_LABELS: Record<ChildLinkState, string> = {

@@ -180,7 +180,7 @@ function generateSchool(count: number, now: number): School {
   const recentStatus = weighted<RequestStatus>({ pending: 45, unverified: 25, approved: 10, provisioned: 10, denied: 5, duplicate: 3, bogus: 2, revoked: 0 }, random);
   const olderStatus = weighted<RequestStatus>({ provisioned: 88, revoked: 3.5, denied: 4, duplicate: 3, bogus: 1.5, pending: 0, unverified: 0, approved: 0 }, random);
   const requestType = weighted<RequestType>({ new_account: 85, cannot_log_in: 10, child_not_linked: 5 }, random);
-  const source = weighted<RequestSource>({ form: 80, api: 15, import: 5, cli: 0 }, random);
+  const source = weighted<RequestSource>({ form: 80, api: 15, import: 5, cli: 0, wordpress_plugin: 0 }, random);
   const childCount = weighted({ one: 55, two: 35, three: 10 }, random);
   const pick = <T>(items: readonly T[]) => items[Math.floor(random() * items.length)] as T;
 
