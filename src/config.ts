@@ -161,6 +161,14 @@ const environmentSchema = z.object({
   STAFF_NOTIFY_EMAILS: commaList.refine((list) => list.every((e) => emailAddress.safeParse(e).success), {
     message: 'must be a comma-separated list of email addresses',
   }),
+
+  // The old WordPress plugin's database, while a school moves from it (tvs-migrate, doctor).
+  TVS_MIGRATE_FROM: optionalText,
+  TVS_MIGRATE_PREFIX: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9_]{0,40}$/, { message: 'must be letters, digits and underscores, like wp_' })
+    .default('wp_'),
 });
 
 /** Every environment variable the service reads (kept in step with .env.example by a test). */
@@ -182,17 +190,27 @@ function parseDatabaseUrl(raw: string | undefined, cwd: string): DatabaseConfig 
     return { client: 'sqlite', filename: path.resolve(cwd, file), display: raw };
   }
   if (raw.startsWith('mysql://') || raw.startsWith('mariadb://')) {
-    let url: URL;
-    try {
-      url = new URL(raw.replace(/^mariadb:/, 'mysql:'));
-    } catch {
-      return 'is not a valid address; expected mysql://user:password@host:3306/database';
-    }
-    if (url.pathname.length <= 1) return 'must name the database, as in mysql://user:password@host:3306/database';
-    const display = `mysql://${url.username ? `${decodeURIComponent(url.username)}:***@` : ''}${url.host}${url.pathname}`;
-    return { client: 'mysql', url: url.toString(), display };
+    const mysql = parseMysqlUrl(raw);
+    return typeof mysql === 'string' ? mysql : { client: 'mysql', ...mysql };
   }
   return 'must start with mysql:// (MySQL or MariaDB) or sqlite: (an embedded file)';
+}
+
+/**
+ * A mysql:// (or mariadb://) address naming a database, with how to show it: the password is
+ * never shown ("mysql://user:***@host:3306/db"). Returns a problem in words when it is not one.
+ */
+export function parseMysqlUrl(raw: string): { url: string; display: string } | string {
+  if (!raw.startsWith('mysql://') && !raw.startsWith('mariadb://')) return 'must start with mysql:// (MySQL or MariaDB)';
+  let url: URL;
+  try {
+    url = new URL(raw.replace(/^mariadb:/, 'mysql:'));
+  } catch {
+    return 'is not a valid address; expected mysql://user:password@host:3306/database';
+  }
+  if (url.pathname.length <= 1) return 'must name the database, as in mysql://user:password@host:3306/database';
+  const display = `mysql://${url.username ? `${decodeURIComponent(url.username)}:***@` : ''}${url.host}${url.pathname}`;
+  return { url: url.toString(), display };
 }
 
 export interface Config {
@@ -257,6 +275,12 @@ export interface Config {
     /** The address and browser a request was sent from are erased this many days after it was sent. */
     submitterDetailsDays: number;
   };
+  /** The old WordPress plugin's database, set while a school moves from it; doctor then runs `tvs-migrate check`. */
+  tvsMigration: {
+    from: { url: string; display: string } | undefined;
+    /** The WordPress table prefix (wp_ by default). */
+    prefix: string;
+  };
   mail: {
     smtpUrl: string | undefined;
     from: string;
@@ -310,6 +334,8 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
     problems.push('CYCLE_SCHEDULE must be a cron expression such as */15 * * * * (every 15 minutes), or off');
   }
   if (e.RETRY_MAX_SECONDS < e.RETRY_BASE_SECONDS) problems.push('RETRY_MAX_SECONDS must not be smaller than RETRY_BASE_SECONDS');
+  const tvsMigrateFrom = e.TVS_MIGRATE_FROM === undefined ? undefined : parseMysqlUrl(e.TVS_MIGRATE_FROM);
+  if (typeof tvsMigrateFrom === 'string') problems.push(`TVS_MIGRATE_FROM ${tvsMigrateFrom}`);
   if (problems.length > 0) throw new ConfigError(problems);
 
   const baseUrl = e.BASE_URL ?? `http://${e.HOST === '0.0.0.0' || e.HOST === '::' ? 'localhost' : e.HOST}:${e.PORT}`;
@@ -366,6 +392,7 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
       retentionDays: e.RETENTION_DAYS,
       submitterDetailsDays: e.SUBMITTER_DETAILS_DAYS,
     },
+    tvsMigration: { from: typeof tvsMigrateFrom === 'string' ? undefined : tvsMigrateFrom, prefix: e.TVS_MIGRATE_PREFIX },
     mail: {
       smtpUrl: e.SMTP_URL,
       from: e.MAIL_FROM,
@@ -429,6 +456,8 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     { name: 'SMTP_URL', value: config.mail.smtpUrl === undefined ? '(not set: mail goes to data/outbox)' : redactUrl(config.mail.smtpUrl) },
     { name: 'MAIL_FROM', value: config.mail.from },
     { name: 'STAFF_NOTIFY_EMAILS', value: config.mail.staffNotify.join(', ') || '(none)' },
+    { name: 'TVS_MIGRATE_FROM', value: config.tvsMigration.from?.display ?? '(not set)' },
+    { name: 'TVS_MIGRATE_PREFIX', value: config.tvsMigration.prefix },
   ];
 }
 

@@ -22,6 +22,8 @@ import { StaffAccounts } from './staff-auth/staff-accounts.service';
 import { SignInThrottle } from './staff-auth/staff-sign-in-throttle';
 import { StatusCountsCache } from './review/status-counts';
 import { PrivacyService } from './privacy/privacy.service';
+import { TvsMigration } from './tvs-migration/tvs-migration.service';
+import { tvsMigrationDoctorCheck } from './tvs-migration/tvs-migration-doctor';
 import { createCsrf } from './web/csrf';
 import { createSessionMiddleware, sessionCookieName } from './web/sessions';
 import { createRateLimit } from './web/rate-limit';
@@ -141,6 +143,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     ...clock,
   });
   lifecycle.addListener(privacy.erasureListener);
+  const tvsMigration = new TvsMigration({ db, lifecycle, requestRepository, moodle, logger, ...clock });
   const requestSearch = new RequestSearchRepository();
   const statusCounts = new StatusCountsCache(() => requestSearch.countByStatus(db, ''));
   lifecycle.addListener(statusCounts.listener);
@@ -165,9 +168,16 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     sessionCookieName: sessionCookieName(config),
     statusCounts,
     privacy,
+    tvsMigration,
     migrate: () => migrateToLatest(db, { authTable: config.authTable }),
     migrationStatus: () => migrationStatus(db, { authTable: config.authTable }),
-    doctor: (runSync = false) => runDoctor({ config, db, moodle, verifyMail: () => mailTransport.verify() }, { runSync }),
+    doctor: async (runSync = false) => {
+      const checks = await runDoctor({ config, db, moodle, verifyMail: () => mailTransport.verify() }, { runSync });
+      // While a school moves from the WordPress plugin: would re-pointing auth_db suspend anyone?
+      const from = config.tvsMigration.from;
+      if (from) checks.push(await tvsMigrationDoctorCheck(tvsMigration, from, config.tvsMigration.prefix));
+      return checks;
+    },
     /** Starts the background work of a running server: the mail sender and the cycle schedule. */
     startBackground(): void {
       mailOutbox.startSender(10_000);

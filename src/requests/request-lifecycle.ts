@@ -779,7 +779,9 @@ export class RequestLifecycle {
       const wpIds = items.map((i) => i.wpRequestId).filter((id): id is number => id !== null);
       const imported = await this.repository.requestIdsByWpRequestId(trx, wpIds);
       const usernames = items.map((i) => i.authRow?.username).filter((u): u is string => u !== undefined);
-      const holders = await this.repository.authRowsByUsername(trx, usernames);
+      // Keyed without letter case: MariaDB's collation finds "Parent@x" for "parent@x" and its unique
+      // index would refuse both, so one is "already here" for the other, as Moodle sees it too.
+      const holders = new Map([...(await this.repository.authRowsByUsername(trx, usernames))].map(([u, row]) => [u.toLowerCase(), row]));
       const results: ExistingRequestResult[] = [];
       const audits: AuditEventInput[] = [];
       const childRows: Parameters<RequestRepository['insertChildrenWithState']>[1] = [];
@@ -788,7 +790,7 @@ export class RequestLifecycle {
       for (const item of items) {
         const username = item.authRow?.username ?? null;
         const already = item.wpRequestId !== null ? imported.get(item.wpRequestId) : undefined;
-        const holder = username !== null ? holders.get(username) : undefined;
+        const holder = username !== null ? holders.get(username.toLowerCase()) : undefined;
         if (already !== undefined || holder !== undefined) {
           results.push({ wpRequestId: item.wpRequestId, username, outcome: 'already_imported', requestId: already ?? holder?.requestId ?? null, status: null });
           continue;

@@ -1,0 +1,23 @@
+// The service-side queries of the move from the WordPress plugin: the auth table's usernames
+// (for the cut-over invariant and the check) and the imported requests still needing a pupil.
+import type { Queryable } from '../requests/request-repository';
+import { CHILDREN_TABLE, REQUESTS_TABLE } from '../requests/request-repository';
+import { ACCESS_STATUSES } from '../requests/request-states';
+
+export class TvsMigrationRepository {
+  async authUsernames(q: Queryable, authTable: string): Promise<Set<string>> {
+    const rows = (await q(authTable).select('username')) as Array<{ username: string }>;
+    return new Set(rows.map((r) => String(r.username)));
+  }
+
+  /** Imported requests with access (approved, provisioned) that have a child whose pupil staff must pick. */
+  async countImportedNeedingPupil(q: Queryable): Promise<number> {
+    const row = (await q(REQUESTS_TABLE)
+      .where({ source: 'wordpress_plugin' })
+      .whereIn('status', ACCESS_STATUSES)
+      .whereExists(q(CHILDREN_TABLE).whereRaw('??.?? = ??.??', [CHILDREN_TABLE, 'request_id', REQUESTS_TABLE, 'id']).where({ link_state: 'unmatched' }))
+      .count({ n: '*' })
+      .first()) as { n: number | string } | undefined;
+    return Number(row?.n ?? 0);
+  }
+}
