@@ -67,8 +67,11 @@ export function withoutPassword(text: string, url: string): string {
 
 /** The WordPress database, opened read-only for the migration. */
 export function openPluginDatabase(url: string): Knex {
+  const quiet = () => undefined;
   return knex({
     client: 'mysql2',
+    // A failed connection is thrown to the caller (and reported, password masked): not logged here too.
+    log: { warn: quiet, error: quiet, deprecate: quiet, debug: quiet },
     // Dates as written: a zero date would otherwise become an invalid Date.
     connection: { uri: url, dateStrings: true, connectTimeout: 10_000 } as never,
     pool: {
@@ -94,9 +97,13 @@ export class PluginTablesRepository {
 
   /** Which of the two tables the database lacks (a wrong prefix or database). */
   async missingTables(db: Knex): Promise<string[]> {
-    const missing: string[] = [];
-    for (const table of [this.requestsTable, this.authTable]) if (!(await db.schema.hasTable(table))) missing.push(table);
-    return missing;
+    const wanted = [this.requestsTable, this.authTable];
+    const found = (await db('information_schema.tables')
+      .select({ name: 'table_name' })
+      .whereRaw('table_schema = database()')
+      .whereIn('table_name', wanted)) as Array<{ name: string }>;
+    const names = new Set(found.map((r) => String(r.name)));
+    return wanted.filter((t) => !names.has(t));
   }
 
   async requests(db: Knex): Promise<PluginRequestRow[]> {
