@@ -43,7 +43,8 @@ export function adminRoutes(services: Services): Router {
 
   router.get('/', async (_req, res) => {
     const counts = await services.statusCounts.get();
-    res.render('overview', { title: 'Overview', counts, statuses: REQUEST_STATUSES, labels: STATUS_LABELS });
+    const needingPupil = await services.tvsMigration.importedNeedingPupil();
+    res.render('overview', { title: 'Overview', counts, statuses: REQUEST_STATUSES, labels: STATUS_LABELS, needingPupil });
   });
 
   // Each area of the dashboard, all behind requireStaff above.

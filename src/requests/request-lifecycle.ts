@@ -749,6 +749,42 @@ export class RequestLifecycle {
     });
   }
 
+  /**
+   * Staff pick the Moodle pupil of a child that has none on a request with access (one an import
+   * from the WordPress plugin could not match, or one found later). The child is matched; a
+   * provisioned request goes back to approved, so the next cycle links the child and marks it
+   * provisioned again. The parent's access is never interrupted: the auth row stays.
+   */
+  async pickPupil(id: number, input: { childId: number; moodleUserId: number; expectedVersion?: number }, actor: Actor): Promise<RequestRecord> {
+    if (!isIntId(input.moodleUserId)) {
+      const message = `A Moodle pupil id must be ${MOODLE_ID_RANGE}.`;
+      throw new ValidationError(message, [{ field: 'moodleUserId', message }]);
+    }
+    return this.transaction(async (trx) => {
+      const now = this.now();
+      const request = await this.lockForAction(trx, id, 'pick_pupil', input.expectedVersion);
+      const children = await this.repository.children(trx, id);
+      const child = children.find((c) => c.id === input.childId);
+      if (!child) throw new NotFoundError(`Child ${input.childId} is not part of request ${id}.`);
+      if (child.linkState !== 'unmatched' && child.linkState !== 'not_found') {
+        throw new ConflictError(`This child already has a pupil account (it is ${child.linkState.replace('_', ' ')}).`, 'refused');
+      }
+      if (children.some((c) => c.id !== child.id && c.moodleUserId === input.moodleUserId && (c.linkState === 'matched' || c.linkState === 'linked'))) {
+        const message = 'Another child on this request already has that Moodle pupil account.';
+        throw new ValidationError(message, [{ field: 'moodleUserId', message }]);
+      }
+      await this.repository.updateChild(trx, child.id, { moodleUserId: input.moodleUserId, linkState: 'matched', lastError: null, attempts: 0, nextAttemptAt: null, updatedAt: now });
+      return this.applyTransition(
+        trx,
+        request,
+        actor,
+        'pupil_picked',
+        { ...(request.status === 'provisioned' ? { status: 'approved' as const } : {}), nextAttemptAt: null },
+        { childId: child.id, moodleUserId: input.moodleUserId },
+      );
+    });
+  }
+
   async addStaffComment(id: number, comment: string, actor: Actor, expectedVersion?: number): Promise<RequestRecord> {
     const text = comment.trim();
     if (!text) throw new ValidationError('The comment is empty.', [{ field: 'comment', message: 'Write a comment before adding it.' }]);

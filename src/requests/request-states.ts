@@ -40,6 +40,7 @@ export type LifecycleAction =
   | 'extend'
   | 'comment'
   | 'resend_verification'
+  | 'pick_pupil'
   | 'erase';
 
 /** From which statuses each action may start. */
@@ -55,6 +56,7 @@ export const ALLOWED_FROM: Record<LifecycleAction, readonly RequestStatus[]> = {
   extend: ['unverified', 'pending'],
   comment: REQUEST_STATUSES,
   resend_verification: ['unverified'],
+  pick_pupil: ['approved', 'provisioned'],
   erase: ['denied', 'duplicate', 'bogus', 'revoked', 'unverified', 'pending'],
 };
 
@@ -82,6 +84,7 @@ const ACTION_LABELS: Record<LifecycleAction, string> = {
   extend: 'add to',
   comment: 'comment on',
   resend_verification: 'resend the confirmation email for',
+  pick_pupil: 'pick a pupil on',
   erase: 'erase',
 };
 

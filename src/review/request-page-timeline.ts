@@ -157,6 +157,14 @@ export function buildStaffTimeline(events: AuditEventRecord[], children: ChildRe
         text = `The Parent role for ${childName(d.childId)} could not be removed in Moodle yet; it is tried again.`;
         if (typeof d.error === 'string') details.push(d.error);
         break;
+      case 'pupil_picked':
+        text = `Pupil picked for ${childName(d.childId)}${typeof d.moodleUserId === 'number' ? `: Moodle pupil account ${d.moodleUserId}` : ''}. The next provisioning cycle links them.`;
+        break;
+      case 'imported_from_wordpress_plugin':
+        text = `Imported from the WordPress plugin${typeof d.wpRequestId === 'number' ? ` (its request ${d.wpRequestId}` : ' (from a row of its auth table'}${typeof d.pluginStatus === 'string' ? `, “${d.pluginStatus}” there)` : ')'}.`;
+        if (typeof d.duplicateOf === 'number') details.push(`Request ${d.duplicateOf} was already open for this email address, so this one is its duplicate.`);
+        if (typeof d.duplicateOfWpRequest === 'number') details.push(`The plugin’s request ${d.duplicateOfWpRequest} has the same Moodle account: its children are on that request.`);
+        break;
       case 'erased':
         text = 'Personal data erased. Only what happened to the request is kept.';
         break;

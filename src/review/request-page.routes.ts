@@ -181,6 +181,11 @@ export function requestPageRoutes(services: Services): Router {
       ? `The link was removed. It was the last one, so access through request ${r.id} has ended.`
       : 'The link to that child was removed. The next provisioning cycle takes the Parent role away in Moodle.',
   );
+  action(
+    'pick-pupil',
+    (id, body, actor) => page.pickPupil(id, body, actor),
+    () => 'The pupil was picked. The next provisioning cycle links them to the parent; the parent can still log in meanwhile.',
+  );
   action('comment', (id, body, actor) => page.comment(id, body, actor), () => 'Your comment was added.', undefined, { comment: 'staff-comment' });
   action(
     'resend-verification',

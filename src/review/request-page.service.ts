@@ -113,6 +113,8 @@ export interface ChildView {
   selected: string;
   typed: string;
   profileUrl: string | undefined;
+  /** A child without a pupil on a request with access (e.g. imported from the WordPress plugin): staff pick the pupil. */
+  needsPick: boolean;
 }
 
 export interface ParentAccounts {
@@ -136,7 +138,7 @@ export interface RequestPageView {
   parentAccounts: ParentAccounts | undefined;
   accountChoice: string;
   parentProfileUrl: string | undefined;
-  can: Record<'approve' | 'deny' | 'duplicate' | 'bogus' | 'revoke' | 'revokeChild' | 'resend' | 'comment' | 'erase', boolean>;
+  can: Record<'approve' | 'deny' | 'duplicate' | 'bogus' | 'revoke' | 'revokeChild' | 'pickPupil' | 'resend' | 'comment' | 'erase', boolean>;
   /** Why erasing is not possible now, when the status would allow it. */
   eraseBlocked: string | undefined;
 }
@@ -211,7 +213,8 @@ export class RequestPageService {
     for (const child of children) {
       const active = child.linkState !== 'revoked';
       const searchQuery = choices.search.get(child.id)?.trim() ?? '';
-      const match = reviewing && active ? await ask((client) => findPupilCandidates(client, child)) : undefined;
+      const needsPick = !erased && isAllowed('pick_pupil', request.status) && (child.linkState === 'unmatched' || child.linkState === 'not_found');
+      const match = (reviewing && active) || needsPick ? await ask((client) => findPupilCandidates(client, child)) : undefined;
       const searchResults = reviewing && active && searchQuery !== '' ? await ask((client) => searchPupils(client, searchQuery)) : undefined;
       const options = [...(match?.candidates ?? [])];
       for (const found of searchResults ?? []) if (!options.some((o) => o.id === found.id)) options.push(found);
@@ -234,6 +237,7 @@ export class RequestPageService {
         selected,
         typed,
         profileUrl: this.moodleProfileUrl(child.moodleUserId),
+        needsPick,
       });
     }
 
@@ -273,6 +277,7 @@ export class RequestPageService {
         bogus: can('mark_bogus'),
         revoke: can('revoke'),
         revokeChild: can('revoke_child'),
+        pickPupil: can('pick_pupil'),
         resend: can('resend_verification'),
         comment: !erased,
         erase: can('erase') && !unlinkDue,
@@ -430,6 +435,21 @@ export class RequestPageService {
     const childId = positiveId(body.childId);
     if (childId === undefined) throw new ValidationError('The form was incomplete, so nothing was changed. Reload the page and try again.');
     return this.deps.lifecycle.revokeChild(id, childId, { expectedVersion: version, reason: text(body, 'reason') || null }, actor);
+  }
+
+  /** The pupil picked for a child without one: a candidate offered, or a Moodle user id typed in (which wins). */
+  async pickPupil(id: number, body: Record<string, unknown>, actor: Actor): Promise<RequestRecord> {
+    const version = expectedVersion(body);
+    const childId = positiveId(body.childId);
+    if (childId === undefined) throw new ValidationError('The form was incomplete, so nothing was changed. Reload the page and try again.');
+    const typed = text(body, 'typedMoodleUserId').trim();
+    const chosen = typed !== '' ? typed : text(body, 'moodleUserId');
+    const moodleUserId = positiveId(chosen);
+    if (moodleUserId === undefined) {
+      const message = 'Choose one of the pupils offered, or type the Moodle user id of the pupil’s account (the number after id= in the address of their Moodle profile).';
+      throw new ValidationError(message, [{ field: 'moodleUserId', message }]);
+    }
+    return this.deps.lifecycle.pickPupil(id, { childId, moodleUserId, expectedVersion: version }, actor);
   }
 
   async comment(id: number, body: Record<string, unknown>, actor: Actor): Promise<RequestRecord> {

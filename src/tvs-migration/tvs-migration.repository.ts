@@ -10,14 +10,21 @@ export class TvsMigrationRepository {
     return new Set(rows.map((r) => String(r.username)));
   }
 
-  /** Imported requests with access (approved, provisioned) that have a child whose pupil staff must pick. */
-  async countImportedNeedingPupil(q: Queryable): Promise<number> {
-    const row = (await q(REQUESTS_TABLE)
-      .where({ source: 'wordpress_plugin' })
-      .whereIn('status', ACCESS_STATUSES)
-      .whereExists(q(CHILDREN_TABLE).whereRaw('??.?? = ??.??', [CHILDREN_TABLE, 'request_id', REQUESTS_TABLE, 'id']).where({ link_state: 'unmatched' }))
-      .count({ n: '*' })
-      .first()) as { n: number | string } | undefined;
-    return Number(row?.n ?? 0);
+  /**
+   * Imported requests with access (approved, provisioned) that have a child whose pupil staff must
+   * pick: how many, and the first few, oldest first.
+   */
+  async importedNeedingPupil(q: Queryable, limit: number): Promise<{ count: number; requests: Array<{ id: number; parentName: string }> }> {
+    const needing = () =>
+      q(REQUESTS_TABLE)
+        .where({ source: 'wordpress_plugin' })
+        .whereIn('status', ACCESS_STATUSES)
+        .whereExists(q(CHILDREN_TABLE).whereRaw('??.?? = ??.??', [CHILDREN_TABLE, 'request_id', REQUESTS_TABLE, 'id']).where({ link_state: 'unmatched' }));
+    const row = (await needing().count({ n: '*' }).first()) as { n: number | string } | undefined;
+    const rows = (await needing().select('id', 'parent_first_name', 'parent_last_name').orderBy('id').limit(limit)) as Array<Record<string, unknown>>;
+    return {
+      count: Number(row?.n ?? 0),
+      requests: rows.map((r) => ({ id: Number(r.id), parentName: `${String(r.parent_first_name)} ${String(r.parent_last_name)}`.trim() })),
+    };
   }
 }

@@ -155,9 +155,9 @@ export class TvsMigration {
     this.now = deps.now ?? Date.now;
   }
 
-  /** How many imported requests with access still have a child whose pupil staff must pick. */
-  importedNeedingPupil(): Promise<number> {
-    return this.repository.countImportedNeedingPupil(this.deps.db);
+  /** Imported requests with access that still have a child whose pupil staff must pick (for the overview's banner). */
+  importedNeedingPupil(limit = 10): Promise<{ count: number; requests: Array<{ id: number; parentName: string }> }> {
+    return this.repository.importedNeedingPupil(this.deps.db, limit);
   }
 
   /** What `run` would do with every row of the plugin's tables. Writes nothing anywhere. */

@@ -94,6 +94,7 @@ const ROUTE_PERMISSIONS: Record<string, Permission> = {
   'POST /admin/requests/:id/bogus': 'decide',
   'POST /admin/requests/:id/revoke': 'decide',
   'POST /admin/requests/:id/revoke-child': 'decide',
+  'POST /admin/requests/:id/pick-pupil': 'decide',
   'POST /admin/requests/:id/resend-verification': 'decide',
   'POST /admin/requests/:id/comment': 'comment',
   'GET /admin/requests/:id/erase': 'erase',
