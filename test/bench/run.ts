@@ -1,7 +1,7 @@
 // npm run bench: runs every benchmark scenario once against MariaDB on this machine and writes
 // docs/benchmarks.md with the machine, the date and the figures of this run.
 //
-//   npm run bench                      the full run (about 6 to 7 minutes), writes docs/benchmarks.md
+//   npm run bench                      the full run (about 7 minutes), writes docs/benchmarks.md
 //   npm run bench -- --quick           small sizes to check the bench itself; writes a scratch file
 //   npm run bench -- --only cycle      some scenarios only (comma-separated ids)
 //   npm run bench -- --out FILE        write the report elsewhere
@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { cycleScenario } from './scenarios/cycle';
 import { dashboardScenario } from './scenarios/dashboard';
 import { intakeScenario } from './scenarios/intake';
+import { tvsMigrateScenario } from './scenarios/tvs-migrate';
 import { BenchDatabases } from './support/bench-database';
 import { megabytes, table, yesNo } from './support/format';
 import { describeMachine, type MachineInfo } from './support/machine';
@@ -24,7 +25,7 @@ import type { BenchContext, BenchScale, BenchScenario, ReportSection } from './s
 import { startWorker } from './support/worker';
 
 /** In report order. A new scenario module goes here. */
-const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, dashboardScenario];
+const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, dashboardScenario, tvsMigrateScenario];
 
 const REPOSITORY = path.resolve(__dirname, '..', '..');
 

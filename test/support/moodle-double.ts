@@ -385,16 +385,25 @@ function phpEmpty(value: unknown): boolean {
 }
 
 /** SQL LIKE, case-insensitive (Moodle's sql_like(..., false)): % any run, _ one character. */
+/** Compiled LIKE patterns: a search compares one pattern with every user, so it is compiled once. */
+const likePatterns = new Map<string, RegExp>();
+
 function like(value: string, pattern: string): boolean {
-  let source = '';
-  for (let i = 0; i < pattern.length; i++) {
-    const ch = pattern[i] as string;
-    if (ch === '\\' && i + 1 < pattern.length) source += escapeRegExp(pattern[++i] as string);
-    else if (ch === '%') source += '.*';
-    else if (ch === '_') source += '.';
-    else source += escapeRegExp(ch);
+  let compiled = likePatterns.get(pattern);
+  if (compiled === undefined) {
+    let source = '';
+    for (let i = 0; i < pattern.length; i++) {
+      const ch = pattern[i] as string;
+      if (ch === '\\' && i + 1 < pattern.length) source += escapeRegExp(pattern[++i] as string);
+      else if (ch === '%') source += '.*';
+      else if (ch === '_') source += '.';
+      else source += escapeRegExp(ch);
+    }
+    compiled = new RegExp(`^${source}$`, 'is');
+    if (likePatterns.size >= 1000) likePatterns.clear();
+    likePatterns.set(pattern, compiled);
   }
-  return new RegExp(`^${source}$`, 'is').test(value);
+  return compiled.test(value);
 }
 
 function escapeRegExp(text: string): string {
