@@ -207,6 +207,39 @@ function emailVerifiedPatch(now: number): Partial<RequestRecord> {
   return { status: 'pending', verifiedAt: now, verificationExpiresAt: null };
 }
 
+/** A new request's row: nothing decided, nothing tried yet, version 1; each caller gives what it knows. */
+function newRequestRecord(
+  fields: Pick<RequestRecord, 'status' | 'requestType' | 'source' | 'parentTitle' | 'parentFirstName' | 'parentLastName' | 'email' | 'createdAt' | 'updatedAt'> &
+    Partial<Omit<RequestRecord, 'id' | 'publicId' | 'version'>>,
+): Omit<RequestRecord, 'id'> {
+  return {
+    publicId: newPublicId(),
+    parentComment: null,
+    staffComment: null,
+    moodleUsername: null,
+    moodleUserId: null,
+    linkExistingAccount: false,
+    verificationTokenHash: null,
+    verificationExpiresAt: null,
+    verifiedAt: null,
+    decidedAt: null,
+    decidedBy: null,
+    decisionReason: null,
+    provisionedAt: null,
+    attempts: 0,
+    lastError: null,
+    nextAttemptAt: null,
+    waitingSince: null,
+    version: 1,
+    submitterIp: null,
+    submitterAgent: null,
+    idempotencyKey: null,
+    importBatchId: null,
+    erasedAt: null,
+    ...fields,
+  };
+}
+
 function actorLabel(actor: Actor): string {
   return actor.id ? `${actor.type}:${actor.id}` : actor.type;
 }
@@ -305,8 +338,7 @@ export class RequestLifecycle {
       return this.holdDetails(trx, locked, input, actor, now);
     }
     const status: RequestStatus = input.requireVerification ? 'unverified' : 'pending';
-    const record: Omit<RequestRecord, 'id'> = {
-      publicId: newPublicId(),
+    const record = newRequestRecord({
       status,
       requestType: input.requestType,
       source: input.source,
@@ -315,30 +347,15 @@ export class RequestLifecycle {
       parentLastName: input.parentLastName.trim(),
       email,
       parentComment: input.comment?.trim() || null,
-      staffComment: null,
-      moodleUsername: null,
-      moodleUserId: null,
-      linkExistingAccount: false,
       verificationTokenHash: input.requireVerification ? (input.verificationTokenHash ?? null) : null,
       verificationExpiresAt: input.requireVerification ? (input.verificationExpiresAt ?? null) : null,
-      verifiedAt: null,
-      decidedAt: null,
-      decidedBy: null,
-      decisionReason: null,
-      provisionedAt: null,
-      attempts: 0,
-      lastError: null,
-      nextAttemptAt: null,
-      waitingSince: null,
-      version: 1,
       submitterIp: input.submitterIp ?? null,
       submitterAgent: input.submitterAgent ? input.submitterAgent.slice(0, 255) : null,
       idempotencyKey: input.idempotencyKey ?? null,
       importBatchId: input.importBatchId ?? null,
-      erasedAt: null,
       createdAt: now,
       updatedAt: now,
-    };
+    });
     const id = await this.repository.insertRequest(trx, record);
     await this.repository.insertChildren(trx, id, input.children, 0, now);
     const request = { ...record, id };
@@ -844,8 +861,7 @@ export class RequestLifecycle {
           }
         }
         const closed = !OPEN_STATUSES.includes(status);
-        const record: Omit<RequestRecord, 'id'> = {
-          publicId: newPublicId(),
+        const record = newRequestRecord({
           status,
           requestType: item.requestType,
           source: 'wordpress_plugin',
@@ -856,29 +872,14 @@ export class RequestLifecycle {
           parentComment: item.parentComment,
           staffComment: item.staffComment,
           moodleUsername: username,
-          moodleUserId: null,
-          linkExistingAccount: false,
-          verificationTokenHash: null,
-          verificationExpiresAt: null,
-          verifiedAt: null,
           decidedAt: closed ? (item.decidedAt ?? now) : null,
           decidedBy: closed ? actorLabel(actor) : null,
           decisionReason,
           provisionedAt: status === 'provisioned' ? (item.decidedAt ?? now) : null,
-          attempts: 0,
-          lastError: null,
-          nextAttemptAt: null,
-          waitingSince: null,
-          version: 1,
-          submitterIp: null,
-          submitterAgent: null,
-          idempotencyKey: null,
-          importBatchId: null,
           wpRequestId: item.wpRequestId,
-          erasedAt: null,
           createdAt: item.createdAt,
           updatedAt: now,
-        };
+        });
         const id = await this.repository.insertRequest(trx, record);
         created.push({ ...record, id });
         item.children.forEach((child, position) =>

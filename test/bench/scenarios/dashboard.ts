@@ -9,6 +9,7 @@ import { newPublicId } from '../../../src/requests/request-lifecycle';
 import { CHILDREN_TABLE, REQUESTS_TABLE, childToRow, requestToRow, type ChildRecord, type RequestRecord } from '../../../src/requests/request-repository';
 import { type ChildLinkState, type RequestSource, type RequestStatus, type RequestType } from '../../../src/requests/request-states';
 import { usernameFromEmail } from '../../../src/requests/username';
+import { prng, weighted } from '../support/random';
 import { RequestSearchRepository, searchWords, type ListCursor, type ListSort, type StatusFilter } from '../../../src/review/request-search.repository';
 import { listHref, PAGE_SIZE, TAB_ORDER } from '../../../src/review/request-list.routes';
 import { assertAuthInvariant } from '../../support/builders';
@@ -55,18 +56,6 @@ const SETTINGS = {
 // ---------------------------------------------------------------------------------------------
 // The seeded school: deterministic, so a run can be repeated and its checks computed here.
 
-/** mulberry32: small, fast and the same on every machine. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Picks from a list where the first entries are the most common, as names are (Zipf, exponent 0.5). */
 function zipf<T>(items: readonly T[], random: () => number): () => T {
   const cumulative: number[] = [];
@@ -82,16 +71,6 @@ function zipf<T>(items: readonly T[], random: () => number): () => T {
       else hi = mid;
     }
     return items[lo] as T;
-  };
-}
-
-function weighted<T extends string>(weights: Record<T, number>, random: () => number): () => T {
-  const entries = Object.entries(weights) as Array<[T, number]>;
-  const total = entries.reduce((s, [, w]) => s + w, 0);
-  return () => {
-    let x = random() * total;
-    for (const [value, w] of entries) if ((x -= w) < 0) return value;
-    return (entries[entries.length - 1] as [T, number])[0];
   };
 }
 

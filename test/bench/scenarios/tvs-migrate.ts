@@ -11,6 +11,7 @@ import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../../su
 import { createPluginDatabase, type PluginAuthSeed, type PluginRequestSeed } from '../../support/wordpress-plugin';
 import { BENCH_AUTH_TABLE } from '../support/bench-database';
 import { decimal, integer, megabytes, seconds, table } from '../support/format';
+import { prng, weighted } from '../support/random';
 import { check, type BenchContext, type BenchScenario, type ReportSection } from '../support/scenario';
 
 const LATENCY_MS = 25;
@@ -19,29 +20,6 @@ const TARGET_MS = 60_000;
 const SURNAME_COUNT = { full: 1_500, quick: 300 } as const;
 const FIRST_NAMES = ['Amelia', 'Ava', 'Bella', 'Charlie', 'Daisy', 'Ella', 'Emily', 'Evie', 'Freya', 'George', 'Grace', 'Harry', 'Isla', 'Jack', 'Jacob', 'Leo', 'Lily', 'Mia', 'Noah', 'Oliver', 'Oscar', 'Poppy', 'Rosie', 'Sophia', 'Thomas', 'William'];
 const FIRST_PUPIL_ID = 2_000_001;
-
-/** A small deterministic generator, so every run migrates the same school. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function pickWeighted<T extends string>(weights: Record<T, number>, random: () => number): T {
-  const entries = Object.entries(weights) as Array<[T, number]>;
-  const total = entries.reduce((sum, [, w]) => sum + w, 0);
-  let r = random() * total;
-  for (const [value, weight] of entries) {
-    r -= weight;
-    if (r <= 0) return value;
-  }
-  return (entries[entries.length - 1] as [T, number])[0];
-}
 
 interface School {
   requests: PluginRequestSeed[];
@@ -55,6 +33,8 @@ interface School {
 /** The plugin's rows, and the pupils in the double: most children unique, some ambiguous, some missing. */
 function buildSchool(size: number, surnameCount: number, moodle: MoodleDouble): School {
   const random = prng(20261202);
+  const status = weighted({ provisioned: 72, approved: 4, pending: 6, rejected: 6, duplicate: 5, bogus: 3, unknown: 2, deleting: 2 }, random);
+  const childCount = weighted({ one: 55, two: 35, three: 10 }, random);
   const requests: PluginRequestSeed[] = [];
   const auth: PluginAuthSeed[] = [];
   const pupils = new Map<string, number>();
@@ -65,8 +45,8 @@ function buildSchool(size: number, surnameCount: number, moodle: MoodleDouble): 
   const addPupil = (first: string, last: string, group: string) =>
     moodle.state.addUser({ id: nextPupil, username: `pupil.${nextPupil++}`, firstname: first, lastname: last, department: group });
   for (let i = 1; i <= size; i++) {
-    const status = pickWeighted({ provisioned: 72, approved: 4, pending: 6, rejected: 6, duplicate: 5, bogus: 3, unknown: 2, deleting: 2 }, random);
-    const count = pickWeighted({ one: 55, two: 35, three: 10 }, random);
+    const requestStatus = status();
+    const count = childCount();
     const kids: Array<{ first: string; last: string; group: string }> = [];
     const surname = `Family${Math.floor(random() * surnameCount)}`;
     for (let c = 0; c < (count === 'one' ? 1 : count === 'two' ? 2 : 3); c++) {
@@ -90,10 +70,10 @@ function buildSchool(size: number, surnameCount: number, moodle: MoodleDouble): 
       }
     }
     const username = `parent${i}@bench.example.org`;
-    const access = status === 'provisioned' || status === 'approved';
+    const access = requestStatus === 'provisioned' || requestStatus === 'approved';
     requests.push({
       id: i,
-      status,
+      status: requestStatus,
       parent_fname: 'Pat',
       parent_sname: surname,
       parent_email: i % 7 === 0 ? `Parent${i}@Bench.Example.org` : username,
