@@ -47,6 +47,9 @@ const REQUEST_COLUMNS = [
 const AUTH_COLUMNS = ['id', 'username', 'parent_title', 'parent_fname', 'parent_sname', 'parent_email', 'description', 'request_id'] as const;
 
 type Row = Record<string, unknown>;
+
+/** What a WordPress table prefix may be (it is put into table names, so nothing else). */
+export const WORDPRESS_PREFIX = /^[A-Za-z0-9_]{0,40}$/;
 const text = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
 /** MySQL's zero date (and a zero day or month) means "no date". */
 const date = (v: unknown): string | null => {
@@ -90,7 +93,7 @@ export class PluginTablesRepository {
   readonly authTable: string;
 
   constructor(prefix: string) {
-    if (!/^[A-Za-z0-9_]{0,40}$/.test(prefix)) throw new Error(`The WordPress table prefix must be letters, digits and underscores (got ${prefix}).`);
+    if (!WORDPRESS_PREFIX.test(prefix)) throw new Error(`The WordPress table prefix must be letters, digits and underscores (got ${prefix}).`);
     this.requestsTable = `${prefix}tvs_parent_moodle_provisioning`;
     this.authTable = `${prefix}tvs_parent_moodle_provisioning_auth`;
   }

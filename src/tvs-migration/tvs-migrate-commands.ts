@@ -8,7 +8,7 @@ import { stringify } from 'csv-stringify/sync';
 import { parseMysqlUrl } from '../config';
 import type { Actor } from '../requests/request-lifecycle';
 import type { Services } from '../services';
-import { openPluginDatabase, withoutPassword } from './plugin-tables.repository';
+import { openPluginDatabase, withoutPassword, WORDPRESS_PREFIX } from './plugin-tables.repository';
 import type { CheckResult, MigrationReport, PluginSource, ReportRow } from './tvs-migration.service';
 
 export const TVS_MIGRATE_USAGE = `  tvs-migrate plan [--from mysql://user:password@host:3306/wordpress] [--prefix wp_] [--report FILE] [--json]
@@ -101,7 +101,7 @@ export async function runTvsMigrateCommand(services: Services, args: string[], i
   const parsed = parseMysqlUrl(raw);
   if (typeof parsed === 'string') return usage(`--from ${parsed}.`);
   const prefix = values.prefix ?? services.config.tvsMigration.prefix;
-  if (!/^[A-Za-z0-9_]{0,40}$/.test(prefix)) return usage('--prefix must be letters, digits and underscores, like wp_.');
+  if (!WORDPRESS_PREFIX.test(prefix)) return usage('--prefix must be letters, digits and underscores, like wp_.');
   const source: PluginSource = { db: openPluginDatabase(parsed.url), prefix, display: parsed.display };
   try {
     io.out(`Reading the WordPress plugin's tables from ${source.display} (prefix ${prefix}).`);

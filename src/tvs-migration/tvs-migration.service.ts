@@ -81,9 +81,6 @@ export interface CheckResult {
   ok: boolean;
 }
 
-/** What the plugin's statuses are called in the report. */
-const PLUGIN_WORDS: Record<string, string> = { rejected: 'rejected', unknown: 'unknown' };
-
 const MOODLE_NOT_SET_UP = 'Moodle is not set up for this service (MOODLE_URL and MOODLE_TOKEN)';
 /** Surnames looked up in Moodle at the same time. */
 const LOOKUP_CONCURRENCY = 4;
@@ -163,7 +160,7 @@ export class TvsMigration {
   /** What `run` would do with every row of the plugin's tables. Writes nothing anywhere. */
   async plan(source: PluginSource): Promise<MigrationReport> {
     const prepared = await this.prepare(source);
-    return this.report(prepared, new Map());
+    return this.report(prepared, new Map(), false);
   }
 
   /** Imports everything not imported yet, then checks the invariant. */
@@ -181,7 +178,7 @@ export class TvsMigration {
       );
       batch.forEach((p, index) => results.set(p, outcomes[index] as ExistingRequestResult));
     }
-    const report = this.report(prepared, results);
+    const report = this.report(prepared, results, true);
     report.invariant = await this.invariant(prepared.plan.pluginUsernames, before);
     this.deps.logger.info(
       { imported: report.counts.imported, alreadyImported: report.counts.alreadyImported, skipped: report.counts.skipped, missing: report.invariant.missing.length, added: report.invariant.added.length },
@@ -345,11 +342,10 @@ export class TvsMigration {
     };
   }
 
-  private report(prepared: Awaited<ReturnType<TvsMigration['prepare']>>, results: Map<PlannedRequest, ExistingRequestResult>): MigrationReport {
+  private report(prepared: Awaited<ReturnType<TvsMigration['prepare']>>, results: Map<PlannedRequest, ExistingRequestResult>, running: boolean): MigrationReport {
     const { plan, matches } = prepared;
     const rows: ReportRow[] = [];
     const counts = { imported: 0, alreadyImported: 0, skipped: 0, childrenMatched: 0, childrenToPick: 0, authRows: prepared.authRows.length, usernames: plan.pluginUsernames.size };
-    const running = results.size > 0;
     const carriedBy = new Map<number, { p: PlannedRequest; requestId: number | null }>();
 
     for (const p of plan.requests) {
@@ -383,7 +379,7 @@ export class TvsMigration {
         parent: [r?.parentTitle ?? p.authRow?.parentTitle, r?.parentFirstName ?? p.authRow?.parentFirstName, r?.parentLastName ?? p.authRow?.parentLastName].filter((x) => x && x.trim()).join(' '),
         email: r?.parentEmail ?? p.authRow?.parentEmail ?? '',
         username: p.authRow?.username ?? r?.provisionedUsername ?? '',
-        pluginStatus: r ? (PLUGIN_WORDS[r.status] ?? r.status) : '(auth row without a request)',
+        pluginStatus: r ? r.status : '(auth row without a request)',
         outcome: `${verb}${already && requestId !== null ? ` (request ${requestId})` : ''} as “${STATUS_LABELS[status]}”${p.authRow ? ', with its auth row' : ''}`,
         serviceStatus: status,
         serviceRequestId: requestId,
