@@ -95,6 +95,9 @@ for (const dialect of DIALECTS) {
       assert.ok(overview.text.includes('1 request imported from the WordPress plugin needs a pupil picked'), 'the overview has the banner');
       assert.match(overview.text, new RegExp(`<a href="/admin/requests/${id}#children">Request ${id} – Pat One</a>`));
 
+      const list = await staff.open('/admin/requests?status=provisioned');
+      assert.ok(list.text.includes(`Request ${id}</a><br><span class="muted">from the WordPress plugin</span>`), 'the list shows the origin');
+
       const page = await staff.open(`/admin/requests/${id}`);
       const text = htmlText(page.text);
       assert.ok(text.includes('<dt>Sent through</dt><dd>Imported from the WordPress plugin (the plugin’s request 42)</dd>'), 'the page shows the origin');
