@@ -11,7 +11,7 @@ export type Permission = (typeof PERMISSIONS)[number];
 /** What each permission lets someone do, in the words the diagnostics page shows. */
 export const PERMISSION_WORDS: Record<Permission, string> = {
   review: 'See requests and their history, pupils’ access history, provisioning reports, who can log in and the diagnostics checks',
-  decide: 'Approve, deny, mark as duplicate or not genuine, remove access, send a new confirmation link (one request or several at once)',
+  decide: 'Approve, deny, mark as duplicate or not genuine, remove access, pick the pupil of a child who has none, send a new confirmation link (one request or several at once)',
   comment: 'Add staff comments to a request',
   provision: 'Run provisioning now',
   export: 'Download requests as a CSV file',
