@@ -165,6 +165,12 @@ export class TvsMigration {
 
   /** Imports everything not imported yet, then checks the invariant. */
   async run(source: PluginSource, actor: Actor): Promise<MigrationReport> {
+    // Without Moodle every child would be left for staff to pick by hand: match them first.
+    if (!this.deps.moodle) {
+      throw new AppError(`Nothing was imported: ${MOODLE_NOT_SET_UP}, so the children cannot be matched to their pupils.`, 409, 'moodle_not_configured', {
+        help: 'Set MOODLE_URL and MOODLE_TOKEN (see docs/moodle-setup.md), check with "npm run cli -- doctor", then run again.',
+      });
+    }
     const prepared = await this.prepare(source);
     const before = await this.repository.authUsernames(this.deps.db, this.deps.requestRepository.authTable);
     const results = new Map<PlannedRequest, ExistingRequestResult>();

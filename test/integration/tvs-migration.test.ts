@@ -149,6 +149,21 @@ for (const dialect of DIALECTS) {
       assert.match(r.out, /Reading the WordPress plugin's tables from mysql:\/\/wpr_[0-9a-f_]+:\*\*\*@/);
     });
 
+    it('run imports nothing when Moodle cannot be asked, or is not set up', { skip }, async () => {
+      const before = await digest(t.db, dialect);
+      const refused = new MoodleClient({ url: moodle.url, token: moodle.tokens.invalid, timeoutMs: 5000, retries: 0, batchSize: 100 });
+      for (const client of [refused, null]) {
+        const other = createServices(parseConfig({ NODE_ENV: 'test' }, { cwd: reportDir }), { db: t.db, moodle: client });
+        const out: string[] = [];
+        const code = await runCli(['tvs-migrate', 'run', '--from', plugin.readerUrl, '--report', path.join(reportDir, 'refused.csv')], { out: (x) => out.push(x), err: (x) => out.push(x) }, { services: other });
+        await other.close();
+        assert.equal(code, 1, out.join('\n'));
+        assert.ok(!out.join('\n').includes(plugin.readerPassword));
+        if (client === null) assert.match(out.join('\n'), /Nothing was imported: Moodle is not set up/);
+      }
+      assert.deepEqual(await digest(t.db, dialect), before);
+    });
+
     it('run imports through the lifecycle and keeps every auth username exactly, adding nobody', { skip }, async () => {
       const r = await run('tvs-migrate', 'run', '--from', plugin.readerUrl, '--report', path.join(reportDir, 'run.csv'));
       assert.equal(r.code, 0, r.err);
