@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { browserSkipReason, CHECKED_WIDTHS, fitsViewportWidth, launchBrowser, startTestSite, withBrowserPage, type TestSite } from '../support/browser';
+import { importedRequestInput } from '../support/builders';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 import { createStaffUser, STAFF_PASSWORD } from '../support/staff';
 
@@ -33,25 +34,7 @@ describe('a request imported from the WordPress plugin, in Chromium', () => {
 
   async function importedRequest(wpRequestId: number, username: string): Promise<number> {
     const [result] = await site.services.lifecycle.importExistingRequests(
-      [
-        {
-          wpRequestId,
-          status: 'provisioned',
-          requestType: 'new_account',
-          parentTitle: 'Mrs',
-          parentFirstName: 'Pat',
-          parentLastName: `One${wpRequestId}`,
-          email: `${username}@example.org`,
-          parentComment: null,
-          staffComment: null,
-          decisionReason: null,
-          createdAt: Date.UTC(2019, 8, 3),
-          decidedAt: Date.UTC(2019, 8, 4),
-          children: [{ firstName: 'Cara', lastName: 'Smith', tutorGroup: '8A', pupilIdentifier: null, moodleUserId: null, linkState: 'unmatched', note: 'Pick the pupil: more than one pupil in Moodle could be Cara Smith (8A).' }],
-          authRow: { username, firstname: 'Pat', lastname: `One${wpRequestId}`, email: `${username}@example.org` },
-          details: { wpRequestId, pluginStatus: 'provisioned' },
-        },
-      ],
+      [importedRequestInput({ wpRequestId, parentLastName: `One${wpRequestId}`, authRow: { username, firstname: 'Pat', lastname: `One${wpRequestId}`, email: `${username}@example.org` }, children: importedRequestInput().children.slice(1) })],
       { type: 'cli', id: 'it' },
     );
     return result?.requestId as number;

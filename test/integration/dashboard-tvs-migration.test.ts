@@ -8,9 +8,8 @@ import { createApp } from '../../src/app';
 import { parseConfig } from '../../src/config';
 import { ValidationError } from '../../src/errors';
 import { MoodleClient } from '../../src/moodle/moodle-client';
-import type { ExistingRequestInput } from '../../src/requests/request-lifecycle';
 import { createServices, type Services } from '../../src/services';
-import { assertAuthInvariant, snapshot } from '../support/builders';
+import { assertAuthInvariant, importedRequestInput, snapshot } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { htmlText } from '../support/http';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
@@ -18,30 +17,6 @@ import { createStaffUser, StaffSession } from '../support/staff';
 
 const SECRET = 'tvs-dashboard-test-secret-tvs-dashboard-test-secret';
 const importer = { type: 'cli' as const, id: 'it' };
-
-function imported(overrides: Partial<ExistingRequestInput> = {}): ExistingRequestInput {
-  return {
-    wpRequestId: 42,
-    status: 'provisioned',
-    requestType: 'new_account',
-    parentTitle: 'Mrs',
-    parentFirstName: 'Pat',
-    parentLastName: 'One',
-    email: 'pat.one@example.com',
-    parentComment: null,
-    staffComment: null,
-    decisionReason: null,
-    createdAt: Date.UTC(2019, 8, 3),
-    decidedAt: Date.UTC(2019, 8, 4),
-    children: [
-      { firstName: 'Ann', lastName: 'Pupil', tutorGroup: '7B', pupilIdentifier: null, moodleUserId: 3, linkState: 'linked', note: null },
-      { firstName: 'Cara', lastName: 'Smith', tutorGroup: '8A', pupilIdentifier: null, moodleUserId: null, linkState: 'unmatched', note: 'Pick the pupil: more than one pupil in Moodle could be Cara Smith (8A).' },
-    ],
-    authRow: { username: 'parent.one', firstname: 'Pat', lastname: 'One', email: 'pat.one@example.com' },
-    details: { wpRequestId: 42, pluginStatus: 'provisioned' },
-    ...overrides,
-  };
-}
 
 for (const dialect of DIALECTS) {
   describe(`requests imported from the WordPress plugin in the dashboard on ${dialect}`, async () => {
@@ -77,17 +52,17 @@ for (const dialect of DIALECTS) {
 
     it('the lifecycle refuses an import whose access and auth row disagree, and writes nothing', { skip }, async () => {
       const before = await snapshot(t.db);
-      await assert.rejects(services.lifecycle.importExistingRequests([imported({ authRow: null })], importer), ValidationError);
-      await assert.rejects(services.lifecycle.importExistingRequests([imported({ status: 'denied' })], importer), ValidationError);
+      await assert.rejects(services.lifecycle.importExistingRequests([importedRequestInput({ authRow: null })], importer), ValidationError);
+      await assert.rejects(services.lifecycle.importExistingRequests([importedRequestInput({ status: 'denied' })], importer), ValidationError);
       await assert.rejects(
-        services.lifecycle.importExistingRequests([imported({ status: 'approved' })], importer),
+        services.lifecycle.importExistingRequests([importedRequestInput({ status: 'approved' })], importer),
         /cannot be linked on a request that is approved/,
       );
       assert.deepEqual(await snapshot(t.db), before);
     });
 
     it('shows the origin, a banner on the overview, and lets staff pick the pupil; the cycle then links it', { skip }, async () => {
-      const [result] = await services.lifecycle.importExistingRequests([imported()], importer);
+      const [result] = await services.lifecycle.importExistingRequests([importedRequestInput()], importer);
       assert.equal(result?.outcome, 'imported');
       const id = result?.requestId as number;
 

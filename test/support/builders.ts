@@ -1,7 +1,7 @@
 // Test data builders and the auth-table invariant check shared by integration tests.
 import assert from 'node:assert/strict';
 import type { Database } from '../../src/db/database';
-import { RequestLifecycle, type Actor, type SubmitInput } from '../../src/requests/request-lifecycle';
+import { RequestLifecycle, type Actor, type ExistingRequestInput, type SubmitInput } from '../../src/requests/request-lifecycle';
 import { RequestRepository } from '../../src/requests/request-repository';
 import { TEST_AUTH_TABLE } from './databases';
 
@@ -25,6 +25,36 @@ export function submission(overrides: Partial<SubmitInput> = {}): SubmitInput {
     ],
     source: 'form',
     requireVerification: false,
+    ...overrides,
+  };
+}
+
+/**
+ * A request as the WordPress plugin import hands it to the lifecycle: provisioned, its auth row
+ * (username parent.one, which the recorded Moodle site has), one child linked to pupil 3 and one,
+ * Cara Smith of 8A, left for staff to pick.
+ */
+export function importedRequestInput(overrides: Partial<ExistingRequestInput> = {}): ExistingRequestInput {
+  const username = overrides.authRow?.username ?? 'parent.one';
+  return {
+    wpRequestId: 42,
+    status: 'provisioned',
+    requestType: 'new_account',
+    parentTitle: 'Mrs',
+    parentFirstName: 'Pat',
+    parentLastName: 'One',
+    email: `${username}@example.com`,
+    parentComment: null,
+    staffComment: null,
+    decisionReason: null,
+    createdAt: Date.UTC(2019, 8, 3),
+    decidedAt: Date.UTC(2019, 8, 4),
+    children: [
+      { firstName: 'Ann', lastName: 'Pupil', tutorGroup: '7B', pupilIdentifier: null, moodleUserId: 3, linkState: 'linked', note: null },
+      { firstName: 'Cara', lastName: 'Smith', tutorGroup: '8A', pupilIdentifier: null, moodleUserId: null, linkState: 'unmatched', note: 'Pick the pupil: more than one pupil in Moodle could be Cara Smith (8A).' },
+    ],
+    authRow: { username, firstname: 'Pat', lastname: 'One', email: `${username}@example.com` },
+    details: { wpRequestId: overrides.wpRequestId ?? 42, pluginStatus: 'provisioned' },
     ...overrides,
   };
 }
