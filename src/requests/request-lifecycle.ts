@@ -76,6 +76,11 @@ export interface SubmitInput {
    * never stored) and when it runs out. Needed whenever the submission may join an open request.
    */
   heldDetails?: { token: string; expiresAt: number } | null;
+  /**
+   * Runs first in the submission's transaction, once it is not a replay: the intake counts its
+   * rate limits here, so that the counts and the stored request commit (or roll back) together.
+   */
+  countAttempts?: (trx: Knex.Transaction) => Promise<void>;
 }
 
 export interface SubmitResult {
@@ -250,6 +255,7 @@ export class RequestLifecycle {
         return { outcome: 'replayed', request: earlier, children: await this.repository.children(trx, earlier.id), addedChildren: 0, held: false };
       }
     }
+    await input.countAttempts?.(trx);
     const open = await this.repository.findOpenByEmail(trx, email);
     if (open) {
       if (input.joinOpenRequest === false) throw this.openRequestExists(email);
