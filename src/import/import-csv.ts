@@ -138,8 +138,22 @@ function decode(buffer: Buffer): Decoded {
   return decoded;
 }
 
-/** Parses the file into rows (values trimmed, nothing checked yet), or says why it cannot. */
-export function readImportFile(buffer: Buffer): ReadResult {
+/** One record of a CSV file: its cells (trimmed) and the line it starts on (1 for the first). */
+export interface CsvRecord {
+  cells: string[];
+  line: number;
+}
+
+export type CsvReadResult = { ok: true; records: CsvRecord[] } | { ok: false; problem: string };
+
+/** Column names compared without case, spaces or punctuation ("Adm. No" is "admno"). */
+export const squashColumnName = squash;
+
+/**
+ * Reads a CSV file as schools save them (the encodings above, commas or semicolons, any line
+ * endings) into records, or says in words why it cannot. Nothing is checked beyond that.
+ */
+export function readCsvRecords(buffer: Buffer): CsvReadResult {
   if (buffer.length === 0) return { ok: false, problem: 'The file is empty.' };
   if (buffer.subarray(0, 4).equals(Buffer.from([0x50, 0x4b, 0x03, 0x04]))) {
     return {
@@ -152,9 +166,9 @@ export function readImportFile(buffer: Buffer): ReadResult {
   // One kind of line ending: the CSV reader keeps the first one it sees, so a file with Windows
   // lines and Unix lines mixed would otherwise have rows run into each other.
   const text = decoded.text.replace(/\r\n?/g, '\n');
-  let records: Array<{ record: string[]; info: { lines: number } }>;
+  let parsed: Array<{ record: string[]; info: { lines: number } }>;
   try {
-    records = parse(text, {
+    parsed = parse(text, {
       bom: true,
       info: true,
       trim: true,
@@ -171,10 +185,22 @@ export function readImportFile(buffer: Buffer): ReadResult {
       problem: `The file could not be read as CSV${line ? ` (the problem is near line ${line})` : ''}. Check that it was saved as CSV, and that quotation marks in it are paired.`,
     };
   }
+  if (parsed.length === 0) return { ok: false, problem: 'The file has no rows.' };
+  return {
+    ok: true,
+    records: parsed.map(({ record, info }) => ({ cells: record, line: info.lines - (record.join('').split('\n').length - 1) })),
+  };
+}
+
+/** Parses the file into rows (values trimmed, nothing checked yet), or says why it cannot. */
+export function readImportFile(buffer: Buffer): ReadResult {
+  const read = readCsvRecords(buffer);
+  if (!read.ok) return read;
+  const records = read.records;
   const [first, ...rest] = records;
   if (!first) return { ok: false, problem: 'The file has no rows.' };
 
-  const named = first.record.map((cell) => COLUMN_BY_NAME.get(squash(cell)));
+  const named = first.cells.map((cell) => COLUMN_BY_NAME.get(squash(cell)));
   const recognised = named.filter((f) => f !== undefined).length;
   let positions: Partial<Record<ImportField, number>>;
   let data: typeof records;
@@ -189,7 +215,7 @@ export function readImportFile(buffer: Buffer): ReadResult {
       return { ok: false, problem: `The file has no ${missing.join(', ')} column${missing.length === 1 ? '' : 's'}. The first line must name the columns.` };
     }
     data = rest;
-  } else if (first.record.length === IMPORT_FIELDS.length) {
+  } else if (first.cells.length === IMPORT_FIELDS.length) {
     // No header line: the eight columns in the documented order.
     positions = Object.fromEntries(IMPORT_FIELDS.map((f, i) => [f, i]));
     data = records;
@@ -204,10 +230,9 @@ export function readImportFile(buffer: Buffer): ReadResult {
   if (data.length > MAX_IMPORT_ROWS) {
     return { ok: false, problem: `The file has ${data.length} rows; at most ${MAX_IMPORT_ROWS} can be imported at once. Split it into smaller files.` };
   }
-  const rows = data.map(({ record, info }) => {
-    const values = Object.fromEntries(IMPORT_FIELDS.map((f) => [f, positions[f] === undefined ? '' : (record[positions[f] as number] ?? '')])) as ImportValues;
-    const extraLines = record.join('').split('\n').length - 1;
-    return { line: info.lines - extraLines, values, problems: [], pupil: null };
+  const rows = data.map(({ cells, line }) => {
+    const values = Object.fromEntries(IMPORT_FIELDS.map((f) => [f, positions[f] === undefined ? '' : (cells[positions[f] as number] ?? '')])) as ImportValues;
+    return { line, values, problems: [], pupil: null };
   });
   return { ok: true, rows, headerless };
 }
