@@ -22,6 +22,7 @@ const FOLDER_LAYERS: Record<string, Layer> = {
   privacy: 'feature',
   'login-accounts': 'feature',
   diagnostics: 'feature',
+  'guardian-records': 'feature',
   requests: 'core',
   moodle: 'core',
   mail: 'core',
