@@ -26,6 +26,8 @@ export interface ChildMatchResult {
   matched: boolean;
   /** The Moodle pupil account, when matched. */
   moodleUserId: number | null;
+  /** How staff recognise that account, when matched. */
+  moodlePupil: { id: number; username: string; firstname: string; lastname: string; fullname: string; department: string; idnumber: string } | null;
   /** "Mrs Amira Haddad is a contact of Sami Haddad, 7B, ADM1042, mother, parental responsibility: yes" */
   evidence: string | null;
   /** Why this child does not match. */
@@ -136,7 +138,7 @@ export function matchRequest(request: RequestToMatch, index: RecordIndex, moodle
   const usedPupils = new Map<string, string>();
   const children: ChildMatchResult[] = request.children.map((child) => {
     const childName = `${child.firstName} ${child.lastName}`.trim();
-    const refused = (reason: string): ChildMatchResult => ({ childId: child.id, childName, matched: false, moodleUserId: null, evidence: null, reason });
+    const refused = (reason: string): ChildMatchResult => ({ childId: child.id, childName, matched: false, moodleUserId: null, moodlePupil: null, evidence: null, reason });
     const how = child.pupilIdentifier?.trim() ? `with pupil identifier ${child.pupilIdentifier.trim()}` : `called ${childName} in ${child.tutorGroup || 'no registration group'}`;
     const rows = contactRows.filter((r) => isChild(r, child));
     const pupils = new Set(rows.map((r) => pupilKey(r, pupilIdField)));
@@ -169,7 +171,8 @@ export function matchRequest(request: RequestToMatch, index: RecordIndex, moodle
     if (accounts.length > 1) return { ...refused(`More than one Moodle account has the idnumber ${identifier}.`), evidence };
     const account = accounts[0] as MoodleUser;
     if (account.suspended) return { ...refused(`The Moodle account of ${pupil} (${account.username}) is suspended.`), evidence };
-    return { childId: child.id, childName, matched: true, moodleUserId: account.id, evidence, reason: null };
+    const moodlePupil = { id: account.id, username: account.username, firstname: account.firstname, lastname: account.lastname, fullname: account.fullname, department: account.department, idnumber: account.idnumber };
+    return { childId: child.id, childName, matched: true, moodleUserId: account.id, moodlePupil, evidence, reason: null };
   });
 
   const named = new Set(usedPupils.keys());

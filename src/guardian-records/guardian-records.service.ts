@@ -71,6 +71,14 @@ export interface MatchRunSummary {
   approved: number;
 }
 
+/** "today", "yesterday", "2 days ago": how old the records are, for staff. */
+export function describeRecordsAge(importedAt: number | null, now: number): string {
+  if (importedAt === null) return 'never';
+  const days = Math.floor((now - importedAt) / DAY_MS);
+  if (days <= 0) return 'today';
+  return days === 1 ? 'yesterday' : `${days} days ago`;
+}
+
 const emptySummary = (): MatchRunSummary => ({ checked: 0, full: 0, partial: 0, none: 0, errors: 0, approved: 0 });
 
 function countPupilsAndContacts(records: readonly GuardianRecord[], pupilIdField: PupilIdField) {
