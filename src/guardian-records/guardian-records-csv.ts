@@ -1,7 +1,7 @@
 // Reading the MIS "pupil contacts" export (one row per pupil and contact) into guardian records:
 // the columns under the names SIMS, Arbor, Bromcom, iSAMS and others give them, each row's values
 // checked and every problem said in words with its line, so the preview can show them all.
-import { readCsvRecords, squashColumnName } from '../import/import-csv';
+import { readCsvRecords, squashColumnName } from '../csv-file';
 
 /** A snapshot bigger than this is refused: no school has this many pupil contacts. */
 export const MAX_GUARDIAN_ROWS = 100_000;
