@@ -54,8 +54,6 @@ export interface ImportRow {
 
 export type ReadResult = { ok: true; rows: ImportRow[]; headerless: boolean } | { ok: false; problem: string };
 
-
-
 const COLUMN_BY_NAME = new Map<string, ImportField>(
   IMPORT_FIELDS.flatMap((field) => [IMPORT_COLUMNS[field].label, field, ...IMPORT_COLUMNS[field].aliases].map((name) => [squashColumnName(name), field] as [string, ImportField])),
 );
