@@ -141,7 +141,7 @@ export function guardianRecordsApiRoutes(services: Services): Router {
       const apiKey = res.locals.apiKey as ApiKeyInfo;
       const outcome = await services.guardianRecords.importSnapshot(read, { source: 'api', fileName: '', actor: { type: 'api', id: apiKey.name } });
       if (!outcome.ok) {
-        res.status(422).json({ error: 'not_imported', message: outcome.problem, problems: read.problems.map((p) => ({ record: p.line, message: p.message })) });
+        res.status(422).json({ error: { code: 'not_imported', message: outcome.problem, problems: read.problems.map((p) => ({ record: p.line, message: p.message })) } });
         return;
       }
       res.status(200).json({
