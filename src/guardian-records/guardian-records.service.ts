@@ -9,7 +9,7 @@ import type { Logger } from '../logger';
 import type { MoodleUser } from '../moodle/moodle-client';
 import { MoodleError } from '../moodle/moodle-error';
 import type { PupilLookupClient } from '../moodle/pupil-candidates';
-import type { Actor, LifecycleEvent, RequestLifecycle } from '../requests/request-lifecycle';
+import type { Actor, ChildMatch, LifecycleEvent, RequestLifecycle } from '../requests/request-lifecycle';
 import type { RequestRepository } from '../requests/request-repository';
 import { pupilIdOf, type GuardianRecord, type GuardianSnapshotRead, type PupilIdField } from './guardian-records-csv';
 import {
@@ -114,8 +114,33 @@ export class GuardianRecordsService {
     return this.repository.findImport(this.deps.db, id);
   }
 
+  /** Records imported before this are too old to approve on or to tag a request as matching. */
+  freshSince(): number {
+    return this.now() - this.deps.settings.maxAgeDays * DAY_MS;
+  }
+
   isStale(importedAt: number | null): boolean {
-    return importedAt === null || importedAt < this.now() - this.deps.settings.maxAgeDays * DAY_MS;
+    return importedAt === null || importedAt < this.freshSince();
+  }
+
+  /** Of these requests, those that match the records fully, on records not too old (the list's tag). */
+  async fullyMatching(requestIds: readonly number[]): Promise<Set<number>> {
+    if (this.deps.settings.match === 'off') return new Set();
+    const evidence = await this.evidenceFor(requestIds);
+    return new Set([...evidence].filter(([, e]) => e.state === 'full' && !e.stale).map(([id]) => id));
+  }
+
+  /**
+   * The pupils a full match names, for approving the request with them (bulk approve); undefined
+   * when the request does not match fully on records recent enough, or its children changed since.
+   */
+  async approvalMatches(requestId: number, activeChildIds: readonly number[]): Promise<ChildMatch[] | undefined> {
+    if (this.deps.settings.match === 'off') return undefined;
+    const evidence = (await this.evidenceFor([requestId])).get(requestId);
+    if (!evidence || evidence.state !== 'full' || evidence.stale || !evidence.result) return undefined;
+    const matches = evidence.result.children.filter((c) => c.matched && c.moodleUserId !== null).map((c) => ({ childId: c.childId, moodleUserId: c.moodleUserId }));
+    const same = matches.length === activeChildIds.length && activeChildIds.every((id) => matches.some((m) => m.childId === id));
+    return same ? matches : undefined;
   }
 
   // ---------------------------------------------------------------- importing
