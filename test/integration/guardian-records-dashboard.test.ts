@@ -100,6 +100,38 @@ for (const dialect of DIALECTS) {
       assert.match(page.text, new RegExp(`name="match_${children[0]?.id}" value="42" checked`));
     });
 
+    it('the list tags and filters the requests that match, and one button approves them all with the pupils the records name', { skip }, async () => {
+      const { request: other } = await services.lifecycle.submitRequest(
+        submission({ email: 'carl.pupil@example.org', children: [{ firstName: 'Ann', lastName: 'Pupil', tutorGroup: '7B', pupilIdentifier: 'ADM1001' }] }),
+        { type: 'parent' },
+      );
+      await services.guardianRecords.settled();
+      const matching = (await t.db('guardian_matches').where({ state: 'full' })).map((m) => Number(m.request_id));
+      assert.equal(matching.length, 1);
+      const [match] = matching;
+      const all = htmlText((await office.open('/admin/requests?status=pending')).text);
+      assert.match(all, new RegExp(`Request ${match}</a>[\\s\\S]*?Matches school records`));
+      assert.match(all, new RegExp(`Request ${other.id}</a>`));
+      const filtered = await office.open('/admin/requests?status=pending&records=match');
+      const text = htmlText(filtered.text);
+      assert.match(text, /Waiting for review: 1 request that match the school records/);
+      assert.doesNotMatch(text, new RegExp(`Request ${other.id}</a>`));
+      assert.match(text, /Approve this request with the pupils the school records name/);
+      const res = await office.post('/admin/requests/bulk', [
+        ['status', 'pending'],
+        ['records', 'match'],
+        ['request', String(match)],
+        ['version-' + match, String((await services.lifecycle.get(match as number)).request.version)],
+        ['action', 'approve'],
+      ]);
+      assert.equal(res.status, 200);
+      assert.match(htmlText(res.text), /Approved, with the pupil the school records name/);
+      const after = await services.lifecycle.get(match as number);
+      assert.equal(after.request.status, 'approved');
+      assert.deepEqual(after.children.map((c) => c.moodleUserId), [42]);
+      assert.equal((await services.lifecycle.get(other.id)).request.status, 'pending');
+    });
+
     it('PUT /api/v1/guardian-records needs a key with the guardian-records scope, and replaces the records', { skip }, async () => {
       const body = {
         records: [
