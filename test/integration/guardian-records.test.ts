@@ -233,6 +233,25 @@ for (const dialect of DIALECTS) {
       assert.equal((await suggest.guardianRecords.evidenceFor([request.id])).get(request.id)?.state, 'full');
     });
 
+    it('the access history of a pupil says who approved on the school records, and on what evidence', { skip }, async () => {
+      const history = await suggest.privacy.pupilHistory(42);
+      const byRecords = history.find((e) => e.approvedBy === 'The school records (approved automatically)');
+      assert.ok(byRecords, 'the automatic approval is in the pupil’s access history');
+      assert.match(byRecords.approvalEvidence.join(' '), /Mr Omar Haddad is a contact of Sami Haddad, 7B, ADM1042, father, parental responsibility: yes/);
+    });
+
+    it('erasing a request erases what matching said about it and the records with its address', { skip }, async () => {
+      assert.equal((await importFile([...FAMILY_ROWS, { adno: 'ADM1044', forename: 'Noor', surname: 'Haddad', group: '8A', title: 'Ms', contactForename: 'Zara', contactSurname: 'Quinn', email: 'zara.quinn@example.org', relationship: 'Aunt' }])).code, 0);
+      const { request, evidence } = await confirmed(suggest, { email: 'zara.quinn@example.org', children: [{ firstName: 'Noor', lastName: 'Haddad', tutorGroup: '8A', pupilIdentifier: null }] });
+      assert.equal(evidence?.state, 'full');
+      const others = Number((await t.db('guardian_records').whereNot({ contact_email: 'zara.quinn@example.org' }).count({ n: '*' }).first())?.n);
+      await suggest.privacy.eraseRequest(request.id, {}, { type: 'staff', id: 'tester' });
+      assert.equal((await suggest.guardianRecords.evidenceFor([request.id])).size, 0);
+      assert.equal((await t.db('guardian_records').where({ contact_email: 'zara.quinn@example.org' })).length, 0);
+      assert.equal(Number((await t.db('guardian_records').count({ n: '*' }).first())?.n), others, 'the other records stay');
+      assert.doesNotMatch(JSON.stringify(await t.db('audit_events').where({ request_id: request.id })), /zara|Quinn|Noor/i);
+    });
+
     it('a Moodle outage does not stop a confirmation; the match is made after the next provisioning cycle', { skip }, async () => {
       await closeOpen('amira.haddad@example.org');
       moodle.setFaults({ webServicesEnabled: false });
