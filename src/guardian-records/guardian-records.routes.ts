@@ -1,8 +1,8 @@
 // The "School records" pages: the current guardian records (when, by whom, how many), an upload
 // of the MIS contact export checked in a preview (every row's problem by line; nothing replaced
 // yet), then made current once; and PUT /api/v1/guardian-records for the MIS's nightly push.
-import express, { type Request, type Router } from 'express';
-import { AppError, NotFoundError, ValidationError } from '../errors';
+import express, { type Request, type Response, type Router } from 'express';
+import { AppError, NotFoundError, ValidationError, type FieldProblem } from '../errors';
 import { requireApiKey } from '../intake/api-key-auth';
 import type { ApiKeyInfo } from '../intake/api-keys';
 import type { Services } from '../services';
@@ -40,11 +40,11 @@ export function guardianRecordsRoutes(services: Services): Router {
 
   router.use('/guardian-records/:importId', requirePermission('import'));
 
-  router.get('/guardian-records', async (_req, res) => {
+  async function renderIndex(res: Response, problems: FieldProblem[] = []) {
     const current = await guardians.currentImport();
-    res.render('guardian-records/index', {
+    res.status(problems.length > 0 ? 400 : 200).render('guardian-records/index', {
       title: 'School records',
-      problems: [],
+      problems,
       current,
       recent: await guardians.recentImports(),
       age: current ? describeRecordsAge(current.importedAt, Date.now()) : '',
@@ -54,25 +54,15 @@ export function guardianRecordsRoutes(services: Services): Router {
       sourceWords: SOURCE_WORDS,
       formatDate,
     });
+  }
+
+  router.get('/guardian-records', async (_req, res) => {
+    await renderIndex(res);
   });
 
   router.post('/guardian-records/preview', requirePermission('import'), async (req, res) => {
     const staff = res.locals.staff as StaffIdentity;
-    const refuse = async (message: string) => {
-      const current = await guardians.currentImport();
-      res.status(400).render('guardian-records/index', {
-        title: 'School records',
-        problems: [{ field: 'file', message }],
-        current,
-        recent: await guardians.recentImports(),
-        age: current ? describeRecordsAge(current.importedAt, Date.now()) : '',
-        stale: current ? guardians.isStale(current.importedAt) : false,
-        settings,
-        columns: GUARDIAN_FIELDS.map((f) => GUARDIAN_COLUMNS[f]),
-        sourceWords: SOURCE_WORDS,
-        formatDate,
-      });
-    };
+    const refuse = (message: string) => renderIndex(res, [{ field: 'file', message }]);
     if (!req.file) return refuse('Choose the CSV file exported from the school’s MIS.');
     const read = readGuardianFile(req.file.buffer, settings.pupilIdField);
     if (!read.ok) return refuse(read.problem);

@@ -9,13 +9,12 @@ import request from 'supertest';
 import { createApp } from '../../src/app';
 import { parseConfig } from '../../src/config';
 import { createApiKey } from '../../src/intake/api-keys';
-import { MoodleClient } from '../../src/moodle/moodle-client';
 import { createServices, type Services } from '../../src/services';
 import { submission } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
-import { addGuardianPupils, FAMILY_ROWS, guardianCsv } from '../support/guardian-records';
+import { FAMILY_ROWS, startGuardianMoodle, guardianCsv } from '../support/guardian-records';
 import { htmlText } from '../support/http';
-import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
+import type { MoodleDouble } from '../support/moodle-double';
 import { createStaffUser, StaffSession } from '../support/staff';
 
 const SECRET = 'a-test-session-secret-that-is-long-enough-0123456789';
@@ -33,10 +32,9 @@ for (const dialect of DIALECTS) {
     before(async () => {
       if (skip) return;
       t = await createTestDatabase(dialect);
-      const state = seedRecordedSite();
-      addGuardianPupils(state);
-      moodle = await startMoodleDouble({ state });
-      const client = new MoodleClient({ url: moodle.url, token: moodle.tokens.ws, timeoutMs: 2000, retries: 0, retryDelayMs: 1, batchSize: 100 });
+      const started = await startGuardianMoodle();
+      moodle = started.moodle;
+      const client = started.client;
       services = createServices(parseConfig({ NODE_ENV: 'test', AUTH_TABLE: TEST_AUTH_TABLE, SESSION_SECRET: SECRET }), { db: t.db, moodle: client });
       app = createApp(services);
       admin = await StaffSession.signIn(app, await createStaffUser(services, { role: 'admin', displayName: 'Records Admin' }));

@@ -13,14 +13,13 @@ import { readGuardianFile, type GuardianRecord } from '../../src/guardian-record
 import { GuardianRecordsRepository } from '../../src/guardian-records/guardian-records.repository';
 import { GuardianRecordsService } from '../../src/guardian-records/guardian-records.service';
 import type { MatchResult } from '../../src/guardian-records/guardian-matching';
-import { MoodleClient } from '../../src/moodle/moodle-client';
 import { hashToken, type SubmitInput } from '../../src/requests/request-lifecycle';
 import type { Queryable } from '../../src/requests/request-repository';
 import { createServices, type Services } from '../../src/services';
 import { assertAuthInvariant, submission } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
-import { addGuardianPupils, FAMILY_ROWS, guardianCsv, type GuardianRowInput } from '../support/guardian-records';
-import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
+import { FAMILY_ROWS, startGuardianMoodle, guardianCsv, type GuardianRowInput } from '../support/guardian-records';
+import type { MoodleDouble } from '../support/moodle-double';
 
 const SECRET = 'a-test-session-secret-that-is-long-enough-0123456789';
 const DAY = 86_400_000;
@@ -54,10 +53,9 @@ for (const dialect of DIALECTS) {
     before(async () => {
       if (skip) return;
       t = await createTestDatabase(dialect);
-      const state = seedRecordedSite();
-      addGuardianPupils(state);
-      moodle = await startMoodleDouble({ state });
-      const client = new MoodleClient({ url: moodle.url, token: moodle.tokens.ws, timeoutMs: 2000, retries: 0, retryDelayMs: 1, batchSize: 100 });
+      const started = await startGuardianMoodle();
+      moodle = started.moodle;
+      const client = started.client;
       suggest = createServices(config('suggest'), { db: t.db, moodle: client, now: clock });
       auto = createServices(config('auto'), { db: t.db, moodle: client, now: clock });
       dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guardians-'));

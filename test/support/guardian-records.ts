@@ -1,6 +1,7 @@
 // Guardian records for tests: an MIS contact export as SIMS writes it, and the Moodle pupils the
 // records name (added to the Moodle double with their idnumber).
-import type { MoodleSiteState } from './moodle-double';
+import { MoodleClient } from '../../src/moodle/moodle-client';
+import { seedRecordedSite, startMoodleDouble, type MoodleDouble, type MoodleSiteState } from './moodle-double';
 
 export const GUARDIAN_HEADER =
   'Adno,UPN,Legal Forename,Legal Surname,Preferred Forename,Reg Group,Contact Title,Contact Forename,Contact Surname,Contact Email,Relationship,Parental Responsibility,Priority,Court Order';
@@ -61,4 +62,13 @@ export function addGuardianPupils(state: MoodleSiteState): void {
   state.addUser({ id: 42, username: 'sami.haddad', firstname: 'Sami', lastname: 'Haddad', email: 'sami@example.com', department: '7B', idnumber: 'ADM1042' });
   state.addUser({ id: 43, username: 'lina.haddad', firstname: 'Lina', lastname: 'Haddad', email: 'lina@example.com', department: '10R', idnumber: 'ADM1043' });
   state.addUser({ id: 44, username: 'noor.haddad', firstname: 'Noor', lastname: 'Haddad', email: 'noor@example.com', department: '8A', idnumber: 'ADM1044' });
+}
+
+/** The Moodle double with the recorded site and the guardian pupils, and a client for it. */
+export async function startGuardianMoodle(): Promise<{ moodle: MoodleDouble; client: MoodleClient }> {
+  const state = seedRecordedSite();
+  addGuardianPupils(state);
+  const moodle = await startMoodleDouble({ state });
+  const client = new MoodleClient({ url: moodle.url, token: moodle.tokens.ws, timeoutMs: 2000, retries: 0, retryDelayMs: 1, batchSize: 100 });
+  return { moodle, client };
 }

@@ -7,10 +7,10 @@
 import { randomBytes } from 'node:crypto';
 import { parseConfig } from '../../../src/config';
 import { readGuardianFile } from '../../../src/guardian-records/guardian-records-csv';
-import { newPublicId } from '../../../src/requests/request-lifecycle';
 import { CHILDREN_TABLE, childToRow, REQUESTS_TABLE, requestToRow, type RequestRecord } from '../../../src/requests/request-repository';
 import { createServices } from '../../../src/services';
 import { seedRecordedSite, startMoodleDouble } from '../../support/moodle-double';
+import { approvedRecord } from '../cycle/seed';
 import { BENCH_AUTH_TABLE, type BenchDatabase } from '../support/bench-database';
 import { decimal, integer, seconds, table } from '../support/format';
 import { check, type BenchContext, type BenchScenario, type ReportSection } from '../support/scenario';
@@ -39,40 +39,20 @@ function snapshotCsv(rows: number): Buffer {
   return Buffer.from(lines.join('\r\n') + '\r\n', 'utf8');
 }
 
+/** A confirmed request waiting for review, from the contact's address: the cycle bench's request, not yet decided. */
 function pendingRecord(index: number, now: number): Omit<RequestRecord, 'id'> {
   return {
-    publicId: newPublicId(),
+    ...approvedRecord(index, now),
     status: 'pending',
-    requestType: 'new_account',
-    source: 'form',
     parentTitle: 'Mrs',
     parentFirstName: 'Contact0',
     parentLastName: `Pupil${index}`,
     email: email(index, 0),
-    parentComment: null,
-    staffComment: null,
     moodleUsername: null,
-    moodleUserId: null,
-    linkExistingAccount: false,
-    verificationTokenHash: null,
-    verificationExpiresAt: null,
-    verifiedAt: now,
     decidedAt: null,
     decidedBy: null,
-    decisionReason: null,
-    provisionedAt: null,
-    attempts: 0,
-    lastError: null,
-    nextAttemptAt: null,
-    waitingSince: null,
+    // Submitted (1), confirmed (2).
     version: 2,
-    submitterIp: null,
-    submitterAgent: null,
-    idempotencyKey: null,
-    importBatchId: null,
-    erasedAt: null,
-    createdAt: now,
-    updatedAt: now,
   };
 }
 
