@@ -108,7 +108,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
       await metrics.recordCycle(summary, () => cycle.repository.get(summary.cycleId));
       await notifyStaffOfCycle(summary);
       // A request confirmed while Moodle was down is matched against the guardian records now.
-      await guardianRecords.retryFailedMatches().catch((error: unknown) => logger.error({ err: error }, 'could not retry guardian records matches'));
+      await guardianRecords.afterCycle().catch((error: unknown) => logger.error({ err: error }, 'could not retry guardian records matches'));
     },
     settings: {
       parentRoleId: config.moodle.parentRoleId,

@@ -277,8 +277,12 @@ export class GuardianRecordsService {
     return this.matchRequests(await this.repository.pendingRequestIds(this.deps.db));
   }
 
-  /** Matches again the waiting requests whose match Moodle stopped (after each provisioning cycle). */
-  async retryFailedMatches(): Promise<MatchRunSummary> {
+  /**
+   * After each provisioning cycle: matches again the waiting requests whose match Moodle stopped,
+   * and deletes previews nobody confirmed within a day (they hold personal data for no purpose).
+   */
+  async afterCycle(): Promise<MatchRunSummary> {
+    await this.repository.deleteStagedBefore(this.deps.db, this.now() - STAGED_VALID_MS);
     const ids = await this.repository.requestIdsWithMatchErrors(this.deps.db);
     return ids.length === 0 ? emptySummary() : this.matchRequests(ids);
   }
