@@ -400,6 +400,8 @@ export class GuardianRecordsService {
 
   /** What the records say about these requests (for the list and the request page). */
   async evidenceFor(requestIds: readonly number[]): Promise<Map<number, RequestEvidence>> {
+    // Switched off: what was matched before is not shown (nor used) any more.
+    if (this.deps.settings.match === 'off') return new Map();
     const stored = await this.repository.matchesFor(this.deps.db, requestIds);
     const out = new Map<number, RequestEvidence>();
     for (const [id, m] of stored) {

@@ -107,6 +107,21 @@ for (const dialect of DIALECTS) {
       const audit = await t.db('audit_events').where({ action: 'guardian_records_imported' });
       assert.equal(audit.length, 1);
       assert.equal(audit[0].actor_type, 'cli');
+      const status = capture();
+      assert.equal(await runCli(['guardians', 'status'], status.io, { services: suggest }), 0);
+      assert.match(status.out.join('\n'), /6 records: 5 pupils, 5 contact addresses\. Matching: suggest\./);
+    });
+
+    it('api-keys create --scope guardian-records makes a key for the push; an unknown scope is refused', { skip }, async () => {
+      const made = capture();
+      assert.equal(await runCli(['api-keys', 'create', 'mis', 'push', '--scope', 'guardian-records'], made.io, { services: suggest }), 0);
+      assert.match(made.out.join('\n'), /Created API key \d+ "mis push" \(may call: guardian-records\)/);
+      const wrong = capture();
+      assert.equal(await runCli(['api-keys', 'create', 'x', '--scope', 'everything'], wrong.io, { services: suggest }), 2);
+      assert.match(wrong.err.join('\n'), /The scope must be one of: requests, guardian-records/);
+      const listed = capture();
+      await runCli(['api-keys', 'list'], listed.io, { services: suggest });
+      assert.match(listed.out.join('\n'), /guardian-records\s+mis push/);
     });
 
     it('a file that cannot be used exits 1 and leaves the current records as they were', { skip }, async () => {
