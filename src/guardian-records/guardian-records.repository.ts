@@ -1,6 +1,7 @@
 // The only code that reads and writes the guardian records tables: the imports (staged, current,
 // replaced), the records of each, and what matching said about each confirmed request.
 import { booleanColumn, nullableNumber } from '../db/columns';
+import { isMysql } from '../db/database';
 import { REQUESTS_TABLE, type Queryable } from '../requests/request-repository';
 import type { GuardianRecord, GuardianRowProblem } from './guardian-records-csv';
 
@@ -177,7 +178,11 @@ export class GuardianRecordsRepository {
   async makeCurrent(q: Queryable, id: number, now: number, fromState: GuardianImportState = 'staged'): Promise<boolean> {
     const changed = Number(await q(GUARDIAN_IMPORTS_TABLE).where({ id, state: fromState }).update({ state: 'current', imported_at: now, problems_json: null }));
     if (changed !== 1) return false;
-    const previous = (await q(GUARDIAN_IMPORTS_TABLE).where({ state: 'current' }).whereNot({ id }).pluck('id')) as number[];
+    // A locking read: two imports made current at the same moment on MariaDB each see the other's
+    // commit, so exactly one import stays current (SQLite runs one writer at a time anyway).
+    const others = q(GUARDIAN_IMPORTS_TABLE).where({ state: 'current' }).whereNot({ id }).pluck('id');
+    if (isMysql(q)) others.forUpdate();
+    const previous = (await others) as number[];
     if (previous.length > 0) {
       await q(GUARDIAN_RECORDS_TABLE).whereIn('import_id', previous).delete();
       await q(GUARDIAN_IMPORTS_TABLE).whereIn('id', previous).update({ state: 'replaced' });
