@@ -106,6 +106,8 @@ export interface ApproveInput {
   /** Link to an account that already exists in Moodle (not an auth_db user): no auth row. */
   existingAccount?: { moodleUserId: number; username?: string | null };
   comment?: string | null;
+  /** What the approval rests on, in words, kept in its audit event (the school records' evidence). */
+  evidence?: string[];
 }
 
 export interface DecisionInput {
@@ -564,6 +566,7 @@ export class RequestLifecycle {
         {
           children: matches.map((m) => ({ childId: m.childId, moodleUserId: m.moodleUserId })),
           existingAccount: existing ? existing.moodleUserId : null,
+          ...(input.evidence && input.evidence.length > 0 ? { evidence: input.evidence } : {}),
         },
       );
     });
@@ -1010,6 +1013,8 @@ export class RequestLifecycle {
           erasedAt: now,
         },
         { children: children.length },
+        // Listeners erase what they keep under the address (it is blank on the request from now on).
+        { erasedEmail: request.email },
       );
     });
   }

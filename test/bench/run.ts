@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { cycleScenario } from './scenarios/cycle';
 import { dashboardScenario } from './scenarios/dashboard';
 import { intakeScenario } from './scenarios/intake';
+import { guardianRecordsScenario } from './scenarios/guardian-records';
 import { BenchDatabases } from './support/bench-database';
 import { compareReports, renderComparison } from './support/compare';
 import { megabytes, table, yesNo } from './support/format';
@@ -27,7 +28,7 @@ import type { BenchContext, BenchScale, BenchScenario, ReportSection } from './s
 import { startWorker } from './support/worker';
 
 /** In report order. A new scenario module goes here. */
-const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, dashboardScenario];
+const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, dashboardScenario, guardianRecordsScenario];
 
 const REPOSITORY = path.resolve(__dirname, '..', '..');
 
