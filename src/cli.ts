@@ -14,6 +14,7 @@ import { formatDoctor } from './diagnostics/doctor';
 import { createServices, type Services } from './services';
 import { runStaffCommand, STAFF_USAGE, type StaffCommandIo } from './staff-auth/staff-commands';
 import { PRIVACY_USAGE, runPrivacyCommand } from './privacy/privacy-commands';
+import { GUARDIANS_USAGE, runGuardianCommand } from './guardian-records/guardian-commands';
 import { runTvsMigrateCommand, TVS_MIGRATE_USAGE } from './tvs-migration/tvs-migrate-commands';
 
 export interface CliIo {
@@ -42,6 +43,7 @@ Commands:
 ${API_KEY_USAGE}
 ${STAFF_USAGE}
 ${PRIVACY_USAGE}
+${GUARDIANS_USAGE}
 ${TVS_MIGRATE_USAGE}
   help                            this text
 
@@ -262,6 +264,8 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
         return await runStaffCommand(services, args, io);
       case 'privacy':
         return await runPrivacyCommand(services, args, io);
+      case 'guardians':
+        return await runGuardianCommand(services, args, io, actor);
       case 'tvs-migrate':
         return await runTvsMigrateCommand(services, args, io, actor);
       default:
@@ -288,7 +292,7 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
 }
 
 // `migrate` sets the database up and `doctor` reports on it, so only these wait for a migrated one.
-const NEEDS_MIGRATED_DATABASE = new Set(['requests', 'cycle', 'api-keys', 'staff', 'privacy', 'tvs-migrate']);
+const NEEDS_MIGRATED_DATABASE = new Set(['requests', 'cycle', 'api-keys', 'staff', 'privacy', 'guardians', 'tvs-migrate']);
 
 /**
  * One line when the database lacks migrations, instead of a raw "no such table" later. The CLI does
