@@ -126,11 +126,15 @@ export class MailMessages {
    * The account is ready. For a parent linked to an account they already had, Moodle sends no
    * password, so the mail says to log in as usual.
    */
-  provisionedMessage(request: RequestRecord, children: ChildRecord[], moodleLoginUrl?: string): MailMessage {
+  /**
+   * The account is ready. `alreadyHadAccount`: the parent had this account before (a child's pupil
+   * was picked after the account was set up), so no password is on its way.
+   */
+  provisionedMessage(request: RequestRecord, children: ChildRecord[], moodleLoginUrl?: string, alreadyHadAccount = false): MailMessage {
     return this.render('provisioned', request.email, 'Your Moodle parent account is ready', {
       ...this.parentLocals(request),
       childNames: children.filter((c) => c.linkState === 'linked').map((c) => `${c.firstName} ${c.lastName}`),
-      existingAccount: request.linkExistingAccount,
+      existingAccount: request.linkExistingAccount || alreadyHadAccount,
       username: request.moodleUsername,
       loginUrl: moodleLoginUrl ?? null,
     });

@@ -87,7 +87,7 @@ export function registerMailNotifications(
         await outbox.enqueue(trx, messages.deniedMessage(request), { kind: 'denied', ...parentMail });
         return;
       case 'provisioned':
-        await outbox.enqueue(trx, messages.provisionedMessage(request, event.children, options.moodleLoginUrl), {
+        await outbox.enqueue(trx, messages.provisionedMessage(request, event.children, options.moodleLoginUrl, event.details.alreadyHadAccount === true), {
           kind: 'provisioned',
           ...parentMail,
         });

@@ -986,7 +986,8 @@ export class RequestLifecycle {
       const results: OutcomeResult[] = [];
       const linkedIds: number[] = [];
       const audits: AuditEventInput[] = [];
-      const provisioned: RequestRecord[] = [];
+      // Each request provisioned now, and whether it had been before (a pupil picked later for a parent who already has the account).
+      const provisioned: Array<{ request: RequestRecord; again: boolean }> = [];
       const requestUpdates: Array<RowPatch<RequestRecord> & { expectedVersion: number }> = [];
       const failedChildUpdates: Array<RowPatch<ChildRecord>> = [];
       const updatedIds = new Set<number>();
@@ -1052,7 +1053,7 @@ export class RequestLifecycle {
         if (waiting && request.waitingSince === null) audits.push(this.auditInput(actor, request.id, 'waiting_for_moodle', { message: waiting.message }));
         if (isProvisioned) {
           audits.push(this.auditInput(actor, request.id, 'provisioned', { from: 'approved', to: 'provisioned' }));
-          provisioned.push(after);
+          provisioned.push({ request: after, again: request.provisionedAt !== null });
         }
       }
       await this.repository.updateChildrenEach(trx, failedChildUpdates);
@@ -1073,10 +1074,11 @@ export class RequestLifecycle {
       if (provisioned.length > 0) {
         const childrenAfter = await this.repository.childrenOfMany(
           trx,
-          provisioned.map((r) => r.id),
+          provisioned.map((p) => p.request.id),
         );
-        for (const request of provisioned) {
-          await this.emit(trx, { type: 'provisioned', request, children: childrenAfter.get(request.id) ?? [], actor, details: {} });
+        for (const { request, again } of provisioned) {
+          const details = again ? { alreadyHadAccount: true } : {};
+          await this.emit(trx, { type: 'provisioned', request, children: childrenAfter.get(request.id) ?? [], actor, details });
         }
       }
       return results;

@@ -102,6 +102,13 @@ for (const dialect of DIALECTS) {
       assert.equal(afterCycle.request.status, 'provisioned');
       assert.equal(afterCycle.children[1]?.linkState, 'linked');
       assert.ok(moodle.state.hasUserContextRole(9, 6, 32), 'parent.one has the Parent role for the picked pupil');
+      // The parent has had the account all along: the mail says the child is linked, not that a password is coming.
+      const mails = (await t.db('mail_outbox').where({ request_id: id, kind: 'provisioned' })) as Array<{ payload: string }>;
+      assert.equal(mails.length, 1);
+      const mail = JSON.parse(mails[0]!.payload) as { text: string };
+      assert.match(mail.text, /We linked your children to the Moodle account you already had/);
+      assert.match(mail.text, /Cara /);
+      assert.doesNotMatch(mail.text, /sends your password/);
     });
   });
 }
