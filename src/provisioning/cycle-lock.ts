@@ -5,6 +5,15 @@ import { isUniqueViolation } from '../db/database';
 
 export const LOCKS_TABLE = 'locks';
 export const CYCLE_LOCK = 'provisioning-cycle';
+/**
+ * A reconcile run (the Moodle check) takes the same lock as the cycle, so the two never change
+ * Moodle or the same requests at once; its holder names start with this, to tell the two apart.
+ */
+export const RECONCILE_HOLDER_PREFIX = 'reconcile:';
+
+export function heldByReconcile(holder: Pick<LockHolder, 'holder'>): boolean {
+  return holder.holder.startsWith(RECONCILE_HOLDER_PREFIX);
+}
 
 export interface LockHolder {
   holder: string;

@@ -13,7 +13,7 @@ import { MoodleError } from '../moodle/moodle-error';
 import { describeSyncRefusal, runScheduledTask, type ScheduledTaskReport } from '../moodle/sync-command';
 import type { Actor, ProvisioningOutcome, RequestLifecycle } from '../requests/request-lifecycle';
 import type { ChildRecord, RequestRecord } from '../requests/request-repository';
-import { CYCLE_LOCK, DatabaseLock, type LockHolder } from './cycle-lock';
+import { CYCLE_LOCK, DatabaseLock, heldByReconcile, type LockHolder } from './cycle-lock';
 import {
   CycleRepository,
   type CycleCounts,
@@ -74,11 +74,22 @@ export const STOPPED_MESSAGE =
   'and stopped; the next cycle does the rest.';
 
 export class CycleAlreadyRunningError extends ConflictError {
-  constructor(readonly cycleId: number | null) {
+  constructor(
+    readonly cycleId: number | null,
+    message = cycleId === null ? 'A provisioning cycle is already running.' : `A provisioning cycle is already running (cycle ${cycleId}).`,
+    help = 'Wait for it to finish; its progress is shown on the provisioning page.',
+  ) {
+    super(message, 'cycle_running', { help });
+  }
+}
+
+/** Refused because a reconcile run (the Moodle check) holds the cycle lock. */
+export class MoodleCheckRunningError extends CycleAlreadyRunningError {
+  constructor() {
     super(
-      cycleId === null ? 'A provisioning cycle is already running.' : `A provisioning cycle is already running (cycle ${cycleId}).`,
-      'cycle_running',
-      { help: 'Wait for it to finish; its progress is shown on the provisioning page.' },
+      null,
+      'A Moodle check (reconciliation) is running, so no provisioning cycle is started now.',
+      'It takes a few minutes at most: the next scheduled cycle runs after it, or run provisioning again then.',
     );
   }
 }
@@ -219,7 +230,9 @@ export class ProvisioningCycle {
           const interrupted = await cycles.markInterrupted(id, this.now());
           return { refusedBy: null, id, interrupted, takenOverFrom: acquired.takenOverFrom };
         });
-        if (opened.refusedBy !== null) throw new CycleAlreadyRunningError(opened.refusedBy.cycleId);
+        if (opened.refusedBy !== null) {
+          throw heldByReconcile(opened.refusedBy) ? new MoodleCheckRunningError() : new CycleAlreadyRunningError(opened.refusedBy.cycleId);
+        }
         if (opened.takenOverFrom) this.deps.logger.warn({ cycleId: opened.id, from: opened.takenOverFrom.holder }, 'took over an expired cycle lock');
         if (opened.interrupted > 0) this.deps.logger.warn({ cycleId: opened.id, interrupted: opened.interrupted }, 'earlier cycles had stopped before finishing');
         return opened.id;

@@ -29,6 +29,8 @@ export function describeActor(actorType: string, actorId: string | null, staffNa
     }
     case 'cycle':
       return actorId ? `Provisioning cycle ${actorId}` : 'A provisioning cycle';
+    case 'reconcile':
+      return actorId ? `Moodle check ${actorId}` : 'A Moodle check';
     case 'system':
       return actorId === 'retention' ? 'Automatic erasure after the retention period' : 'This service';
     case 'api':
