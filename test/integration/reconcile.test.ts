@@ -44,7 +44,7 @@ for (const dialect of DIALECTS) {
     const now = () => clock;
     const calls = { n: 0 };
 
-    function client(token = moodle.tokens.ws) {
+    function client(token: string = moodle.tokens.ws) {
       return new MoodleClient({ url: moodle.url, token, timeoutMs: 2000, retries: 1, retryDelayMs: 1, batchSize: 100, onCall: () => (calls.n += 1) });
     }
     function makeCycle(db: Database = t.db) {
