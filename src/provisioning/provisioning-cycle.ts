@@ -132,6 +132,51 @@ class CycleStopRequested extends CycleStop {
   }
 }
 
+/**
+ * A pupil's account as a look-up by id found it: absent or renamed by delete_user() is deleted
+ * (users-by-field.id-deleted-user), suspended is a pupil who left or is away. Shared with the
+ * cycle preview and the reconcile run, so all three judge a pupil alike.
+ */
+export function pupilStanding(pupil: MoodleUser | undefined): 'deleted' | 'suspended' | 'active' {
+  if (pupil === undefined || isDeletedAccount(pupil)) return 'deleted';
+  return pupil.suspended ? 'suspended' : 'active';
+}
+
+/** What the cycle makes of a request's parent account: found, waiting for Moodle's sync, or a conflict. */
+export type ParentResolution = { kind: 'found'; userId: number } | { kind: 'waiting'; message: string; tooLongMessage: string } | { kind: 'conflict'; message: string };
+
+/** Shared with the cycle preview, so the preview says what the cycle then does. */
+export function resolveParent(request: RequestRecord, parents: ReadonlyMap<string, MoodleUser>, syncWaitWarnMs: number): ParentResolution {
+  if (request.linkExistingAccount && request.moodleUserId !== null) return { kind: 'found', userId: request.moodleUserId };
+  const user = request.moodleUsername ? parents.get(request.moodleUsername) : undefined;
+  const minutes = Math.round(syncWaitWarnMs / 60_000);
+  if (!user) {
+    return {
+      kind: 'waiting',
+      message: 'Waiting for Moodle to create the account (at its next user sync).',
+      tooLongMessage:
+        `Moodle has still not created the account after more than ${minutes} minutes. Check that Moodle's External database ` +
+        'authentication reads the auth table and that its user sync task runs (or set MOODLE_SYNC_COMMAND).',
+    };
+  }
+  if (user.auth !== undefined && user.auth !== 'db') {
+    return {
+      kind: 'conflict',
+      message:
+        `Moodle already has an account named ${user.username} that this service does not manage (it signs in with "${user.auth}"). ` +
+        'If it belongs to this parent, link the request to that existing account; otherwise ask the parent for another email address.',
+    };
+  }
+  if (user.suspended) {
+    return {
+      kind: 'waiting',
+      message: 'Waiting for Moodle to reactivate the suspended account (at its next user sync).',
+      tooLongMessage: `The parent's Moodle account is still suspended after more than ${minutes} minutes. Check that Moodle's user sync runs.`,
+    };
+  }
+  return { kind: 'found', userId: user.id };
+}
+
 const LOCK_CONTENTION_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
 
 export interface CycleDependencies {
@@ -368,7 +413,7 @@ export class ProvisioningCycle {
           const matched = children.filter((c) => c.linkState === 'matched' && c.moodleUserId !== null);
           const outcome: ProvisioningOutcome = { requestId: request.id, expectedVersion: request.version, linkedChildIds: [], failedChildren: [], requestErrors: [] };
           const entry: RequestOutcomeReport = { requestId: request.id, outcome: 'unchanged', message: null, children: [] };
-          const parent = this.resolveParent(request, parents);
+          const parent = resolveParent(request, parents, settings.syncWaitWarnMs);
           const refusedBySync = parent.kind === 'waiting' && request.moodleUsername ? syncRefusals.get(request.moodleUsername) : undefined;
           if (refusedBySync !== undefined) {
             // Not "waiting": Moodle will skip this account at every sync until staff act.
@@ -398,12 +443,12 @@ export class ProvisioningCycle {
             const suspended: string[] = [];
             for (const child of matched) {
               const pupilId = child.moodleUserId as number;
-              const pupil = pupils.get(pupilId);
-              if (pupil === undefined || isDeletedAccount(pupil)) {
+              const standing = pupilStanding(pupils.get(pupilId));
+              if (standing === 'deleted') {
                 const failure = deletedPupilMessage(pupilId);
                 outcome.failedChildren!.push({ childId: child.id, error: failure });
                 entry.children.push({ childId: child.id, outcome: 'failed', error: failure });
-              } else if (pupil.suspended) {
+              } else if (standing === 'suspended') {
                 suspended.push(`${child.firstName} ${child.lastName}`.trim());
                 entry.children.push({ childId: child.id, outcome: 'waiting', error: "The pupil's Moodle account is suspended." });
               } else {
@@ -595,40 +640,6 @@ export class ProvisioningCycle {
     for (const u of unassignments) if (u.parentMoodleUserId === null && u.moodleUsername) usernames.add(u.moodleUsername);
     const users = await moodle.getUsersByField('username', [...usernames]);
     return new Map(users.map((u) => [u.username, u]));
-  }
-
-  private resolveParent(
-    request: RequestRecord,
-    parents: Map<string, MoodleUser>,
-  ): { kind: 'found'; userId: number } | { kind: 'waiting'; message: string; tooLongMessage: string } | { kind: 'conflict'; message: string } {
-    if (request.linkExistingAccount && request.moodleUserId !== null) return { kind: 'found', userId: request.moodleUserId };
-    const user = request.moodleUsername ? parents.get(request.moodleUsername) : undefined;
-    const minutes = Math.round(this.deps.settings.syncWaitWarnMs / 60_000);
-    if (!user) {
-      return {
-        kind: 'waiting',
-        message: 'Waiting for Moodle to create the account (at its next user sync).',
-        tooLongMessage:
-          `Moodle has still not created the account after more than ${minutes} minutes. Check that Moodle's External database ` +
-          'authentication reads the auth table and that its user sync task runs (or set MOODLE_SYNC_COMMAND).',
-      };
-    }
-    if (user.auth !== undefined && user.auth !== 'db') {
-      return {
-        kind: 'conflict',
-        message:
-          `Moodle already has an account named ${user.username} that this service does not manage (it signs in with "${user.auth}"). ` +
-          'If it belongs to this parent, link the request to that existing account; otherwise ask the parent for another email address.',
-      };
-    }
-    if (user.suspended) {
-      return {
-        kind: 'waiting',
-        message: 'Waiting for Moodle to reactivate the suspended account (at its next user sync).',
-        tooLongMessage: `The parent's Moodle account is still suspended after more than ${minutes} minutes. Check that Moodle's user sync runs.`,
-      };
-    }
-    return { kind: 'found', userId: user.id };
   }
 
   private async carryOutUnassignments(
