@@ -12,17 +12,19 @@ export type ReconcileTrigger = 'schedule' | 'manual' | 'cli';
 /** succeeded: nothing needs anyone; attention: something was found for staff or IT; failed: stopped early. */
 export type ReconcileState = 'running' | 'succeeded' | 'attention' | 'failed';
 
-export type FindingKind =
-  | 'pupil_deleted'
-  | 'pupil_left'
-  | 'pupil_suspended'
-  | 'parent_missing'
-  | 'parent_suspended'
-  | 'parent_not_auth_db'
-  | 'reassert_failed'
-  | 'auth_row_not_entitled'
-  | 'auth_row_missing'
-  | 'changed_meanwhile';
+export const FINDING_KINDS = [
+  'pupil_deleted',
+  'pupil_left',
+  'pupil_suspended',
+  'parent_missing',
+  'parent_suspended',
+  'parent_not_auth_db',
+  'reassert_failed',
+  'auth_row_not_entitled',
+  'auth_row_missing',
+  'changed_meanwhile',
+] as const;
+export type FindingKind = (typeof FINDING_KINDS)[number];
 
 /** One thing a run found: `ended` when it ended the link itself, `reported` when it only tells. */
 export interface ReconcileFinding {

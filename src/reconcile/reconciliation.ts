@@ -12,7 +12,7 @@ import { CANNOT_SEE_USERS_HELP, CANNOT_SEE_USERS_MESSAGE } from '../moodle/moodl
 import { isDeletedAccount, type MoodleClient, type MoodleUser, type RoleAssignment } from '../moodle/moodle-client';
 import { MoodleError } from '../moodle/moodle-error';
 import { CYCLE_LOCK, DatabaseLock, heldByReconcile, RECONCILE_HOLDER_PREFIX } from '../provisioning/cycle-lock';
-import { CycleAlreadyRunningError, CycleStoppingError, MOODLE_NOT_CONFIGURED_MESSAGE } from '../provisioning/provisioning-cycle';
+import { CycleAlreadyRunningError, CycleStoppingError, MOODLE_NOT_CONFIGURED_MESSAGE, pupilStanding } from '../provisioning/provisioning-cycle';
 import type { Actor, RequestLifecycle } from '../requests/request-lifecycle';
 import { STATUS_LABELS } from '../requests/request-states';
 import {
@@ -290,9 +290,9 @@ export class Reconciliation {
     const suspended: number[] = [];
     const active: number[] = [];
     for (const id of pupilIds) {
-      const pupil = byId.get(id);
-      if (pupil === undefined || isDeletedAccount(pupil)) deleted.add(id);
-      else if (pupil.suspended) suspended.push(id);
+      const standing = pupilStanding(byId.get(id));
+      if (standing === 'deleted') deleted.add(id);
+      else if (standing === 'suspended') suspended.push(id);
       else active.push(id);
     }
     await this.repository.clearSuspensions(active);
