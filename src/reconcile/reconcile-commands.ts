@@ -4,9 +4,11 @@ import { parseArgs } from 'node:util';
 import type { Services } from '../services';
 import type { ReconcileSummary } from './reconciliation';
 
-export const RECONCILE_USAGE = `  reconcile [--json]              check every link and parent against Moodle now: end links to deleted
+export const RECONCILE_USAGE = `  reconcile [--report-only] [--json]
+                                  check every link and parent against Moodle now: end links to deleted
                                   pupils (and to pupils suspended past PUPIL_LEFT_GRACE_DAYS), give
-                                  every active link its role again, report drift`;
+                                  every active link its role again, report drift; --report-only
+                                  changes nothing and lists what a check would do`;
 
 export interface ReconcileCommandIo {
   out: (text: string) => void;
@@ -41,8 +43,8 @@ export function formatReconcileSummary(summary: ReconcileSummary): string[] {
 
 /** Exit 0 when the check ran (whatever it found), 1 when it stopped or could not start, 2 for wrong usage. */
 export async function runReconcileCommand(services: Services, args: string[], io: ReconcileCommandIo, triggeredBy: string): Promise<number> {
-  const { values } = parseArgs({ args, options: { json: { type: 'boolean' } } });
-  const summary = await services.reconcile.run('cli', triggeredBy);
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, 'report-only': { type: 'boolean' } } });
+  const summary = await services.reconcile.run('cli', triggeredBy, { reportOnly: values['report-only'] ?? false });
   if (values.json) {
     io.out(JSON.stringify(summary, null, 2));
   } else {

@@ -63,6 +63,14 @@ export interface ReconcileDependencies {
   onFinished?: (summary: ReconcileSummary) => Promise<void> | void;
 }
 
+export interface RunOptions {
+  /** Change nothing: links that would end are reported, no role is given (the first run at a school). */
+  reportOnly?: boolean;
+}
+
+/** How a report-only run words a link it would have ended. */
+export const REPORT_ONLY_PREFIX = 'Report only, nothing was changed. A check would end this link: ';
+
 /** Refused because another reconcile run holds the lock. */
 export class ReconcileAlreadyRunningError extends CycleAlreadyRunningError {
   constructor() {
@@ -149,7 +157,7 @@ export class Reconciliation {
   }
 
   /** Starts a run and answers at once with its id (the dashboard button); the work goes on. */
-  async start(trigger: ReconcileTrigger, triggeredBy: string | null): Promise<{ runId: number; finished: Promise<ReconcileSummary> }> {
+  async start(trigger: ReconcileTrigger, triggeredBy: string | null, options: RunOptions = {}): Promise<{ runId: number; finished: Promise<ReconcileSummary> }> {
     if (this.stopRequested) throw new CycleStoppingError();
     const holder = `${RECONCILE_HOLDER_PREFIX}${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
     await this.takeLock(holder, trigger === 'schedule' ? this.deps.settings.scheduledLockWaitMs : 0);
@@ -161,7 +169,7 @@ export class Reconciliation {
       await this.lock.release(holder).catch(() => undefined);
       throw error;
     }
-    const finished = this.execute(runId, holder).finally(() => {
+    const finished = this.execute(runId, holder, options.reportOnly ?? false).finally(() => {
       this.running = undefined;
     });
     this.running = finished;
@@ -169,8 +177,8 @@ export class Reconciliation {
   }
 
   /** Runs a whole reconcile and waits for it (schedule, CLI, tests). */
-  async run(trigger: ReconcileTrigger, triggeredBy: string | null): Promise<ReconcileSummary> {
-    const { finished } = await this.start(trigger, triggeredBy);
+  async run(trigger: ReconcileTrigger, triggeredBy: string | null, options: RunOptions = {}): Promise<ReconcileSummary> {
+    const { finished } = await this.start(trigger, triggeredBy, options);
     return finished;
   }
 
@@ -193,7 +201,7 @@ export class Reconciliation {
     }
   }
 
-  private async execute(runId: number, holder: string): Promise<ReconcileSummary> {
+  private async execute(runId: number, holder: string, reportOnly: boolean): Promise<ReconcileSummary> {
     const { settings } = this.deps;
     const log = this.deps.logger.child({ reconcileRunId: runId });
     const callsAtStart = this.deps.moodleCallCount?.() ?? 0;
@@ -215,7 +223,7 @@ export class Reconciliation {
     let help: string | null = null;
     let moodleProblem: string | null = null;
     try {
-      await this.reconcile(runId, counts, findings, () => lostLock);
+      await this.reconcile(runId, counts, findings, () => lostLock, reportOnly);
       if (findings.some((f) => f.action === 'reported')) state = 'attention';
     } catch (caught) {
       state = 'failed';
@@ -250,7 +258,7 @@ export class Reconciliation {
     return summary;
   }
 
-  private async reconcile(runId: number, counts: ReconcileCounts, findings: ReconcileFinding[], lockLost: () => boolean): Promise<void> {
+  private async reconcile(runId: number, counts: ReconcileCounts, findings: ReconcileFinding[], lockLost: () => boolean, reportOnly: boolean): Promise<void> {
     const { settings } = this.deps;
     const moodle = this.deps.moodle;
     if (!moodle) {
@@ -318,7 +326,7 @@ export class Reconciliation {
     }
 
     if (lockLost()) throw new ReconcileStop('The Moodle check lost the cycle lock (it ran longer than CYCLE_LOCK_TTL_SECONDS without renewing) and stopped.', null, null);
-    const ended = await this.endLinks(runId, toEnd, counts, findings);
+    const ended = reportOnly ? this.reportEndings(toEnd, findings) : await this.endLinks(runId, toEnd, counts, findings);
 
     // Provisioned parents still entitled after that: missing, suspended or no longer auth_db.
     for (const parent of parents) {
@@ -346,7 +354,7 @@ export class Reconciliation {
       if (parent === undefined) continue;
       reassert.push({ assignment: { roleid: parentRoleId, userid: parent.id, contextlevel: 'user', instanceid: link.pupilId }, link });
     }
-    if (settings.reassert && reassert.length > 0) {
+    if (settings.reassert && !reportOnly && reassert.length > 0) {
       if (lockLost()) throw new ReconcileStop('The Moodle check lost the cycle lock and stopped before giving roles again.', null, null);
       const result = await moodle.assignRolesIsolated(reassert.map((r) => r.assignment));
       const failed = new Map(result.failed.map((f) => [f.assignment, f.error]));
@@ -381,6 +389,14 @@ export class Reconciliation {
       ? link.parentMoodleUserId === null ? undefined : byId.get(link.parentMoodleUserId)
       : link.parentUsername ? byUsername.get(link.parentUsername) : undefined;
     return user === undefined || isDeletedAccount(user) ? undefined : user;
+  }
+
+  /** A report-only run: each link that would end is listed as such, and nothing changes. */
+  private reportEndings(toEnd: Array<{ link: ActiveLink; kind: 'pupil_deleted' | 'pupil_left'; reason: string }>, findings: ReconcileFinding[]): { childIds: Set<number>; revokedRequests: Set<number> } {
+    for (const { link, kind, reason } of toEnd) {
+      findings.push({ kind, action: 'reported', requestId: link.requestId, childId: link.childId, moodleUserId: link.pupilId, message: `${REPORT_ONLY_PREFIX}${reason}` });
+    }
+    return { childIds: new Set(toEnd.map((e) => e.link.childId)), revokedRequests: new Set() };
   }
 
   /**

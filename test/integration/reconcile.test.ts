@@ -7,7 +7,7 @@ import pino from 'pino';
 import type { Database } from '../../src/db/database';
 import { MoodleClient } from '../../src/moodle/moodle-client';
 import { CycleAlreadyRunningError, MoodleCheckRunningError, ProvisioningCycle, type CycleSettings } from '../../src/provisioning/provisioning-cycle';
-import { Reconciliation, RECONCILE_MESSAGES, type ReconcileSettings } from '../../src/reconcile/reconciliation';
+import { Reconciliation, RECONCILE_MESSAGES, REPORT_ONLY_PREFIX, type ReconcileSettings } from '../../src/reconcile/reconciliation';
 import type { RequestLifecycle } from '../../src/requests/request-lifecycle';
 import { assertAuthInvariant, createLifecycle, staff, submission } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
@@ -157,6 +157,22 @@ for (const dialect of DIALECTS) {
       assert.equal(request.status, 'provisioned');
       assert.deepEqual(children.map((c) => c.linkState), ['revoked', 'linked']);
       assert.equal(await t.db('pupil_suspensions').count({ n: '*' }).first().then((r) => Number(r?.n)), 0, 'no grace period kept for a link that ended');
+    });
+
+    it('a report-only run lists the links a check would end and changes nothing, here or in Moodle', { skip }, async () => {
+      const p = await provisioned('report.only@example.org', [3, 4]);
+      moodle.state.deleteUser(4);
+      moodle.state.removeUserContextRole(PARENT_ROLE, p.parentId, 3);
+      const before = await t.db('request_children').whereIn('id', p.childIds).orderBy('id');
+      const summary = await makeReconcile().run('cli', 'it', { reportOnly: true });
+      assert.equal(summary.state, 'attention');
+      assert.equal(summary.counts.linksEnded, 0);
+      assert.equal(summary.counts.rolesReasserted, 0);
+      assert.deepEqual(summary.findings.map((f) => [f.kind, f.action, f.childId]), [['pupil_deleted', 'reported', p.childIds[1]]]);
+      assert.equal(summary.findings[0]?.message, `${REPORT_ONLY_PREFIX}${RECONCILE_MESSAGES.pupilDeleted}`);
+      assert.deepEqual(await t.db('request_children').whereIn('id', p.childIds).orderBy('id'), before);
+      assert.equal(moodle.state.hasUserContextRole(PARENT_ROLE, p.parentId, 3), false, 'no role given');
+      assert.equal((await lifecycle.repository.auditFor(t.db, p.requestId)).filter((a) => a.actorType === 'reconcile').length, 0);
     });
 
     it('PUPIL_LEFT_GRACE_DAYS off: a suspended pupil is only reported, however long', { skip }, async () => {
