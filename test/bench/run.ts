@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { cycleScenario } from './scenarios/cycle';
 import { dashboardScenario } from './scenarios/dashboard';
 import { intakeScenario } from './scenarios/intake';
+import { reconcileScenario } from './scenarios/reconcile';
 import { BenchDatabases } from './support/bench-database';
 import { megabytes, table, yesNo } from './support/format';
 import { describeMachine, type MachineInfo } from './support/machine';
@@ -24,7 +25,7 @@ import type { BenchContext, BenchScale, BenchScenario, ReportSection } from './s
 import { startWorker } from './support/worker';
 
 /** In report order. A new scenario module goes here. */
-const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, dashboardScenario];
+const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, reconcileScenario, dashboardScenario];
 
 const REPOSITORY = path.resolve(__dirname, '..', '..');
 
