@@ -76,3 +76,23 @@ export class DatabaseLock {
     };
   }
 }
+
+/**
+ * Renews a held lock every third of its time to live (well inside it, so one late timer tick never
+ * lets it lapse) until stopped; lost() tells whether it expired and was taken over meanwhile.
+ */
+export function keepLockRenewed(
+  lock: DatabaseLock,
+  holder: string,
+  ttlMs: number,
+  options: { cycleId?: number; onError: (error: unknown) => void },
+): { lost: () => boolean; stop: () => void } {
+  let lost = false;
+  const timer = setInterval(() => {
+    lock.renew(holder, ttlMs, options.cycleId).then((ok) => {
+      if (!ok) lost = true;
+    }, options.onError);
+  }, Math.max(100, Math.floor(ttlMs / 3)));
+  timer.unref();
+  return { lost: () => lost, stop: () => clearInterval(timer) };
+}

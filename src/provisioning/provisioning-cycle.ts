@@ -13,7 +13,7 @@ import { MoodleError } from '../moodle/moodle-error';
 import { describeSyncRefusal, runScheduledTask, type ScheduledTaskReport } from '../moodle/sync-command';
 import type { Actor, ProvisioningOutcome, RequestLifecycle } from '../requests/request-lifecycle';
 import type { ChildRecord, RequestRecord } from '../requests/request-repository';
-import { CYCLE_LOCK, DatabaseLock, heldByReconcile, type LockHolder } from './cycle-lock';
+import { CYCLE_LOCK, DatabaseLock, heldByReconcile, keepLockRenewed, type LockHolder } from './cycle-lock';
 import {
   CycleRepository,
   type CycleCounts,
@@ -302,18 +302,10 @@ export class ProvisioningCycle {
     const counts = EMPTY_COUNTS();
     const report: RequestOutcomeReport[] = [];
     let syncOutput: string | null = null;
-    let lostLock = false;
-    // Well inside the TTL, so one late timer tick never lets the lock lapse.
-    const renewEvery = Math.max(100, Math.floor(settings.lockTtlMs / 3));
-    const renewal = setInterval(() => {
-      this.lock.renew(holder, settings.lockTtlMs, cycleId).then(
-        (ok) => {
-          if (!ok) lostLock = true;
-        },
-        (error: unknown) => log.warn({ err: error }, 'could not renew the cycle lock'),
-      );
-    }, renewEvery);
-    renewal.unref();
+    const renewal = keepLockRenewed(this.lock, holder, settings.lockTtlMs, {
+      cycleId,
+      onError: (error: unknown) => log.warn({ err: error }, 'could not renew the cycle lock'),
+    });
 
     let currentStep: CycleStep | undefined;
     /** Set when a stop request made the cycle skip Moodle work it would otherwise have done. */
@@ -322,7 +314,7 @@ export class ProvisioningCycle {
       if (this.stopRequested) throw new CycleStopRequested();
     };
     const step = async (name: CycleStep, done = 0, total = 0) => {
-      if (lostLock) throw new CycleStop('The cycle lost its lock (it ran longer than CYCLE_LOCK_TTL_SECONDS without renewing) and stopped.');
+      if (renewal.lost()) throw new CycleStop('The cycle lost its lock (it ran longer than CYCLE_LOCK_TTL_SECONDS without renewing) and stopped.');
       Object.assign(progress, { step: name, done, total });
       await this.cycles.progress(cycleId, name, done, total);
       if (name !== currentStep) {
@@ -577,7 +569,7 @@ export class ProvisioningCycle {
       }
       log.warn({ error }, 'cycle stopped');
     } finally {
-      clearInterval(renewal);
+      renewal.stop();
     }
 
     counts.moodleCalls = (this.deps.moodleCallCount?.() ?? 0) - callsAtStart;

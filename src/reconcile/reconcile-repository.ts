@@ -1,6 +1,6 @@
 // The reconcile_runs and pupil_suspensions tables, and the set queries a reconcile run reads its
 // work from: every active link, every provisioned parent, and the auth table against the requests.
-import { booleanColumn, nullableNumber } from '../db/columns';
+import { booleanColumn, nullableNumber, parseJsonColumn } from '../db/columns';
 import type { Database } from '../db/database';
 import { CHILDREN_TABLE, REQUESTS_TABLE } from '../requests/request-repository';
 import type { RequestStatus } from '../requests/request-states';
@@ -97,15 +97,6 @@ export interface AuthTableProblem {
 
 type Row = Record<string, unknown>;
 
-function parseJson<T>(text: unknown, fallback: T): T {
-  if (typeof text !== 'string' || text === '') return fallback;
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    return fallback;
-  }
-}
-
 function runFromRow(r: Row): ReconcileRunRecord {
   return {
     id: Number(r.id),
@@ -114,9 +105,9 @@ function runFromRow(r: Row): ReconcileRunRecord {
     state: r.state as ReconcileState,
     startedAt: Number(r.started_at),
     finishedAt: nullableNumber(r.finished_at),
-    counts: parseJson<ReconcileCounts | null>(r.counts, null),
+    counts: parseJsonColumn<ReconcileCounts | null>(r.counts, null),
     error: (r.error as string | null) ?? null,
-    findings: parseJson<ReconcileFinding[]>(r.findings, []),
+    findings: parseJsonColumn<ReconcileFinding[]>(r.findings, []),
   };
 }
 

@@ -11,7 +11,7 @@ import type { Logger } from '../logger';
 import { CANNOT_SEE_USERS_HELP, CANNOT_SEE_USERS_MESSAGE } from '../moodle/moodle-checks';
 import { isDeletedAccount, type MoodleClient, type MoodleUser, type RoleAssignment } from '../moodle/moodle-client';
 import { MoodleError } from '../moodle/moodle-error';
-import { CYCLE_LOCK, DatabaseLock, heldByReconcile, RECONCILE_HOLDER_PREFIX } from '../provisioning/cycle-lock';
+import { CYCLE_LOCK, DatabaseLock, heldByReconcile, keepLockRenewed, RECONCILE_HOLDER_PREFIX } from '../provisioning/cycle-lock';
 import { CycleAlreadyRunningError, CycleStoppingError, MOODLE_NOT_CONFIGURED_MESSAGE, pupilStanding } from '../provisioning/provisioning-cycle';
 import type { Actor, RequestLifecycle } from '../requests/request-lifecycle';
 import { STATUS_LABELS } from '../requests/request-states';
@@ -207,23 +207,14 @@ export class Reconciliation {
     const callsAtStart = this.deps.moodleCallCount?.() ?? 0;
     const counts = EMPTY_COUNTS();
     const findings: ReconcileFinding[] = [];
-    let lostLock = false;
-    const renewal = setInterval(() => {
-      this.lock.renew(holder, settings.lockTtlMs).then(
-        (ok) => {
-          if (!ok) lostLock = true;
-        },
-        (error: unknown) => log.warn({ err: error }, 'could not renew the cycle lock'),
-      );
-    }, Math.max(100, Math.floor(settings.lockTtlMs / 3)));
-    renewal.unref();
+    const renewal = keepLockRenewed(this.lock, holder, settings.lockTtlMs, { onError: (error: unknown) => log.warn({ err: error }, 'could not renew the cycle lock') });
 
     let state: ReconcileState = 'succeeded';
     let error: string | null = null;
     let help: string | null = null;
     let moodleProblem: string | null = null;
     try {
-      await this.reconcile(runId, counts, findings, () => lostLock, reportOnly);
+      await this.reconcile(runId, counts, findings, renewal.lost, reportOnly);
       if (findings.some((f) => f.action === 'reported')) state = 'attention';
     } catch (caught) {
       state = 'failed';
@@ -244,7 +235,7 @@ export class Reconciliation {
       }
       log.warn({ error }, 'reconcile stopped');
     } finally {
-      clearInterval(renewal);
+      renewal.stop();
     }
     counts.moodleCalls = (this.deps.moodleCallCount?.() ?? 0) - callsAtStart;
     const summary: ReconcileSummary = { runId, state, counts, error, help, findings, moodleProblem };

@@ -5,24 +5,15 @@ import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import pino from 'pino';
 import { MoodleClient } from '../../src/moodle/moodle-client';
 import { CyclePreviewer } from '../../src/provisioning/cycle-preview';
-import { ProvisioningCycle, type CycleSettings } from '../../src/provisioning/provisioning-cycle';
+import { ProvisioningCycle } from '../../src/provisioning/provisioning-cycle';
 import type { RequestLifecycle } from '../../src/requests/request-lifecycle';
 import { RequestRepository } from '../../src/requests/request-repository';
 import { assertAuthInvariant, createLifecycle, staff, submission } from '../support/builders';
+import { TEST_CYCLE_SETTINGS } from '../support/cycle-settings';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 
-const settings: CycleSettings = {
-  parentRoleId: 9,
-  extraContextIds: [],
-  syncCommand: undefined,
-  passwordEmailCommand: undefined,
-  commandTimeoutMs: 10_000,
-  lockTtlMs: 60_000,
-  syncWaitWarnMs: 3_600_000,
-  retryBaseMs: 60_000,
-  retryMaxMs: 3_600_000,
-};
+const settings = TEST_CYCLE_SETTINGS;
 
 for (const dialect of DIALECTS) {
   describe(`cycle preview on ${dialect}`, async () => {

@@ -10,21 +10,12 @@ import { parseConfig } from '../../src/config';
 import { createServices, type Services } from '../../src/services';
 import { staff, submission } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
+import { waitFor } from '../support/cycle-process';
 import { htmlText } from '../support/http';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 import { createStaffUser, StaffSession } from '../support/staff';
 
 const textOf = (html: string) => htmlText(html.replace(/<[^>]+>/g, ' ')).replace(/\s+/g, ' ');
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 for (const dialect of DIALECTS) {
   describe(`the Moodle check page and the cycle preview panel on ${dialect}`, async () => {

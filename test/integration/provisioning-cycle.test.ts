@@ -13,21 +13,12 @@ import { MoodleClient } from '../../src/moodle/moodle-client';
 import { CycleAlreadyRunningError, ProvisioningCycle, type CycleDependencies, type CycleSettings } from '../../src/provisioning/provisioning-cycle';
 import type { RequestLifecycle } from '../../src/requests/request-lifecycle';
 import { assertAuthInvariant, createLifecycle, snapshot, staff, submission } from '../support/builders';
+import { TEST_CYCLE_SETTINGS } from '../support/cycle-settings';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 
 const PARENT_ROLE = 9;
-const settings: CycleSettings = {
-  parentRoleId: PARENT_ROLE,
-  extraContextIds: [],
-  syncCommand: undefined,
-  passwordEmailCommand: undefined,
-  commandTimeoutMs: 10_000,
-  lockTtlMs: 60_000,
-  syncWaitWarnMs: 3_600_000,
-  retryBaseMs: 60_000,
-  retryMaxMs: 3_600_000,
-};
+const settings: CycleSettings = TEST_CYCLE_SETTINGS;
 
 interface Rig {
   moodle: MoodleDouble;

@@ -6,26 +6,17 @@ import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import pino from 'pino';
 import type { Database } from '../../src/db/database';
 import { MoodleClient } from '../../src/moodle/moodle-client';
-import { CycleAlreadyRunningError, MoodleCheckRunningError, ProvisioningCycle, type CycleSettings } from '../../src/provisioning/provisioning-cycle';
+import { CycleAlreadyRunningError, MoodleCheckRunningError, ProvisioningCycle } from '../../src/provisioning/provisioning-cycle';
 import { Reconciliation, RECONCILE_MESSAGES, REPORT_ONLY_PREFIX, type ReconcileSettings } from '../../src/reconcile/reconciliation';
 import type { RequestLifecycle } from '../../src/requests/request-lifecycle';
 import { assertAuthInvariant, createLifecycle, staff, submission } from '../support/builders';
+import { TEST_CYCLE_SETTINGS } from '../support/cycle-settings';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 
 const PARENT_ROLE = 9;
 const DAY = 86_400_000;
-const cycleSettings: CycleSettings = {
-  parentRoleId: PARENT_ROLE,
-  extraContextIds: [],
-  syncCommand: undefined,
-  passwordEmailCommand: undefined,
-  commandTimeoutMs: 10_000,
-  lockTtlMs: 60_000,
-  syncWaitWarnMs: 3_600_000,
-  retryBaseMs: 60_000,
-  retryMaxMs: 3_600_000,
-};
+const cycleSettings = TEST_CYCLE_SETTINGS;
 const reconcileSettings: ReconcileSettings = {
   parentRoleId: PARENT_ROLE,
   lockTtlMs: 60_000,
