@@ -1,7 +1,7 @@
 // npm run bench: runs every benchmark scenario once against MariaDB on this machine and writes
 // docs/benchmarks.md with the machine, the date and the figures of this run.
 //
-//   npm run bench                      the full run (about 6 to 7 minutes), writes docs/benchmarks.md
+//   npm run bench                      the full run (about 8 to 9 minutes), writes docs/benchmarks.md
 //   npm run bench -- --quick           small sizes to check the bench itself; writes a scratch file
 //   npm run bench -- --only cycle      some scenarios only (comma-separated ids)
 //   npm run bench -- --out FILE        write the report elsewhere

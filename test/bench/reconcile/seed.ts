@@ -7,9 +7,9 @@ import type { Database } from '../../../src/db/database';
 import { CHILDREN_TABLE, REQUESTS_TABLE } from '../../../src/requests/request-repository';
 import { CONTEXT_LEVELS, type MoodleDouble } from '../../support/moodle-double';
 import { BENCH_AUTH_TABLE } from '../support/bench-database';
+import { PARENT_ROLE_ID } from '../support/double-runs';
 import { addPupils, CHILDREN_PER_REQUEST, parentEmail, pupilId, seedApprovedRequests } from '../cycle/seed';
 
-export const PARENT_ROLE_ID = 9;
 /** Every this-many-th parent's second child was deleted in Moodle (the link must end). */
 export const DELETED_EVERY = 200;
 /** Every this-many-th parent's first child lost its Parent role by hand (it must come back). */

@@ -2,11 +2,10 @@
 // each call after 25 ms, with some drift (pupils deleted, roles removed by hand), the real run
 // (batched) against a naive one-call-per-link run. The double runs in this process and counts
 // the calls; each run has its own process and its own freshly seeded database.
-import { randomBytes } from 'node:crypto';
 import type { BenchDatabase } from '../support/bench-database';
-import { BENCH_AUTH_TABLE } from '../support/bench-database';
+import { callCounts, parentRoleAssignments, PARENT_ROLE_ID, serviceEnvironment, watchDouble, type CallCounts } from '../support/double-runs';
 import { CHILDREN_PER_REQUEST } from '../cycle/seed';
-import { DELETED_EVERY, PARENT_ROLE_ID, REMOVED_EVERY, seedProvisionedLinks, type Drift } from '../reconcile/seed';
+import { DELETED_EVERY, REMOVED_EVERY, seedProvisionedLinks, type Drift } from '../reconcile/seed';
 import { decimal, integer, megabytes, seconds, table, timesFewer, yesNo } from '../support/format';
 import { check, type BenchContext, type BenchScenario, type ReportSection, type TargetResult } from '../support/scenario';
 import { startWorker } from '../support/worker';
@@ -22,44 +21,11 @@ const SETTINGS = {
 const CALLS_TARGET = 20;
 const SPEED_TARGET = 10;
 
-const FUNCTIONS = { check: 'core_webservice_get_site_info', lookUp: 'core_user_get_users_by_field', assign: 'core_role_assign_roles' } as const;
-
-interface CallCounts {
-  check: number;
-  lookUp: number;
-  assign: number;
-  total: number;
-}
-
 interface Figures {
   wallMs: number;
   calls: CallCounts;
   doubleCpuMs: number;
   peakRssBytes: number;
-}
-
-const callCounts = (moodle: MoodleDouble): CallCounts => ({
-  check: moodle.calls(FUNCTIONS.check),
-  lookUp: moodle.calls(FUNCTIONS.lookUp),
-  assign: moodle.calls(FUNCTIONS.assign),
-  total: moodle.calls(),
-});
-
-const parentRoles = (moodle: MoodleDouble) => moodle.state.assignments.filter((a) => a.roleid === PARENT_ROLE_ID).length;
-
-function environment(bench: BenchDatabase, moodle: MoodleDouble): Record<string, string> {
-  return {
-    NODE_ENV: 'production',
-    SESSION_SECRET: randomBytes(32).toString('base64url'),
-    DATABASE_URL: bench.url,
-    AUTH_TABLE: BENCH_AUTH_TABLE,
-    MOODLE_URL: moodle.url,
-    MOODLE_TOKEN: moodle.tokens.ws,
-    MOODLE_PARENT_ROLE_ID: String(PARENT_ROLE_ID),
-    CYCLE_SCHEDULE: 'off',
-    RECONCILE_SCHEDULE: 'off',
-    LOG_LEVEL: 'info',
-  };
 }
 
 /** A fresh database and Moodle with `size` provisioned parents and the drift. */
@@ -73,24 +39,12 @@ async function prepare(context: BenchContext, size: number, label: string): Prom
   return { bench, moodle, drift };
 }
 
-async function measure<T>(context: BenchContext, label: string, moodle: MoodleDouble, fn: () => Promise<T>): Promise<{ value: T; doubleCpuMs: number }> {
-  const timer = setInterval(() => context.log(`${label}: ${integer(moodle.calls())} Moodle calls so far`), 10_000);
-  const cpu = process.cpuUsage();
-  try {
-    const value = await fn();
-    const used = process.cpuUsage(cpu);
-    return { value, doubleCpuMs: (used.user + used.system) / 1000 };
-  } finally {
-    clearInterval(timer);
-  }
-}
-
 async function runService(context: BenchContext, size: number): Promise<Figures & { queries: number; ended: number }> {
   const { bench, moodle, drift } = await prepare(context, size, 'service');
-  const worker = await startWorker('reconcile-service.ts', { env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(environment(bench, moodle)) }, verbose: context.verbose });
+  const worker = await startWorker('reconcile-service.ts', { env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)) }, verbose: context.verbose });
   try {
     context.log(`reconcile ${integer(size)}/service: running the reconcile`);
-    const { value: run, doubleCpuMs } = await measure(context, `reconcile ${integer(size)}/service`, moodle, () => worker.call<ServiceReconcileRun>('run'));
+    const { value: run, doubleCpuMs } = await watchDouble(context, `reconcile ${integer(size)}/service`, moodle, () => worker.call<ServiceReconcileRun>('run'));
     const calls = callCounts(moodle);
     const links = CHILDREN_PER_REQUEST * size;
     const c = run.summary.counts;
@@ -98,7 +52,7 @@ async function runService(context: BenchContext, size: number): Promise<Figures 
     check(c.linksChecked === links, `the reconcile checked ${c.linksChecked} links, expected ${links}`);
     check(c.linksEnded === drift.deletedPupils.length, `the reconcile ended ${c.linksEnded} links, expected ${drift.deletedPupils.length}`);
     check(c.rolesReasserted === links - drift.deletedPupils.length, `the reconcile gave ${c.rolesReasserted} roles again`);
-    check(parentRoles(moodle) === links - drift.deletedPupils.length, `Moodle holds ${parentRoles(moodle)} Parent role assignments`);
+    check(parentRoleAssignments(moodle) === links - drift.deletedPupils.length, `Moodle holds ${parentRoleAssignments(moodle)} Parent role assignments`);
     check(drift.removedRoles.every((r) => moodle.state.hasUserContextRole(PARENT_ROLE_ID, r.parentId, r.pupilId)), 'a role removed by hand did not come back');
     check(c.moodleCalls === calls.total, `the reconcile counted ${c.moodleCalls} Moodle calls, the double ${calls.total}`);
     const revoked = Number(((await bench.db('request_children').where({ link_state: 'revoked' }).count({ n: '*' }).first()) as { n: number | string }).n);
@@ -120,11 +74,11 @@ interface NaiveFigures {
 
 async function runNaive(context: BenchContext, size: number, sample: number): Promise<NaiveFigures> {
   const { bench, moodle } = await prepare(context, size, 'naive');
-  const worker = await startWorker('reconcile-naive.ts', { env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(environment(bench, moodle)) }, verbose: context.verbose });
+  const worker = await startWorker('reconcile-naive.ts', { env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)) }, verbose: context.verbose });
   const limit = Math.min(size, sample);
   try {
     context.log(`reconcile ${integer(size)}/naive: one call per parent and two per link over ${limit === size ? 'every parent' : `the first ${integer(limit)} parents`}`);
-    const { value: run, doubleCpuMs } = await measure(context, `reconcile ${integer(size)}/naive`, moodle, () => worker.call<NaiveReconcileRun>('run', limit === size ? {} : { limit }));
+    const { value: run, doubleCpuMs } = await watchDouble(context, `reconcile ${integer(size)}/naive`, moodle, () => worker.call<NaiveReconcileRun>('run', limit === size ? {} : { limit }));
     const calls = callCounts(moodle);
     check(run.processedParents === limit && run.processedLinks === CHILDREN_PER_REQUEST * limit, `the naive run processed ${run.processedParents} parents, ${run.processedLinks} links`);
     check(calls.lookUp === limit + run.processedLinks && calls.assign === run.reasserted, 'the naive run did not make one call per item');
