@@ -239,6 +239,8 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     },
     async close(): Promise<void> {
       await scheduler.stop().catch(() => undefined);
+      // A scheduled check may be waiting for the lock: told to stop, it gives up within a second.
+      await reconcile.requestStop().catch(() => undefined);
       await reconcileScheduler.stop().catch(() => undefined);
       await privacy.stop().catch(() => undefined);
       await mailOutbox.stop().catch(() => undefined);
