@@ -136,8 +136,11 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
    */
   const notifyStaffOfReconcile = async (summary: ReconcileSummary) => {
     const reported = summary.findings.filter((f) => f.action === 'reported');
+    // A pupil suspended within the grace period needs nobody yet (the check ends the link itself when
+    // it runs out), so that alone mails nobody day after day; with PUPIL_LEFT_GRACE_DAYS=off staff decide.
+    const needsSomeone = reported.filter((f) => f.kind !== 'pupil_suspended' || config.reconcile.pupilLeftGraceDays === null);
     if (config.mail.staffNotify.length === 0) return;
-    if (summary.state !== 'failed' && summary.counts.linksEnded === 0 && reported.length === 0) return;
+    if (summary.state !== 'failed' && summary.counts.linksEnded === 0 && needsSomeone.length === 0) return;
     if (summary.state === 'failed') {
       const [, previous] = await reconcile.repository.recent(2);
       const storedError = summary.help ? `${summary.error}\n${summary.help}` : summary.error;

@@ -101,6 +101,10 @@ for (const dialect of DIALECTS) {
       const json = await run('reconcile', '--json');
       assert.equal(JSON.parse(json.out).counts.linksChecked, 1);
       assert.equal((await t.db('mail_outbox').where({ kind: 'staff_reconcile_summary' })).length, 1, 'a run that found nothing mails nobody');
+      moodle.state.setSuspended(3, true);
+      const suspended = await run('reconcile');
+      assert.match(suspended.out, /attention/);
+      assert.equal((await t.db('mail_outbox').where({ kind: 'staff_reconcile_summary' })).length, 1, 'a pupil within the grace period needs nobody yet');
     });
 
     it('reconcile with a token that sees nobody exits 1 with the reason, and mails it once', { skip }, async () => {
