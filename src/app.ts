@@ -4,6 +4,7 @@ import path from 'node:path';
 import cookieParser from 'cookie-parser';
 import express from 'express';
 import { intakeApiRoutes } from './intake/intake-api.routes';
+import { guardianRecordsApiRoutes } from './guardian-records/guardian-records.routes';
 import { intakeRoutes } from './intake/intake.routes';
 import { privacyNoticeRoutes } from './intake/privacy-notice.routes';
 import { adminRoutes } from './admin.routes';
@@ -51,7 +52,7 @@ export function createApp(services: Services) {
 
   app.use(privacyNoticeRoutes(config));
   app.use('/request', intakeRoutes(services));
-  app.use('/api/v1', intakeApiRoutes(services));
+  app.use('/api/v1', intakeApiRoutes(services), guardianRecordsApiRoutes(services));
   app.use('/admin', adminRoutes(services));
 
   app.use(notFoundHandler);

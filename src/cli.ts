@@ -16,6 +16,7 @@ import { runStaffCommand, STAFF_USAGE, type StaffCommandIo } from './staff-auth/
 import { PRIVACY_USAGE, runPrivacyCommand } from './privacy/privacy-commands';
 import { previewCounts, type CyclePreview } from './provisioning/cycle-preview';
 import { RECONCILE_USAGE, runReconcileCommand } from './reconcile/reconcile-commands';
+import { GUARDIANS_USAGE, runGuardianCommand } from './guardian-records/guardian-commands';
 
 export interface CliIo {
   out: (text: string) => void;
@@ -45,6 +46,7 @@ ${API_KEY_USAGE}
 ${STAFF_USAGE}
 ${PRIVACY_USAGE}
 ${RECONCILE_USAGE}
+${GUARDIANS_USAGE}
   help                            this text
 
 Statuses: ${REQUEST_STATUSES.join(', ')}`;
@@ -292,6 +294,8 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
         return await runPrivacyCommand(services, args, io);
       case 'reconcile':
         return await runReconcileCommand(services, args, io, safeUsername());
+      case 'guardians':
+        return await runGuardianCommand(services, args, io, actor);
       default:
         throw new UsageError(`Unknown command "${command}".`);
     }
@@ -316,7 +320,7 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
 }
 
 // `migrate` sets the database up and `doctor` reports on it, so only these wait for a migrated one.
-const NEEDS_MIGRATED_DATABASE = new Set(['requests', 'cycle', 'api-keys', 'staff', 'privacy', 'reconcile']);
+const NEEDS_MIGRATED_DATABASE = new Set(['requests', 'cycle', 'api-keys', 'staff', 'privacy', 'reconcile', 'guardians']);
 
 /**
  * One line when the database lacks migrations, instead of a raw "no such table" later. The CLI does

@@ -145,6 +145,17 @@ const environmentSchema = z.object({
     { message: 'must be a comma-separated list of origins such as https://www.example-school.org (no paths)' },
   ),
 
+  // The school's guardian records (the MIS contact export): off, suggest matches to staff, or
+  // approve full matches automatically; how old the records may be; which pupil id Moodle holds.
+  GUARDIAN_MATCH: z.string().trim().toLowerCase().pipe(z.enum(['off', 'suggest', 'auto'], { message: 'must be off, suggest or auto' })).default('suggest'),
+  GUARDIAN_RECORDS_MAX_AGE_DAYS: positiveInt(365).default(7),
+  GUARDIAN_PUPIL_ID: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .pipe(z.enum(['admission_number', 'upn'], { message: 'must be admission_number or upn (the pupil identifier Moodle keeps as idnumber)' }))
+    .default('admission_number'),
+
   CYCLE_SCHEDULE: z.string().trim().min(1).default('*/15 * * * *'),
   CYCLE_LOCK_TTL_SECONDS: positiveInt(3600).default(300),
   SYNC_WAIT_WARN_MINUTES: positiveInt(7 * 24 * 60).default(120),
@@ -234,6 +245,14 @@ export interface Config {
     rateLimitPerIpPerHour: number;
     rateLimitPerEmailPerDay: number;
     embedOrigins: string[];
+  };
+  guardianRecords: {
+    /** off: records are kept but not used; suggest: matches shown to staff; auto: full matches approved. */
+    match: 'off' | 'suggest' | 'auto';
+    /** Records older than this are never used for an automatic approval or the "matches" tag. */
+    maxAgeDays: number;
+    /** Which pupil identifier of the records is Moodle's idnumber. */
+    pupilIdField: 'admission_number' | 'upn';
   };
   cycle: {
     /** A cron expression, or undefined when scheduled cycles are off. */
@@ -361,6 +380,11 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
       rateLimitPerEmailPerDay: e.FORM_RATE_LIMIT_PER_EMAIL,
       embedOrigins: e.FORM_EMBED_ORIGINS.map((o) => new URL(o).origin),
     },
+    guardianRecords: {
+      match: e.GUARDIAN_MATCH,
+      maxAgeDays: e.GUARDIAN_RECORDS_MAX_AGE_DAYS,
+      pupilIdField: e.GUARDIAN_PUPIL_ID,
+    },
     cycle: {
       schedule,
       lockTtlMs: e.CYCLE_LOCK_TTL_SECONDS * 1000,
@@ -444,6 +468,9 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     { name: 'FORM_RATE_LIMIT_PER_IP', value: `${config.intake.rateLimitPerIpPerHour} per hour` },
     { name: 'FORM_RATE_LIMIT_PER_EMAIL', value: `${config.intake.rateLimitPerEmailPerDay} per day` },
     { name: 'FORM_EMBED_ORIGINS', value: config.intake.embedOrigins.join(', ') || '(none: the form cannot be framed by another site)' },
+    { name: 'GUARDIAN_MATCH', value: config.guardianRecords.match },
+    { name: 'GUARDIAN_RECORDS_MAX_AGE_DAYS', value: String(config.guardianRecords.maxAgeDays) },
+    { name: 'GUARDIAN_PUPIL_ID', value: config.guardianRecords.pupilIdField },
     { name: 'CYCLE_SCHEDULE', value: config.cycle.schedule ?? 'off' },
     { name: 'CYCLE_LOCK_TTL_SECONDS', value: show(config.cycle.lockTtlMs / 1000) },
     { name: 'SYNC_WAIT_WARN_MINUTES', value: show(config.cycle.syncWaitWarnMs / 60_000) },

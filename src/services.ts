@@ -24,6 +24,7 @@ import { StaffAccounts } from './staff-auth/staff-accounts.service';
 import { SignInThrottle } from './staff-auth/staff-sign-in-throttle';
 import { StatusCountsCache } from './review/status-counts';
 import { PrivacyService } from './privacy/privacy.service';
+import { GuardianRecordsService } from './guardian-records/guardian-records.service';
 import { createCsrf } from './web/csrf';
 import { createSessionMiddleware, sessionCookieName } from './web/sessions';
 import { createRateLimit } from './web/rate-limit';
@@ -108,6 +109,8 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     onFinished: async (summary) => {
       await metrics.recordCycle(summary, () => cycle.repository.get(summary.cycleId));
       await notifyStaffOfCycle(summary);
+      // A request confirmed while Moodle was down is matched against the guardian records now.
+      await guardianRecords.afterCycle().catch((error: unknown) => logger.error({ err: error }, 'could not retry guardian records matches'));
     },
     settings: {
       parentRoleId: config.moodle.parentRoleId,
@@ -202,6 +205,16 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     ...clock,
   });
   lifecycle.addListener(privacy.erasureListener);
+  const guardianRecords = new GuardianRecordsService({
+    db,
+    lifecycle,
+    requests: requestRepository,
+    moodle,
+    logger,
+    settings: config.guardianRecords,
+    ...clock,
+  });
+  lifecycle.addListener(guardianRecords.confirmationListener);
   const requestSearch = new RequestSearchRepository();
   const statusCounts = new StatusCountsCache(() => requestSearch.countByStatus(db, ''));
   lifecycle.addListener(statusCounts.listener);
@@ -229,6 +242,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     sessionCookieName: sessionCookieName(config),
     statusCounts,
     privacy,
+    guardianRecords,
     migrate: () => migrateToLatest(db, { authTable: config.authTable }),
     migrationStatus: () => migrationStatus(db, { authTable: config.authTable }),
     doctor: (runSync = false) => runDoctor({ config, db, moodle, verifyMail: () => mailTransport.verify() }, { runSync }),
@@ -246,6 +260,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
       await reconcile.requestStop().catch(() => undefined);
       await reconcileScheduler.stop().catch(() => undefined);
       await privacy.stop().catch(() => undefined);
+      await guardianRecords.settled();
       await mailOutbox.stop().catch(() => undefined);
       mailTransport.close();
       if (!options.db) await db.destroy();

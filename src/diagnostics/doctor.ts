@@ -7,6 +7,7 @@ import type { MailCheck } from '../mail/mail-transport';
 import { checkMoodle } from '../moodle/moodle-checks';
 import type { MoodleClient } from '../moodle/moodle-client';
 import { describeSyncRefusal, runScheduledTask } from '../moodle/sync-command';
+import { CycleRepository } from '../provisioning/cycle-repository';
 
 export interface DoctorCheck {
   id: string;
@@ -82,7 +83,9 @@ export async function runDoctor(deps: DoctorDependencies, options: { runSync?: b
     url: config.moodle.url,
     token: config.moodle.token,
     parentRoleId: config.moodle.parentRoleId,
-    knownUserIds: databaseOk ? await knownPupilAccountIds(db) : [],
+    // Accounts known to exist (pupils and parents the service has matched): looking them up proves
+    // the token can see users other than its own (moodle/user:viewdetails).
+    knownUserIds: databaseOk ? await new CycleRepository(db).knownMoodleAccountIds(new Set(), 20) : [],
   });
   checks.push(...moodleChecks);
 
@@ -133,20 +136,6 @@ export function privacyNoticeCheck(config: Pick<Config, 'intake'>): DoctorCheck 
     message: "The school's own privacy notice is not set: the request form links to this service's short notice at /privacy instead.",
     help: "Set PRIVACY_NOTICE_URL to the address of the school's privacy notice, once it covers parent accounts in Moodle.",
   };
-}
-
-/**
- * Moodle accounts known to exist: the pupils most recently matched at approval. Looking them up
- * proves the token can see users other than its own (moodle/user:viewdetails).
- */
-async function knownPupilAccountIds(db: Database): Promise<number[]> {
-  const rows = (await db('request_children')
-    .whereNotNull('moodle_user_id')
-    .whereIn('link_state', ['matched', 'linked'])
-    .orderBy('id', 'desc')
-    .limit(20)
-    .select('moodle_user_id')) as Array<{ moodle_user_id: number | string }>;
-  return rows.map((r) => Number(r.moodle_user_id));
 }
 
 /** Which request each auth-table username belongs to; a look-up that fails names none. */

@@ -2,7 +2,7 @@
 // with the same email address making one request. Each row is checked with the request form's
 // own rules (src/intake/request-form.ts), and every problem is said in words for the school
 // office, naming the column, so the whole file can be put right in one go.
-import { parse } from 'csv-parse/sync';
+import { readCsvRecords, squashColumnName } from '../csv-file';
 import type { z } from 'zod';
 import { MAX_EMAIL, MAX_NAME, MAX_PUPIL_IDENTIFIER, MAX_TITLE, MAX_TUTOR_GROUP, requestSchema } from '../intake/request-form';
 import { usernameFromEmail } from '../requests/username';
@@ -54,127 +54,19 @@ export interface ImportRow {
 
 export type ReadResult = { ok: true; rows: ImportRow[]; headerless: boolean } | { ok: false; problem: string };
 
-const squash = (name: string) => name.toLowerCase().replace(/[^a-z0-9]/g, '');
-
 const COLUMN_BY_NAME = new Map<string, ImportField>(
-  IMPORT_FIELDS.flatMap((field) => [IMPORT_COLUMNS[field].label, field, ...IMPORT_COLUMNS[field].aliases].map((name) => [squash(name), field] as [string, ImportField])),
+  IMPORT_FIELDS.flatMap((field) => [IMPORT_COLUMNS[field].label, field, ...IMPORT_COLUMNS[field].aliases].map((name) => [squashColumnName(name), field] as [string, ImportField])),
 );
-
-// Windows-1252's 0x80–0x9F, where it differs from Latin-1 (Excel's quotes, dashes, €). Node 20's
-// TextDecoder('windows-1252') decodes these bytes as Latin-1 control characters, so the table is
-// here. The five bytes without a character (0x81, 0x8D, 0x8F, 0x90, 0x9D) are left out on purpose.
-const WINDOWS_1252_HIGH: Record<number, string> = {
-  0x80: '€', 0x82: '‚', 0x83: 'ƒ', 0x84: '„', 0x85: '…', 0x86: '†', 0x87: '‡', 0x88: 'ˆ', 0x89: '‰', 0x8a: 'Š', 0x8b: '‹', 0x8c: 'Œ', 0x8e: 'Ž',
-  0x91: '‘', 0x92: '’', 0x93: '“', 0x94: '”', 0x95: '•', 0x96: '–', 0x97: '—', 0x98: '˜', 0x99: '™', 0x9a: 'š', 0x9b: '›', 0x9c: 'œ', 0x9e: 'ž', 0x9f: 'Ÿ',
-};
-
-const SAVE_AS_UTF8 = 'In Excel choose File, Save As, “CSV UTF-8 (Comma delimited)”, and upload that file.';
-
-/** The line (1 for the first) on which byte `index` of a single-byte file stands: LF, CRLF or CR ends a line. */
-function lineOfByte(bytes: Uint8Array, index: number): number {
-  let line = 1;
-  for (let i = 0; i < index; i += 1) if (bytes[i] === 0x0a || (bytes[i] === 0x0d && bytes[i + 1] !== 0x0a)) line += 1;
-  return line;
-}
-
-type Decoded = { ok: true; text: string } | { ok: false; problem: string };
-
-function decodeStrictly(encoding: string, bytes: Uint8Array, name: string): Decoded {
-  try {
-    return { ok: true, text: new TextDecoder(encoding, { fatal: true }).decode(bytes) };
-  } catch {
-    return { ok: false, problem: `The file says it is ${name} text, but parts of it are not. ${SAVE_AS_UTF8}` };
-  }
-}
-
-/**
- * The text of a file the way schools save them: UTF-8 with or without a byte order mark, UTF-16
- * with one (Excel's "Unicode text"), or Windows-1252 (Excel's plain "CSV"). A file that is none of
- * these for sure is refused with the reason rather than read as something it may not be.
- */
-function decode(buffer: Buffer): Decoded {
-  const bytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.length);
-  const startsWith = (...marks: number[]) => marks.every((b, i) => bytes[i] === b);
-  let decoded: Decoded;
-  if (startsWith(0xef, 0xbb, 0xbf)) decoded = decodeStrictly('utf-8', bytes, 'UTF-8');
-  else if (startsWith(0xff, 0xfe)) decoded = decodeStrictly('utf-16le', bytes, 'UTF-16');
-  else if (startsWith(0xfe, 0xff)) decoded = decodeStrictly('utf-16be', bytes, 'UTF-16');
-  else {
-    const nul = bytes.indexOf(0);
-    if (nul >= 0) {
-      return {
-        ok: false,
-        problem:
-          'The file is not plain text: it looks like UTF-16 without the mark that says so, or another kind of file. ' + SAVE_AS_UTF8,
-      };
-    }
-    try {
-      decoded = { ok: true, text: new TextDecoder('utf-8', { fatal: true }).decode(bytes) };
-    } catch {
-      let text = '';
-      for (let i = 0; i < bytes.length; i += 1) {
-        const byte = bytes[i] as number;
-        if (byte < 0x80 || byte > 0x9f) {
-          text += String.fromCharCode(byte);
-          continue;
-        }
-        const character = WINDOWS_1252_HIGH[byte];
-        if (character === undefined) {
-          return {
-            ok: false,
-            problem:
-              `The file’s characters could not be read for sure: it is not UTF-8, and line ${lineOfByte(bytes, i)} has a byte ` +
-              `(0x${byte.toString(16).toUpperCase()}) that is not a character in Excel’s older “CSV” format either. ${SAVE_AS_UTF8}`,
-          };
-        }
-        text += character;
-      }
-      decoded = { ok: true, text };
-    }
-  }
-  if (decoded.ok && decoded.text.includes('\u0000')) {
-    return { ok: false, problem: `The file is not plain text (it has empty characters in it). ${SAVE_AS_UTF8}` };
-  }
-  return decoded;
-}
 
 /** Parses the file into rows (values trimmed, nothing checked yet), or says why it cannot. */
 export function readImportFile(buffer: Buffer): ReadResult {
-  if (buffer.length === 0) return { ok: false, problem: 'The file is empty.' };
-  if (buffer.subarray(0, 4).equals(Buffer.from([0x50, 0x4b, 0x03, 0x04]))) {
-    return {
-      ok: false,
-      problem: 'This is a spreadsheet workbook (.xlsx), not a CSV file. In Excel choose File, Save As, "CSV UTF-8 (Comma delimited)", and upload that file.',
-    };
-  }
-  const decoded = decode(buffer);
-  if (!decoded.ok) return decoded;
-  // One kind of line ending: the CSV reader keeps the first one it sees, so a file with Windows
-  // lines and Unix lines mixed would otherwise have rows run into each other.
-  const text = decoded.text.replace(/\r\n?/g, '\n');
-  let records: Array<{ record: string[]; info: { lines: number } }>;
-  try {
-    records = parse(text, {
-      bom: true,
-      info: true,
-      trim: true,
-      skip_empty_lines: true,
-      skip_records_with_empty_values: true,
-      relax_column_count: true,
-      // Excel writes semicolons where the comma is the decimal mark.
-      delimiter: [',', ';'],
-    }) as unknown as Array<{ record: string[]; info: { lines: number } }>;
-  } catch (error) {
-    const line = (error as { lines?: number }).lines;
-    return {
-      ok: false,
-      problem: `The file could not be read as CSV${line ? ` (the problem is near line ${line})` : ''}. Check that it was saved as CSV, and that quotation marks in it are paired.`,
-    };
-  }
+  const read = readCsvRecords(buffer);
+  if (!read.ok) return read;
+  const records = read.records;
   const [first, ...rest] = records;
   if (!first) return { ok: false, problem: 'The file has no rows.' };
 
-  const named = first.record.map((cell) => COLUMN_BY_NAME.get(squash(cell)));
+  const named = first.cells.map((cell) => COLUMN_BY_NAME.get(squashColumnName(cell)));
   const recognised = named.filter((f) => f !== undefined).length;
   let positions: Partial<Record<ImportField, number>>;
   let data: typeof records;
@@ -189,7 +81,7 @@ export function readImportFile(buffer: Buffer): ReadResult {
       return { ok: false, problem: `The file has no ${missing.join(', ')} column${missing.length === 1 ? '' : 's'}. The first line must name the columns.` };
     }
     data = rest;
-  } else if (first.record.length === IMPORT_FIELDS.length) {
+  } else if (first.cells.length === IMPORT_FIELDS.length) {
     // No header line: the eight columns in the documented order.
     positions = Object.fromEntries(IMPORT_FIELDS.map((f, i) => [f, i]));
     data = records;
@@ -204,10 +96,9 @@ export function readImportFile(buffer: Buffer): ReadResult {
   if (data.length > MAX_IMPORT_ROWS) {
     return { ok: false, problem: `The file has ${data.length} rows; at most ${MAX_IMPORT_ROWS} can be imported at once. Split it into smaller files.` };
   }
-  const rows = data.map(({ record, info }) => {
-    const values = Object.fromEntries(IMPORT_FIELDS.map((f) => [f, positions[f] === undefined ? '' : (record[positions[f] as number] ?? '')])) as ImportValues;
-    const extraLines = record.join('').split('\n').length - 1;
-    return { line: info.lines - extraLines, values, problems: [], pupil: null };
+  const rows = data.map(({ cells, line }) => {
+    const values = Object.fromEntries(IMPORT_FIELDS.map((f) => [f, positions[f] === undefined ? '' : (cells[positions[f] as number] ?? '')])) as ImportValues;
+    return { line, values, problems: [], pupil: null };
   });
   return { ok: true, rows, headerless };
 }

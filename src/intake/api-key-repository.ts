@@ -4,9 +4,14 @@ import { nullableNumber } from '../db/columns';
 
 export const API_KEYS_TABLE = 'api_keys';
 
+/** What a key may call: sending requests (the website's form), pushing guardian records (the MIS). */
+export const API_KEY_SCOPES = ['requests', 'guardian-records'] as const;
+export type ApiKeyScope = (typeof API_KEY_SCOPES)[number];
+
 export interface ApiKeyRecord {
   id: number;
   name: string;
+  scopes: ApiKeyScope[];
   keyPrefix: string;
   keyHash: string;
   createdAt: number;
@@ -20,6 +25,9 @@ function fromRow(r: Row): ApiKeyRecord {
   return {
     id: Number(r.id),
     name: String(r.name),
+    scopes: String(r.scopes ?? 'requests')
+      .split(',')
+      .filter((scope): scope is ApiKeyScope => (API_KEY_SCOPES as readonly string[]).includes(scope)),
     keyPrefix: String(r.key_prefix),
     keyHash: String(r.key_hash),
     createdAt: Number(r.created_at),
@@ -32,6 +40,7 @@ export class ApiKeyRepository {
   async insert(q: Queryable, key: Omit<ApiKeyRecord, 'id' | 'lastUsedAt' | 'revokedAt'>): Promise<number> {
     const inserted = await q(API_KEYS_TABLE).insert({
       name: key.name,
+      scopes: key.scopes.join(','),
       key_prefix: key.keyPrefix,
       key_hash: key.keyHash,
       created_at: key.createdAt,

@@ -7,7 +7,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../db/database';
 import { ValidationError } from '../errors';
-import { ApiKeyRepository, type ApiKeyRecord } from './api-key-repository';
+import { ApiKeyRepository, type ApiKeyRecord, type ApiKeyScope } from './api-key-repository';
 
 const repository = new ApiKeyRepository();
 const KEY_PATTERN = /^(mpp_[A-Za-z0-9_-]{8})\.([A-Za-z0-9_-]{43})$/;
@@ -15,6 +15,7 @@ const KEY_PATTERN = /^(mpp_[A-Za-z0-9_-]{8})\.([A-Za-z0-9_-]{43})$/;
 export interface ApiKeyInfo {
   id: number;
   name: string;
+  scopes: ApiKeyScope[];
   keyPrefix: string;
   createdAt: number;
   lastUsedAt: number | null;
@@ -31,15 +32,20 @@ function info(record: ApiKeyRecord): ApiKeyInfo {
 }
 
 /** Creates a key; the raw key is in the answer and nowhere else, ever. */
-export async function createApiKey(db: Database, name: string, now = Date.now()): Promise<{ key: string; apiKey: ApiKeyInfo }> {
+export async function createApiKey(
+  db: Database,
+  name: string,
+  now = Date.now(),
+  scopes: ApiKeyScope[] = ['requests'],
+): Promise<{ key: string; apiKey: ApiKeyInfo }> {
   const trimmed = name.trim();
   if (trimmed === '' || trimmed.length > 100) {
     throw new ValidationError('Give the key a name of 1 to 100 characters, such as "wordpress".', [{ field: 'name', message: 'Give the key a name.' }]);
   }
   const keyPrefix = `mpp_${randomBytes(6).toString('base64url')}`;
   const key = `${keyPrefix}.${randomBytes(32).toString('base64url')}`;
-  const id = await repository.insert(db, { name: trimmed, keyPrefix, keyHash: hashKey(key), createdAt: now });
-  return { key, apiKey: { id, name: trimmed, keyPrefix, createdAt: now, lastUsedAt: null, revokedAt: null } };
+  const id = await repository.insert(db, { name: trimmed, scopes, keyPrefix, keyHash: hashKey(key), createdAt: now });
+  return { key, apiKey: { id, name: trimmed, scopes, keyPrefix, createdAt: now, lastUsedAt: null, revokedAt: null } };
 }
 
 export async function listApiKeys(db: Database): Promise<ApiKeyInfo[]> {

@@ -5,40 +5,20 @@ import { AppError, ValidationError } from '../errors';
 import type { Services } from '../services';
 import { RateLimitedError } from '../web/rate-limit';
 import { ApiIdempotency } from './api-idempotency';
-import { verifyApiKey, type ApiKeyInfo } from './api-keys';
+import { requireApiKey } from './api-key-auth';
+import type { ApiKeyInfo } from './api-keys';
 import { apiFieldName, validateRequest } from './request-form';
 
 const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,100}$/;
-
-function presentedKey(req: Request): string | undefined {
-  const authorization = req.get('authorization');
-  const bearer = authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization) : null;
-  if (bearer) return bearer[1];
-  return req.get('x-api-key')?.trim() || undefined;
-}
 
 export function intakeApiRoutes(services: Services): Router {
   const { db, config, intake } = services;
   const idempotency = new ApiIdempotency(db, intake, services.requestRepository);
   const router = express.Router();
 
-  // The key is checked before anything is read, so an unknown caller learns nothing else.
-  const requireApiKey = async (req: Request, res: Response, next: NextFunction) => {
-    const raw = presentedKey(req);
-    const apiKey = raw ? await verifyApiKey(db, raw) : undefined;
-    if (!apiKey) {
-      res.setHeader('WWW-Authenticate', 'Bearer');
-      throw new AppError('A valid API key is required.', 401, 'unauthorized', {
-        help: 'Send "Authorization: Bearer <key>" with a key from "npm run cli -- api-keys create <name>".',
-      });
-    }
-    res.locals.apiKey = apiKey;
-    next();
-  };
-
   router.post(
     '/requests',
-    requireApiKey,
+    requireApiKey(db, 'requests'),
     (req, _res, next) => {
       if (!req.is('application/json')) {
         throw new AppError('Send the request as JSON (Content-Type: application/json).', 415, 'unsupported_media_type');

@@ -1,6 +1,7 @@
 // The intake's logic: storing a parent's request (from the form or the API) after the abuse
 // checks, confirming an email address, sending a new confirmation link, and the status page.
 import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
 import type { Config } from '../config';
 import type { Database } from '../db/database';
 import { isUniqueViolation, pingDatabase } from '../db/database';
@@ -8,7 +9,7 @@ import { ConflictError, NotFoundError, ValidationError } from '../errors';
 import { hashToken, type Actor, type RequestLifecycle, type SubmitResult } from '../requests/request-lifecycle';
 import type { ChildRecord, RequestRecord, RequestRepository } from '../requests/request-repository';
 import type { RequestSource, RequestStatus } from '../requests/request-states';
-import type { RateLimit } from '../web/rate-limit';
+import { consumeInTransaction, type RateLimit } from '../web/rate-limit';
 import { MAX_COMMENT, type ValidRequest } from './request-form';
 import { buildTimeline, nextStepsFor, PARENT_STATUS_LABELS, type TimelineEntry } from './status-timeline';
 
@@ -110,8 +111,11 @@ export class IntakeService {
       const earlier = await this.lifecycle.findByIdempotencyKey(meta.idempotencyKey);
       if (earlier) return { outcome: 'replayed', request: earlier, statusUrl: this.statusUrl(earlier.publicId) };
     }
-    if (meta.source === 'form' && meta.ip) await this.limits.perIp.consume(meta.ip);
-    await this.limits.perEmail.consume(data.email, 'Too many requests for this email address; try again tomorrow.');
+    // Counted inside the submission's own transaction (one commit for all of it).
+    const attempts = [
+      ...(meta.source === 'form' && meta.ip ? [this.limits.perIp.attempt(meta.ip)] : []),
+      this.limits.perEmail.attempt(data.email, 'Too many requests for this email address; try again tomorrow.'),
+    ];
 
     const requireVerification = this.config.intake.requireEmailVerification;
     const token = requireVerification ? newVerificationToken() : null;
@@ -134,6 +138,7 @@ export class IntakeService {
       submitterIp: meta.ip ?? null,
       submitterAgent: meta.agent ?? null,
       idempotencyKey: meta.idempotencyKey ?? null,
+      countAttempts: (trx: Knex.Transaction) => consumeInTransaction(trx, attempts, this.now()),
     };
     let result: SubmitResult;
     try {

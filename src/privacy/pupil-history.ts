@@ -25,6 +25,8 @@ export interface PupilHistoryEntry {
   revokeReason: string | null;
   /** When the Parent role was actually taken away in Moodle. */
   unlinkedAt: number | null;
+  /** What an approval by the school's guardian records rested on (empty for a staff approval). */
+  approvalEvidence: string[];
 }
 
 const REVOKING_ACTIONS = new Set(['revoked', 'child_revoked', 'denied', 'marked_duplicate', 'marked_bogus']);
@@ -59,6 +61,7 @@ export function buildPupilHistory(links: PupilLinkRow[], auditByRequest: Readonl
       revokedBy: revoked ? describeActor(revoked.actorType, revoked.actorId) : null,
       revokeReason: reason,
       unlinkedAt: unlinked?.createdAt ?? null,
+      approvalEvidence: Array.isArray(approved?.details.evidence) ? approved.details.evidence.filter((line): line is string => typeof line === 'string') : [],
     };
   });
 }
@@ -107,6 +110,7 @@ export const PUPIL_HISTORY_COLUMNS = [
   'Link removed by',
   'Reason given',
   'Parent role removed in Moodle at',
+  'Approved on the school records',
 ] as const;
 
 export function pupilHistoryCsv(entries: PupilHistoryEntry[]): string {
@@ -126,6 +130,7 @@ export function pupilHistoryCsv(entries: PupilHistoryEntry[]): string {
       e.revokedBy ?? '',
       e.revokeReason ?? '',
       spreadsheetTime(e.unlinkedAt),
+      e.approvalEvidence.join(' '),
     // Parents type their own names: opening the export in a spreadsheet must never run one as a formula.
     ].map(neutraliseCell),
   );

@@ -76,6 +76,11 @@ export interface SubmitInput {
    * never stored) and when it runs out. Needed whenever the submission may join an open request.
    */
   heldDetails?: { token: string; expiresAt: number } | null;
+  /**
+   * Runs first in the submission's transaction, once it is not a replay: the intake counts its
+   * rate limits here, so that the counts and the stored request commit (or roll back) together.
+   */
+  countAttempts?: (trx: Knex.Transaction) => Promise<void>;
 }
 
 export interface SubmitResult {
@@ -101,6 +106,8 @@ export interface ApproveInput {
   /** Link to an account that already exists in Moodle (not an auth_db user): no auth row. */
   existingAccount?: { moodleUserId: number; username?: string | null };
   comment?: string | null;
+  /** What the approval rests on, in words, kept in its audit event (the school records' evidence). */
+  evidence?: string[];
 }
 
 export interface DecisionInput {
@@ -250,6 +257,7 @@ export class RequestLifecycle {
         return { outcome: 'replayed', request: earlier, children: await this.repository.children(trx, earlier.id), addedChildren: 0, held: false };
       }
     }
+    await input.countAttempts?.(trx);
     const open = await this.repository.findOpenByEmail(trx, email);
     if (open) {
       if (input.joinOpenRequest === false) throw this.openRequestExists(email);
@@ -558,6 +566,7 @@ export class RequestLifecycle {
         {
           children: matches.map((m) => ({ childId: m.childId, moodleUserId: m.moodleUserId })),
           existingAccount: existing ? existing.moodleUserId : null,
+          ...(input.evidence && input.evidence.length > 0 ? { evidence: input.evidence } : {}),
         },
       );
     });
@@ -1004,6 +1013,8 @@ export class RequestLifecycle {
           erasedAt: now,
         },
         { children: children.length },
+        // Listeners erase what they keep under the address (it is blank on the request from now on).
+        { erasedEmail: request.email },
       );
     });
   }

@@ -8,6 +8,7 @@ import { findPupilCandidates, type PupilLookupClient } from '../moodle/pupil-can
 import type { Actor, ChildMatch, RequestLifecycle } from '../requests/request-lifecycle';
 import type { ChildRecord, RequestRecord } from '../requests/request-repository';
 import { STATUS_LABELS, type RequestStatus } from '../requests/request-states';
+import type { GuardianRecordsService } from '../guardian-records/guardian-records.service';
 
 export const BULK_ACTIONS = ['approve', 'deny', 'bogus'] as const;
 export type BulkAction = (typeof BULK_ACTIONS)[number];
@@ -55,6 +56,8 @@ export class RequestsBulkActions {
       /** Undefined when Moodle is not configured: nothing can be matched automatically. */
       moodle: PupilLookupClient | undefined;
       logger: Pick<Logger, 'error' | 'warn'>;
+      /** The pupils the school's guardian records name for a request that matches them fully. */
+      schoolRecords?: Pick<GuardianRecordsService, 'approvalMatches'>;
     },
   ) {}
 
@@ -108,6 +111,12 @@ export class RequestsBulkActions {
   ): Promise<BulkRowResult> {
     if (request.status !== 'pending') {
       return result('not_changed', `Not changed: only requests waiting for review can be approved, and this one is "${STATUS_LABELS[request.status].toLowerCase()}".`);
+    }
+    const active = children.filter((c) => c.linkState !== 'revoked');
+    const fromRecords = await this.deps.schoolRecords?.approvalMatches(request.id, active.map((c) => c.id));
+    if (fromRecords) {
+      const after = await this.deps.lifecycle.approveRequest(request.id, { expectedVersion: item.expectedVersion, children: fromRecords }, actor);
+      return result('done', `Approved, with the ${fromRecords.length === 1 ? 'pupil' : `${fromRecords.length} pupils`} the school records name. The account is set up at the next provisioning cycle.`, after.status);
     }
     const moodle = this.deps.moodle;
     if (!moodle) {

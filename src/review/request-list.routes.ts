@@ -67,6 +67,8 @@ export interface ListParams {
   q: string;
   sort: ListSort;
   cursor: ListCursor | null;
+  /** Only requests that match the school records (records=match). */
+  records: boolean;
 }
 
 const dateTime = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'short', timeZone: 'Europe/London' });
@@ -102,13 +104,14 @@ export function readListParams(source: Record<string, unknown>, defaultStatus: S
     // A link made for another sort, or tampered with, just shows the first page.
     if (values !== undefined && RequestSearchRepository.validCursorValues(sort, status, values)) cursor = { direction, values };
   }
-  return { status, q, sort, cursor };
+  return { status, q, sort, cursor, records: text(source.records) === 'match' };
 }
 
 /** The list's address for these parameters (the first page unless a cursor is given). */
-export function listHref(params: Pick<ListParams, 'status' | 'q' | 'sort'>, cursor: ListCursor | null = null, path = '/admin/requests'): string {
+export function listHref(params: Pick<ListParams, 'status' | 'q' | 'sort'> & { records?: boolean }, cursor: ListCursor | null = null, path = '/admin/requests'): string {
   const query = new URLSearchParams({ status: params.status });
   if (params.q) query.set('q', params.q);
+  if (params.records) query.set('records', 'match');
   if (params.sort !== 'newest') query.set('sort', params.sort);
   if (cursor) query.set(cursor.direction, encodeCursor(cursor.values));
   return `${path}?${query.toString()}`;
@@ -121,19 +124,24 @@ function staffActor(res: Response): Actor {
 export function requestsListRoutes(services: Services): Router {
   const router = express.Router();
   const search = new RequestSearchRepository();
-  const bulk = new RequestsBulkActions({ lifecycle: services.lifecycle, moodle: services.moodle, logger: services.logger });
+  const bulk = new RequestsBulkActions({ lifecycle: services.lifecycle, moodle: services.moodle, logger: services.logger, schoolRecords: services.guardianRecords });
+  const schoolRecords = services.guardianRecords;
+  const recordsInUse = services.config.guardianRecords.match !== 'off';
 
   async function renderList(
     res: Response,
     params: ListParams,
     options: { selected?: ReadonlySet<number>; selectAllOnPage?: boolean; problems?: FieldProblem[]; reason?: string; notice?: string; status?: number } = {},
   ) {
-    const filter = { status: params.status, search: params.q };
-    const [counts, page] = await Promise.all([
+    const records = params.records && recordsInUse;
+    const filter = { status: params.status, search: params.q, ...(records ? { matchesSchoolRecordsSince: schoolRecords.freshSince() } : {}) };
+    const [counts, page, recordsTotal] = await Promise.all([
       // Without a search the counts are every request's: kept for a few seconds (see status-counts.ts).
       params.q.trim() === '' ? services.statusCounts.get() : search.countByStatus(services.db, params.q),
       search.page(services.db, filter, params.sort, PAGE_SIZE, params.cursor),
+      records ? search.count(services.db, filter) : Promise.resolve(undefined),
     ]);
+    const matching = recordsInUse ? await schoolRecords.fullyMatching(page.rows.map((r) => r.id)) : new Set<number>();
     const total = Object.values(counts).reduce((sum, n) => sum + n, 0);
     const tabs = TAB_ORDER.map((status) => ({
       status,
@@ -147,7 +155,11 @@ export function requestsListRoutes(services: Services): Router {
       params,
       tabs,
       tabLabel: TAB_LABELS[params.status],
-      shownTotal: params.status === 'all' ? total : counts[params.status],
+      shownTotal: recordsTotal ?? (params.status === 'all' ? total : counts[params.status]),
+      recordsInUse,
+      matching,
+      // One click approves every request on the page when each matches the school records.
+      approveAllMatching: records && page.rows.length > 0 && page.rows.every((r) => r.status === 'pending' && matching.has(r.id)),
       rows: page.rows,
       sorts: LIST_SORTS.map((value) => ({ value, label: SORT_LABELS[value] })),
       sortLabel: SORT_LABELS[params.sort],
@@ -155,8 +167,8 @@ export function requestsListRoutes(services: Services): Router {
       nextHref: page.next ? listHref(params, page.next) : null,
       previousHref: page.previous ? listHref(params, page.previous) : null,
       firstHref: params.cursor ? listHref(params) : null,
-      clearSearchHref: listHref({ ...params, q: '' }),
-      exportHref: listHref({ ...params, sort: 'newest' }, null, '/admin/requests.csv'),
+      clearSearchHref: listHref({ ...params, q: '', records: false }),
+      exportHref: listHref({ ...params, sort: 'newest', records: false }, null, '/admin/requests.csv'),
       cursorField: params.cursor ? { name: params.cursor.direction, value: encodeCursor(params.cursor.values) } : null,
       selected: options.selectAllOnPage ? new Set(page.rows.map((row) => row.id)) : (options.selected ?? new Set<number>()),
       problems: options.problems ?? [],

@@ -32,7 +32,9 @@ export function describeActor(actorType: string, actorId: string | null, staffNa
     case 'reconcile':
       return actorId ? `Moodle check ${actorId}` : 'A Moodle check';
     case 'system':
-      return actorId === 'retention' ? 'Automatic erasure after the retention period' : 'This service';
+      if (actorId === 'retention') return 'Automatic erasure after the retention period';
+      if (actorId === 'school_records') return 'The school records (approved automatically)';
+      return 'This service';
     case 'api':
       return actorId ? `The school website (API key “${actorId}”)` : 'The school website';
     case 'cli':
@@ -114,6 +116,7 @@ export function buildStaffTimeline(events: AuditEventRecord[], children: ChildRe
           }
         }
         if (typeof d.existingAccount === 'number') details.push(`Linked to the parent's existing Moodle account ${d.existingAccount} (no new account).`);
+        for (const line of Array.isArray(d.evidence) ? d.evidence : []) if (typeof line === 'string') details.push(line);
         break;
       }
       case 'denied':

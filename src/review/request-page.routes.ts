@@ -9,6 +9,7 @@ import { flash } from '../staff-auth/require-staff';
 import { requirePermission } from '../staff-auth/staff-permissions';
 import { carriedApprovalFields, choicesQuery, readChoices, RequestPageService, type ApprovalReview } from './request-page.service';
 import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
+import { describeRecordsAge } from '../guardian-records/guardian-records.service';
 
 export const REQUEST_TYPE_WORDS: Record<string, string> = {
   new_account: 'No parent account yet',
@@ -55,6 +56,7 @@ export function requestPageRoutes(services: Services): Router {
     moodle: services.moodle,
     staffAccounts: services.staffAccounts,
     config: services.config,
+    schoolRecords: services.guardianRecords,
   });
   const router = express.Router();
 
@@ -88,6 +90,8 @@ export function requestPageRoutes(services: Services): Router {
       formatDate,
       requestTypeWords: REQUEST_TYPE_WORDS,
       sourceWords: SOURCE_WORDS,
+      recordsAge: (importedAt: number | null) => describeRecordsAge(importedAt, Date.now()),
+      guardianSettings: services.config.guardianRecords,
       problems: form.problems,
       values: form.values,
     });

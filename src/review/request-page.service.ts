@@ -14,6 +14,7 @@ import { isAllowed, STATUS_LABELS, type LifecycleAction } from '../requests/requ
 import { usernameFromEmail } from '../requests/username';
 import type { StaffAccounts } from '../staff-auth/staff-accounts.service';
 import { buildStaffTimeline, describeActorLabel, type StaffTimelineEntry } from './request-page-timeline';
+import type { GuardianRecordsService, RequestEvidence } from '../guardian-records/guardian-records.service';
 
 /**
  * What staff chose on the page, carried through the search round trips (GET) and the approval
@@ -139,6 +140,8 @@ export interface RequestPageView {
   can: Record<'approve' | 'deny' | 'duplicate' | 'bogus' | 'revoke' | 'revokeChild' | 'resend' | 'comment' | 'erase', boolean>;
   /** Why erasing is not possible now, when the status would allow it. */
   eraseBlocked: string | undefined;
+  /** What the school's guardian records say about this request, while it waits for review. */
+  schoolRecords: RequestEvidence | undefined;
 }
 
 export interface RequestPageDependencies {
@@ -148,6 +151,8 @@ export interface RequestPageDependencies {
   moodle: MoodleClient | undefined;
   staffAccounts: Pick<StaffAccounts, 'list'>;
   config: Pick<Config, 'moodle' | 'intake'>;
+  /** The school's guardian records: their evidence is shown and their pupils preselected. */
+  schoolRecords?: Pick<GuardianRecordsService, 'evidenceFor'>;
   now?: () => number;
 }
 
@@ -207,6 +212,9 @@ export class RequestPageService {
       }
     };
 
+    const schoolRecords = reviewing && this.deps.schoolRecords ? (await this.deps.schoolRecords.evidenceFor([id])).get(id) : undefined;
+    const recordsPupil = new Map((schoolRecords?.result?.children ?? []).filter((c) => c.matched && c.moodlePupil).map((c) => [c.childId, c.moodlePupil as PupilCandidate]));
+
     const childViews: ChildView[] = [];
     for (const child of children) {
       const active = child.linkState !== 'revoked';
@@ -214,10 +222,14 @@ export class RequestPageService {
       const match = reviewing && active ? await ask((client) => findPupilCandidates(client, child)) : undefined;
       const searchResults = reviewing && active && searchQuery !== '' ? await ask((client) => searchPupils(client, searchQuery)) : undefined;
       const options = [...(match?.candidates ?? [])];
+      const fromRecords = active ? recordsPupil.get(child.id) : undefined;
+      if (fromRecords && !options.some((o) => o.id === fromRecords.id)) options.unshift(fromRecords);
       for (const found of searchResults ?? []) if (!options.some((o) => o.id === found.id)) options.push(found);
 
       let selected = choices.match.get(child.id) ?? '';
       let typed = choices.typed.get(child.id) ?? '';
+      // The pupil the school records name is preselected; else an exact match from Moodle.
+      if (selected === '' && fromRecords) selected = String(fromRecords.id);
       if (selected === '' && match?.kind === 'exact' && match.candidates[0]) selected = String(match.candidates[0].id);
       // A pupil chosen from an earlier search that is not offered now stays chosen, as a typed id.
       if (/^\d+$/.test(selected) && !options.some((o) => String(o.id) === selected)) {
@@ -277,6 +289,7 @@ export class RequestPageService {
         comment: !erased,
         erase: can('erase') && !unlinkDue,
       },
+      schoolRecords,
       eraseBlocked:
         can('erase') && unlinkDue
           ? 'A child on this request still has to be unlinked in Moodle, which the next provisioning cycle does. It can be erased after that.'

@@ -9,6 +9,7 @@ import type { Knex } from 'knex';
 import { nullableNumber, nullableString } from '../db/columns';
 import { isMysql } from '../db/database';
 import { CHILDREN_TABLE, REQUESTS_TABLE, type Queryable } from '../requests/request-repository';
+import { GUARDIAN_MATCHES_TABLE } from '../guardian-records/guardian-records.repository';
 import { REQUEST_STATUSES, type ChildLinkState, type RequestSource, type RequestStatus, type RequestType } from '../requests/request-states';
 
 export const LIST_SORTS = ['newest', 'oldest', 'name', 'status'] as const;
@@ -24,6 +25,8 @@ export interface RequestFilter {
   status: StatusFilter;
   /** What staff typed in the search box. */
   search: string;
+  /** Only requests that match the school's guardian records fully, on records imported since this time. */
+  matchesSchoolRecordsSince?: number;
 }
 
 /** Where a page starts: after (or before) the row with these sort values. */
@@ -160,6 +163,12 @@ export class RequestSearchRepository {
     return counts;
   }
 
+  /** How many requests the filter finds (the list's caption when it is narrowed beyond a tab). */
+  async count(q: Queryable, filter: RequestFilter): Promise<number> {
+    const row = (await this.base(q, filter).count({ n: '*' }).first()) as { n?: number | string } | undefined;
+    return Number(row?.n ?? 0);
+  }
+
   /** One page of the list, `limit` rows, starting at the cursor (or the first page). */
   async page(q: Queryable, filter: RequestFilter, sort: ListSort, limit: number, cursor: ListCursor | null): Promise<ListPage> {
     const effective = effectiveSort(sort, filter.status);
@@ -167,7 +176,7 @@ export class RequestSearchRepository {
     const backwards = cursor?.direction === 'before';
     // One row more than asked tells whether there is a further page.
     const found =
-      effective === 'status' && searchWords(filter.search).length === 0
+      effective === 'status' && searchWords(filter.search).length === 0 && filter.matchesSchoolRecordsSince === undefined
         ? await this.statusByStatus(q, limit + 1, cursor)
         : await this.sorted(q, filter, keys, limit + 1, cursor);
     const more = found.length > limit;
@@ -272,6 +281,12 @@ export class RequestSearchRepository {
   private base(q: Queryable, filter: RequestFilter): Knex.QueryBuilder {
     const query = q({ r: REQUESTS_TABLE });
     if (filter.status !== 'all') query.where('r.status', filter.status);
+    const since = filter.matchesSchoolRecordsSince;
+    if (since !== undefined) {
+      query.whereExists((sub) =>
+        sub.from({ gm: GUARDIAN_MATCHES_TABLE }).whereRaw('gm.request_id = r.id').where('gm.state', 'full').where('gm.records_imported_at', '>=', since),
+      );
+    }
     searchWords(filter.search).forEach((word, i) => {
       const { sql, bindings } = this.matchingIds(word);
       query.joinRaw(`JOIN (${sql}) m${i} ON m${i}.id = r.id`, bindings);

@@ -15,7 +15,7 @@ export const PERMISSION_WORDS: Record<Permission, string> = {
   comment: 'Add staff comments to a request',
   provision: 'Run provisioning now, and the Moodle check',
   export: 'Download requests as a CSV file',
-  import: 'Import parents and children from a CSV file',
+  import: 'Import parents and children from a CSV file, and the school’s guardian records',
   erase: 'Erase the personal data of a request',
   see_submitter_details: 'See the internet address and browser a request was sent from (kept only to deal with misuse of the form)',
   run_sync: 'Run Moodle’s user sync from the diagnostics page',

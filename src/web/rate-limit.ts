@@ -1,6 +1,7 @@
 // Rate limits whose counters live in the database (the `rate_limits` table), so several app
 // instances behind a load balancer share them. rate-limiter-flexible does the counting.
 import { createHash } from 'node:crypto';
+import type { Knex } from 'knex';
 import { RateLimiterMySQL, RateLimiterRes, RateLimiterSQLite, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Database } from '../db/database';
 import { isMysql } from '../db/database';
@@ -32,6 +33,17 @@ export interface RateLimit {
   consume(key: string, message?: string): Promise<void>;
   /** Forgets the key's attempts (say, once what they were waiting for has happened). */
   reset(key: string): Promise<void>;
+  /** One attempt for the key, to be counted with others inside a caller's transaction (`consumeInTransaction`). */
+  attempt(key: string, message?: string): RateLimitAttempt;
+}
+
+export interface RateLimitAttempt {
+  /** The counter's row key, as rate-limiter-flexible names it: `<prefix>:<storedKey>`. */
+  rowKey: string;
+  points: number;
+  durationMs: number;
+  limit: string;
+  message: string | undefined;
 }
 
 function databaseName(db: Database): string {
@@ -83,6 +95,15 @@ export async function clearExpiredRateLimits(db: Database, now: number): Promise
 export function createRateLimit(db: Database, options: RateLimitOptions): RateLimit {
   const limiter = createLimiter(db, options);
   return {
+    attempt(key: string, message?: string) {
+      return {
+        rowKey: `${options.keyPrefix}:${storedKey(key)}`,
+        points: options.points,
+        durationMs: options.durationSeconds * 1000,
+        limit: options.keyPrefix,
+        message,
+      };
+    },
     async consume(key: string, message?: string) {
       try {
         await limiter.consume(storedKey(key));
@@ -96,4 +117,45 @@ export function createRateLimit(db: Database, options: RateLimitOptions): RateLi
       await limiter.delete(storedKey(key));
     },
   };
+}
+
+/**
+ * Counts attempts of several limits inside the caller's transaction, so that they commit or roll
+ * back with the work they guard (a stored submission): one upsert for all of them, and one read
+ * on MariaDB, where the upsert cannot return rows. The counters are the rows rate-limiter-flexible
+ * keeps, updated exactly as its fixed window does (RateLimiterMySQL/RateLimiterSQLite
+ * `_upsertTransaction`): a row whose window has ended starts again at 1. So `reset`, the
+ * library's own reads and the retention purge see them as their own. Throws RateLimitedError for
+ * the first attempt, in the order given, that is over its limit.
+ */
+export async function consumeInTransaction(trx: Knex.Transaction, attempts: readonly RateLimitAttempt[], now = Date.now()): Promise<void> {
+  if (attempts.length === 0) return;
+  const keys = attempts.map((a) => a.rowKey);
+  const values = attempts.flatMap((a) => [a.rowKey, 1, now + a.durationMs]);
+  const rowsSql = attempts.map(() => '(?, ?, ?)').join(', ');
+  let rows: Array<{ key: string; points: number | string; expire: number | string }>;
+  if (trx.client.config.client === 'mysql2') {
+    await trx.raw(
+      `INSERT INTO ?? (\`key\`, points, expire) VALUES ${rowsSql}
+       ON DUPLICATE KEY UPDATE points = IF(expire <= ?, VALUES(points), points + VALUES(points)), expire = IF(expire <= ?, VALUES(expire), expire)`,
+      [RATE_LIMITS_TABLE, ...values, now, now],
+    );
+    rows = await trx(RATE_LIMITS_TABLE).whereIn('key', keys).select('key', 'points', 'expire');
+  } else {
+    rows = (await trx.raw(
+      `INSERT INTO ?? (key, points, expire) VALUES ${rowsSql}
+       ON CONFLICT(key) DO UPDATE SET
+         points = CASE WHEN expire IS NULL OR expire > ? THEN points + excluded.points ELSE excluded.points END,
+         expire = CASE WHEN expire IS NULL OR expire > ? THEN expire ELSE excluded.expire END
+       RETURNING key, points, expire`,
+      [RATE_LIMITS_TABLE, ...values, now, now],
+    )) as typeof rows;
+  }
+  const byKey = new Map(rows.map((r) => [r.key, r]));
+  for (const attempt of attempts) {
+    const row = byKey.get(attempt.rowKey);
+    if (row && Number(row.points) > attempt.points) {
+      throw new RateLimitedError((Number(row.expire) - now) / 1000, attempt.message, attempt.limit);
+    }
+  }
 }

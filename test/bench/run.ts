@@ -1,11 +1,13 @@
 // npm run bench: runs every benchmark scenario once against MariaDB on this machine and writes
 // docs/benchmarks.md with the machine, the date and the figures of this run.
 //
-//   npm run bench                      the full run (about 8 to 9 minutes), writes docs/benchmarks.md
+//   npm run bench                      the full run (about 8 to 9 minutes with the reconcile run), writes docs/benchmarks.md
 //   npm run bench -- --quick           small sizes to check the bench itself; writes a scratch file
 //   npm run bench -- --only cycle      some scenarios only (comma-separated ids)
 //   npm run bench -- --out FILE        write the report elsewhere
 //   npm run bench -- --verbose         show the service's own log lines
+//   npm run bench -- --compare OLD.md  print every figure beside the same figure in an earlier report
+//                                      (read before this run writes its own, so docs/benchmarks.md works)
 // BENCH_SCALE=quick is the same as --quick. BENCH_MYSQL_URL names another MariaDB server
 // (default mysql://root@127.0.0.1:3306/mysql); the bench creates and drops mpp_bench_* databases there.
 // BENCH_CPU_PROF_DIR=dir writes a V8 CPU profile of every process under test into dir.
@@ -18,14 +20,16 @@ import { cycleScenario } from './scenarios/cycle';
 import { dashboardScenario } from './scenarios/dashboard';
 import { intakeScenario } from './scenarios/intake';
 import { reconcileScenario } from './scenarios/reconcile';
+import { guardianRecordsScenario } from './scenarios/guardian-records';
 import { BenchDatabases } from './support/bench-database';
+import { compareReports, renderComparison } from './support/compare';
 import { megabytes, table, yesNo } from './support/format';
 import { describeMachine, type MachineInfo } from './support/machine';
 import type { BenchContext, BenchScale, BenchScenario, ReportSection } from './support/scenario';
 import { startWorker } from './support/worker';
 
 /** In report order. A new scenario module goes here. */
-const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, reconcileScenario, dashboardScenario];
+const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, reconcileScenario, dashboardScenario, guardianRecordsScenario];
 
 const REPOSITORY = path.resolve(__dirname, '..', '..');
 
@@ -60,7 +64,8 @@ function renderReport(
       `${Math.round(elapsedMs / 1000)} s. The machine is shared (see the load averages), so repeated runs vary.`,
     '',
     'To run it again: MariaDB on 127.0.0.1:3306 (user root, no password), then `npm run bench`. ' +
-      '`npm run bench -- --quick` checks the bench itself in about a minute and writes a scratch file instead of this one.',
+      '`npm run bench -- --quick` checks the bench itself in about a minute and writes a scratch file instead of this one; ' +
+      '`npm run bench -- --compare docs/benchmarks.md` prints every figure of the new run beside the same figure of this report.',
     '',
     '## Machine',
     '',
@@ -108,8 +113,11 @@ async function main(): Promise<void> {
       only: { type: 'string' },
       out: { type: 'string' },
       verbose: { type: 'boolean', default: false },
+      compare: { type: 'string' },
     },
   });
+  // Read now: the run may write over the very file it is compared with.
+  const previousReport = values.compare === undefined ? undefined : fs.readFileSync(path.resolve(values.compare), 'utf8');
   const scale: BenchScale = values.quick || process.env.BENCH_SCALE === 'quick' ? 'quick' : 'full';
   const only = values.only?.split(',').map((s) => s.trim());
   const unknown = only?.filter((id) => !SCENARIOS.some((s) => s.id === id)) ?? [];
@@ -157,8 +165,10 @@ async function main(): Promise<void> {
   }
 
   fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, renderReport(machine, scale, started, performance.now() - t0, sections, idleRssBytes));
+  const report = renderReport(machine, scale, started, performance.now() - t0, sections, idleRssBytes);
+  fs.writeFileSync(out, report);
   log(`report written to ${path.relative(process.cwd(), out) || out}`);
+  if (previousReport !== undefined) process.stdout.write(`\n${renderComparison(values.compare as string, compareReports(previousReport, report))}\n\n`);
   for (const t of sections.flatMap((s) => s.targets)) log(`${t.name}: ${t.met ? 'met' : 'MISSED'} — ${t.measured}${t.shortfall ? ` (${t.shortfall})` : ''}`);
 }
 

@@ -467,7 +467,9 @@ function apiBody(c: ApiCase): string | Buffer {
 
 /** Answers that show how the service was built rather than what went wrong (pages that echo input are not checked). */
 function assertNoInternals(text: string, where: string): void {
-  assert.doesNotMatch(text, /node_modules|\.(?:ts|js):\d+:\d+|SQLITE_[A-Z]+|ER_[A-Z_]{3,}/, `${where}: the answer shows internals`);
+  // A request's public id is random base64url and can itself spell "ER_ABC": it is not looked at.
+  const withoutIds = text.replace(/\/request\/status\/[A-Za-z0-9_-]+/g, '/request/status/ID').replace(/"id":"[A-Za-z0-9_-]+"/g, '"id":"ID"');
+  assert.doesNotMatch(withoutIds, /node_modules|\.(?:ts|js):\d+:\d+|SQLITE_[A-Z]+|ER_[A-Z_]{3,}/, `${where}: the answer shows internals`);
 }
 
 const PLAIN_FORM_TYPES = ['application/x-www-form-urlencoded', 'application/x-www-form-urlencoded; charset=utf-8', 'APPLICATION/X-WWW-FORM-URLENCODED'];

@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { migrateToLatest, migrationStatus, rollbackAll } from '../../src/db/migrator';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 
-const TABLES = ['requests', 'request_children', TEST_AUTH_TABLE, 'audit_events', 'provisioning_cycles', 'staff_users', 'sessions', 'locks', 'api_keys', 'mail_outbox', 'rate_limits'];
+const TABLES = ['requests', 'request_children', TEST_AUTH_TABLE, 'audit_events', 'provisioning_cycles', 'staff_users', 'sessions', 'locks', 'api_keys', 'mail_outbox', 'rate_limits', 'guardian_record_imports', 'guardian_records', 'guardian_matches'];
 
 for (const dialect of DIALECTS) {
   describe(`migrations on ${dialect}`, async () => {

@@ -144,6 +144,7 @@ export async function walkStaffPages(page: Page, site: TestSite, seeded: SeededS
     ['staff: who can log in', '/admin/accounts'],
     ['staff: a pupil’s parents', `/admin/pupils/${seeded.pupilId}`],
     ['staff: import', '/admin/import'],
+    ['staff: school records', '/admin/guardian-records'],
     ['staff: diagnostics', '/admin/diagnostics'],
   ];
   for (const [label, address] of pages) {

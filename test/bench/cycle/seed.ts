@@ -37,7 +37,7 @@ export function addPupils(state: MoodleSiteState, count: number): void {
   }
 }
 
-function approvedRecord(index: number, now: number): Omit<RequestRecord, 'id'> {
+export function approvedRecord(index: number, now: number): Omit<RequestRecord, 'id'> {
   const email = parentEmail(index);
   const username = usernameFromEmail(email);
   if (!username.ok) throw new Error(username.reason);
