@@ -5,7 +5,7 @@ import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { runCli } from '../../src/cli';
 import { parseConfig } from '../../src/config';
 import { createServices, type Services } from '../../src/services';
-import { staff, submission } from '../support/builders';
+import { closeOffOpenWork, staff, submission } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 
@@ -21,9 +21,7 @@ for (const dialect of DIALECTS) {
     after(async () => t?.destroy());
     beforeEach(async () => {
       if (skip) return;
-      await t.db('request_children').update({ unassign_pending: false });
-      await t.db(TEST_AUTH_TABLE).delete();
-      await t.db('requests').whereIn('status', ['approved', 'provisioned']).update({ status: 'revoked' });
+      await closeOffOpenWork(t.db);
       moodle = await startMoodleDouble({ state: seedRecordedSite() });
       services = servicesWith();
     });

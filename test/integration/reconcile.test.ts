@@ -9,7 +9,7 @@ import { MoodleClient } from '../../src/moodle/moodle-client';
 import { CycleAlreadyRunningError, MoodleCheckRunningError, ProvisioningCycle } from '../../src/provisioning/provisioning-cycle';
 import { Reconciliation, RECONCILE_MESSAGES, REPORT_ONLY_PREFIX, type ReconcileSettings } from '../../src/reconcile/reconciliation';
 import type { RequestLifecycle } from '../../src/requests/request-lifecycle';
-import { assertAuthInvariant, createLifecycle, staff, submission } from '../support/builders';
+import { assertAuthInvariant, closeOffOpenWork, createLifecycle, staff, submission } from '../support/builders';
 import { TEST_CYCLE_SETTINGS } from '../support/cycle-settings';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
@@ -61,9 +61,7 @@ for (const dialect of DIALECTS) {
     beforeEach(async () => {
       if (skip) return;
       // Each test starts with no open work: earlier tests' requests are closed off directly.
-      await t.db('request_children').update({ unassign_pending: false });
-      await t.db(TEST_AUTH_TABLE).delete();
-      await t.db('requests').whereIn('status', ['approved', 'provisioned']).update({ status: 'revoked' });
+      await closeOffOpenWork(t.db);
       await t.db('pupil_suspensions').delete();
       clock = Date.now();
       lifecycle = createLifecycle(t.db, now);
