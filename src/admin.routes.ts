@@ -13,6 +13,7 @@ import { diagnosticsRoutes } from './diagnostics/diagnostics.routes';
 import { provisioningRoutes } from './provisioning/provisioning-pages.routes';
 import { requestsListRoutes } from './review/request-list.routes';
 import { importRoutes } from './import/import.routes';
+import { moodleCheckRoutes } from './reconcile/moodle-check.routes';
 import { guardianRecordsRoutes } from './guardian-records/guardian-records.routes';
 
 /** Largest CSV file staff may upload for an import. */
@@ -58,6 +59,8 @@ export function adminRoutes(services: Services): Router {
   router.use(requestPageRoutes(services), privacyRoutes(services));
   // (areas: provisioning, who can log in, diagnostics)
   router.use(provisioningRoutes(services), accountsRoutes(services), diagnosticsRoutes(services));
+  // (areas: the Moodle check)
+  router.use(moodleCheckRoutes(services));
 
   return router;
 }

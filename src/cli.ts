@@ -14,6 +14,8 @@ import { formatDoctor } from './diagnostics/doctor';
 import { createServices, type Services } from './services';
 import { runStaffCommand, STAFF_USAGE, type StaffCommandIo } from './staff-auth/staff-commands';
 import { PRIVACY_USAGE, runPrivacyCommand } from './privacy/privacy-commands';
+import { previewCounts, type CyclePreview } from './provisioning/cycle-preview';
+import { RECONCILE_USAGE, runReconcileCommand } from './reconcile/reconcile-commands';
 import { GUARDIANS_USAGE, runGuardianCommand } from './guardian-records/guardian-commands';
 import { runTvsMigrateCommand, TVS_MIGRATE_USAGE } from './tvs-migration/tvs-migrate-commands';
 
@@ -28,6 +30,7 @@ const USAGE = `Usage: npm run cli -- <command> [options]
 Commands:
   doctor [--run-sync] [--json]    check the database, Moodle, the sync command, mail and the privacy notice
   cycle [--json]                  run one provisioning cycle now and print its summary
+  cycle --dry-run [--json]        say what the next cycle will do, asking Moodle only read-only questions
   migrate                         apply pending database migrations
   migrate status                  list applied and pending migrations
   requests list [--status S] [--limit N] [--json]
@@ -43,6 +46,7 @@ Commands:
 ${API_KEY_USAGE}
 ${STAFF_USAGE}
 ${PRIVACY_USAGE}
+${RECONCILE_USAGE}
 ${GUARDIANS_USAGE}
 ${TVS_MIGRATE_USAGE}
   help                            this text
@@ -193,8 +197,34 @@ async function requestsCommand(services: Services, args: string[], io: CliIo, ac
   }
 }
 
+function formatPreview(preview: CyclePreview): string[] {
+  const n = previewCounts(preview);
+  const lines = [
+    'What the next provisioning cycle will do (nothing was changed):',
+    `  Parents Moodle's next user sync creates: ${n.parentsToCreate}`,
+    `  Links to add: ${n.linksToAdd}${preview.linksToAdd.some((l) => l.afterSync) ? ` (${preview.linksToAdd.filter((l) => l.afterSync).length} once the sync command has created the parent)` : ''}`,
+    `  Links to remove: ${n.linksToRemove}`,
+    `  Children that will fail (pupil deleted in Moodle): ${n.childrenFailing}`,
+    `  Requests still waiting: ${n.requestsWaiting}${n.waitingTooLong > 0 ? ` (${n.waitingTooLong} for too long)` : ''}; with a conflicting Moodle account: ${n.requestsConflicting}`,
+  ];
+  for (const p of preview.parentsToCreate) lines.push(`  Request ${p.requestId}: Moodle ${p.revived ? 'reactivates' : 'creates'} ${p.username}`);
+  for (const l of preview.linksToAdd) lines.push(`  Request ${l.requestId}, child ${l.childId}: link to Moodle pupil ${l.pupilId}${l.afterSync ? ' (after the sync)' : ''}`);
+  for (const l of preview.linksToRemove) lines.push(`  Request ${l.requestId}, child ${l.childId}: remove the link${l.inMoodle ? '' : ' (nothing to remove in Moodle)'}`);
+  for (const c of preview.childrenFailing) lines.push(`  Request ${c.requestId}, child ${c.childId}: fails, Moodle pupil ${c.pupilId} was deleted`);
+  for (const w of preview.requestsWaiting.filter((x) => x.tooLong)) lines.push(`  Request ${w.requestId}: ${w.message}`);
+  for (const c of preview.requestsConflicting) lines.push(`  Request ${c.requestId}: ${c.message}`);
+  return lines;
+}
+
 async function cycleCommand(services: Services, args: string[], io: CliIo): Promise<number> {
-  const { values } = parseArgs({ args, options: { json: { type: 'boolean' } } });
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, 'dry-run': { type: 'boolean' } } });
+  if (values['dry-run']) {
+    const preview = await services.cyclePreview.preview();
+    if (values.json) io.out(JSON.stringify(preview, null, 2));
+    else if (preview.problem) io.err(`${preview.problem.message}${preview.problem.help ? `\n${preview.problem.help}` : ''}`);
+    else for (const line of formatPreview(preview)) io.out(line);
+    return preview.problem ? 1 : 0;
+  }
   const summary = await services.cycle.run('cli', safeUsername());
   if (values.json) {
     io.out(JSON.stringify(summary, null, 2));
@@ -264,6 +294,8 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
         return await runStaffCommand(services, args, io);
       case 'privacy':
         return await runPrivacyCommand(services, args, io);
+      case 'reconcile':
+        return await runReconcileCommand(services, args, io, safeUsername());
       case 'guardians':
         return await runGuardianCommand(services, args, io, actor);
       case 'tvs-migrate':
@@ -292,7 +324,7 @@ export async function runCli(argv: string[], io: CliIo, options: { config?: Read
 }
 
 // `migrate` sets the database up and `doctor` reports on it, so only these wait for a migrated one.
-const NEEDS_MIGRATED_DATABASE = new Set(['requests', 'cycle', 'api-keys', 'staff', 'privacy', 'guardians', 'tvs-migrate']);
+const NEEDS_MIGRATED_DATABASE = new Set(['requests', 'cycle', 'api-keys', 'staff', 'privacy', 'reconcile', 'guardians', 'tvs-migrate']);
 
 /**
  * One line when the database lacks migrations, instead of a raw "no such table" later. The CLI does

@@ -162,6 +162,16 @@ const environmentSchema = z.object({
   RETRY_BASE_SECONDS: positiveInt(86_400).default(300),
   RETRY_MAX_SECONDS: positiveInt(7 * 86_400).default(86_400),
 
+  // The reconcile run (the Moodle check): daily at 02:30 by default, after the MIS sync of the night.
+  RECONCILE_SCHEDULE: z.string().trim().min(1).default('30 2 * * *'),
+  PUPIL_LEFT_GRACE_DAYS: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .refine((v) => v === 'off' || (/^\d+$/.test(v) && Number(v) <= 3650), { message: 'must be a number of days from 0 to 3650, or off' })
+    .default('30'),
+  RECONCILE_REASSERT: booleanWord.default(true),
+
   STAFF_SESSION_IDLE_MINUTES: positiveInt(24 * 60).default(30),
   STAFF_SESSION_MAX_HOURS: positiveInt(7 * 24).default(12),
   RETENTION_DAYS: positiveInt(3650).default(90),
@@ -270,6 +280,14 @@ export interface Config {
     retryBaseMs: number;
     retryMaxMs: number;
   };
+  reconcile: {
+    /** A cron expression, or undefined when scheduled reconcile runs are off. */
+    schedule: string | undefined;
+    /** Days a pupil's account may stay suspended before the link ends; null: only report (off). */
+    pupilLeftGraceDays: number | null;
+    /** Re-assert every active link's Parent role; false: report only. */
+    reassert: boolean;
+  };
   moodle: {
     url: string | undefined;
     token: string | undefined;
@@ -352,6 +370,10 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
   if (schedule !== undefined && !cron.validate(schedule)) {
     problems.push('CYCLE_SCHEDULE must be a cron expression such as */15 * * * * (every 15 minutes), or off');
   }
+  const reconcileSchedule = e.RECONCILE_SCHEDULE.toLowerCase() === 'off' ? undefined : e.RECONCILE_SCHEDULE;
+  if (reconcileSchedule !== undefined && !cron.validate(reconcileSchedule)) {
+    problems.push('RECONCILE_SCHEDULE must be a cron expression such as 30 2 * * * (every day at 02:30), or off');
+  }
   if (e.RETRY_MAX_SECONDS < e.RETRY_BASE_SECONDS) problems.push('RETRY_MAX_SECONDS must not be smaller than RETRY_BASE_SECONDS');
   const tvsMigrateFrom = e.TVS_MIGRATE_FROM === undefined ? undefined : parseMysqlUrl(e.TVS_MIGRATE_FROM);
   if (typeof tvsMigrateFrom === 'string') problems.push(`TVS_MIGRATE_FROM ${tvsMigrateFrom}`);
@@ -395,6 +417,11 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
       syncWaitWarnMs: e.SYNC_WAIT_WARN_MINUTES * 60_000,
       retryBaseMs: e.RETRY_BASE_SECONDS * 1000,
       retryMaxMs: e.RETRY_MAX_SECONDS * 1000,
+    },
+    reconcile: {
+      schedule: reconcileSchedule,
+      pupilLeftGraceDays: e.PUPIL_LEFT_GRACE_DAYS === 'off' ? null : Number(e.PUPIL_LEFT_GRACE_DAYS),
+      reassert: e.RECONCILE_REASSERT,
     },
     moodle: {
       url: e.MOODLE_URL,
@@ -476,6 +503,9 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     { name: 'SYNC_WAIT_WARN_MINUTES', value: show(config.cycle.syncWaitWarnMs / 60_000) },
     { name: 'RETRY_BASE_SECONDS', value: show(config.cycle.retryBaseMs / 1000) },
     { name: 'RETRY_MAX_SECONDS', value: show(config.cycle.retryMaxMs / 1000) },
+    { name: 'RECONCILE_SCHEDULE', value: config.reconcile.schedule ?? 'off' },
+    { name: 'PUPIL_LEFT_GRACE_DAYS', value: config.reconcile.pupilLeftGraceDays === null ? 'off (report only)' : String(config.reconcile.pupilLeftGraceDays) },
+    { name: 'RECONCILE_REASSERT', value: String(config.reconcile.reassert) },
     { name: 'STAFF_SESSION_IDLE_MINUTES', value: show(config.staff.sessionIdleMs / 60_000) },
     { name: 'STAFF_SESSION_MAX_HOURS', value: show(config.staff.sessionMaxMs / 3_600_000) },
     { name: 'RETENTION_DAYS', value: show(config.privacy.retentionDays) },

@@ -6,6 +6,8 @@ import type { Logger } from './logger';
 import type { MailOutbox } from './mail/mail-outbox';
 import type { MoodleCallOutcome } from './moodle/moodle-client';
 import type { CycleSummary } from './provisioning/provisioning-cycle';
+import { FINDING_KINDS } from './reconcile/reconcile-repository';
+import type { ReconcileSummary } from './reconcile/reconciliation';
 import { REQUEST_STATUSES } from './requests/request-states';
 
 export const METRIC_PREFIX = 'mpp_';
@@ -31,6 +33,11 @@ export class ServiceMetrics {
   private readonly cycleRequestOutcomes: Counter<'outcome'>;
   private readonly moodleCheckUp: Gauge;
   private readonly moodleCheckFailures: Counter<'problem'>;
+  private readonly reconcileRuns: Counter<'state'>;
+  private readonly reconcileLinksEnded: Counter<'reason'>;
+  private readonly reconcileRolesReasserted: Counter;
+  private readonly reconcileFindings: Gauge<'kind'>;
+  private readonly reconcileLastFinished: Gauge;
 
   constructor(private readonly sources: MetricsSources) {
     const registers = [this.registry];
@@ -155,6 +162,47 @@ export class ServiceMetrics {
       labelNames: ['problem'],
       registers,
     });
+    this.reconcileRuns = new Counter({
+      name: `${METRIC_PREFIX}reconcile_runs_total`,
+      help: 'Reconcile runs (Moodle checks) of this process, by how they ended: succeeded, attention (something reported), failed.',
+      labelNames: ['state'],
+      registers,
+    });
+    this.reconcileLinksEnded = new Counter({
+      name: `${METRIC_PREFIX}reconcile_links_ended_total`,
+      help: "Links ended by reconcile runs, by reason: pupil_deleted (the pupil's Moodle account was deleted) or pupil_left (suspended past PUPIL_LEFT_GRACE_DAYS).",
+      labelNames: ['reason'],
+      registers,
+    });
+    this.reconcileRolesReasserted = new Counter({
+      name: `${METRIC_PREFIX}reconcile_roles_reasserted_total`,
+      help: 'Parent roles assigned again by reconcile runs (each active link, every run, unless RECONCILE_REASSERT=false).',
+      registers,
+    });
+    this.reconcileFindings = new Gauge({
+      name: `${METRIC_PREFIX}reconcile_findings`,
+      help: 'What the last finished reconcile run of this process reported for staff or IT, by kind (parent_suspended, auth_row_not_entitled, ...).',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.reconcileLastFinished = new Gauge({
+      name: `${METRIC_PREFIX}reconcile_last_success_timestamp_seconds`,
+      help: 'When the last reconcile run of this process that did not fail finished (unix time): alert when it is more than a day or two old.',
+      registers,
+    });
+  }
+
+  /** For the reconcile run's onFinished hook; never throws. */
+  recordReconcile(summary: ReconcileSummary, finishedAt: number): void {
+    this.reconcileRuns.inc({ state: summary.state });
+    if (summary.state === 'failed') return;
+    this.reconcileLastFinished.set(Math.floor(finishedAt / 1000));
+    this.reconcileRolesReasserted.inc(summary.counts.rolesReasserted);
+    for (const kind of FINDING_KINDS) this.reconcileFindings.set({ kind }, 0);
+    for (const finding of summary.findings) {
+      if (finding.action === 'ended') this.reconcileLinksEnded.inc({ reason: finding.kind });
+      else this.reconcileFindings.inc({ kind: finding.kind });
+    }
   }
 
   /** For the Moodle client's onCall hook. */

@@ -96,7 +96,7 @@ export async function shutDown(server: Server, services: Services): Promise<void
   const closeIdle = setInterval(() => server.closeIdleConnections(), 100);
   try {
     server.closeIdleConnections();
-    await services.cycle.requestStop();
+    await Promise.all([services.cycle.requestStop(), services.reconcile.requestStop()]);
     await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, REQUEST_GRACE_MS).unref())]);
     server.closeAllConnections();
     await closed;

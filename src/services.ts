@@ -13,8 +13,10 @@ import { createMailTransport, type MailTransport } from './mail/mail-transport';
 import { createMoodleClient } from './moodle/create-moodle-client';
 import { runDoctor } from './diagnostics/doctor';
 import type { MoodleClient } from './moodle/moodle-client';
+import { CyclePreviewer } from './provisioning/cycle-preview';
 import { CycleScheduler } from './provisioning/cycle-scheduler';
 import { ProvisioningCycle, type CycleSummary } from './provisioning/provisioning-cycle';
+import { Reconciliation, type ReconcileSummary } from './reconcile/reconciliation';
 import { RequestLifecycle } from './requests/request-lifecycle';
 import { RequestRepository } from './requests/request-repository';
 import { RequestSearchRepository } from './review/request-search.repository';
@@ -125,6 +127,65 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     },
   });
   const scheduler = new CycleScheduler(cycle, config.cycle.schedule, logger);
+  const cyclePreview = new CyclePreviewer({
+    db,
+    requests: requestRepository,
+    moodle,
+    settings: { parentRoleId: config.moodle.parentRoleId, syncCommand: config.moodle.syncCommand, syncWaitWarnMs: config.cycle.syncWaitWarnMs },
+    ...clock,
+  });
+
+  /**
+   * Staff hear from a reconcile run when it ended links or found something to decide; a run that
+   * stopped on the same problem as the one before is not mailed again.
+   */
+  const notifyStaffOfReconcile = async (summary: ReconcileSummary) => {
+    const reported = summary.findings.filter((f) => f.action === 'reported');
+    // A pupil suspended within the grace period needs nobody yet (the check ends the link itself when
+    // it runs out), so that alone mails nobody day after day; with PUPIL_LEFT_GRACE_DAYS=off staff decide.
+    const needsSomeone = reported.filter((f) => f.kind !== 'pupil_suspended' || config.reconcile.pupilLeftGraceDays === null);
+    if (config.mail.staffNotify.length === 0) return;
+    if (summary.state !== 'failed' && summary.counts.linksEnded === 0 && needsSomeone.length === 0) return;
+    if (summary.state === 'failed') {
+      const [, previous] = await reconcile.repository.recent(2);
+      const storedError = summary.help ? `${summary.error}\n${summary.help}` : summary.error;
+      if (previous && previous.state === 'failed' && previous.error === storedError) return;
+    }
+    const message = mailMessages.staffReconcileSummaryMessage(
+      {
+        runId: summary.runId,
+        linksEnded: summary.counts.linksEnded,
+        parentsRevoked: summary.counts.parentsRevoked,
+        reported: reported.map((f) => ({ requestId: f.requestId, message: f.message })),
+        problem: summary.state === 'failed' ? { message: summary.error ?? 'The Moodle check stopped.', help: summary.help } : null,
+      },
+      [...config.mail.staffNotify],
+    );
+    await mailOutbox.enqueue(db, message, { kind: 'staff_reconcile_summary' });
+  };
+
+  const reconcile = new Reconciliation({
+    db,
+    authTable: config.authTable,
+    lifecycle,
+    moodle,
+    logger,
+    ...clock,
+    moodleCallCount: () => moodleCalls.total,
+    onFinished: async (summary) => {
+      metrics.recordReconcile(summary, (options.now ?? Date.now)());
+      await notifyStaffOfReconcile(summary);
+    },
+    settings: {
+      parentRoleId: config.moodle.parentRoleId,
+      lockTtlMs: config.cycle.lockTtlMs,
+      pupilLeftGraceDays: config.reconcile.pupilLeftGraceDays,
+      reassert: config.reconcile.reassert,
+      // A scheduled check waits this long for a cycle to finish rather than being skipped until tomorrow.
+      scheduledLockWaitMs: 30 * 60_000,
+    },
+  });
+  const reconcileScheduler = new CycleScheduler(reconcile, config.reconcile.schedule, logger, 'reconcile');
 
   const intakeRateLimits = {
     perIp: createRateLimit(db, { keyPrefix: 'form_ip', points: config.intake.rateLimitPerIpPerHour, durationSeconds: 3600 }),
@@ -172,8 +233,11 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     mailMessages,
     mailOutbox,
     cycle,
+    cyclePreview,
+    reconcile,
     metrics,
     scheduler,
+    reconcileScheduler,
     intake,
     csrf,
     staffAccounts,
@@ -196,11 +260,15 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     startBackground(): void {
       mailOutbox.startSender(10_000);
       scheduler.start();
+      reconcileScheduler.start();
       privacy.startRetention();
       staffAccounts.announceSetup(logger, config.baseUrl).catch((error) => logger.error({ err: error }, 'could not check for staff accounts'));
     },
     async close(): Promise<void> {
       await scheduler.stop().catch(() => undefined);
+      // A scheduled check may be waiting for the lock: told to stop, it gives up within a second.
+      await reconcile.requestStop().catch(() => undefined);
+      await reconcileScheduler.stop().catch(() => undefined);
       await privacy.stop().catch(() => undefined);
       await guardianRecords.settled();
       await mailOutbox.stop().catch(() => undefined);

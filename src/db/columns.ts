@@ -5,6 +5,16 @@ export const nullableNumber = (v: unknown): number | null => (v === null || v ==
 export const nullableString = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 export const booleanColumn = (v: unknown): boolean => v === true || v === 1 || v === '1';
 
+/** A JSON text column read back, or the fallback when it is empty or not JSON. */
+export function parseJsonColumn<T>(text: unknown, fallback: T): T {
+  if (typeof text !== 'string' || text === '') return fallback;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return fallback;
+  }
+}
+
 // ------------------------------------------------------------------ what each column can hold
 // MariaDB in strict mode refuses a value that does not fit its column (a 500 if nothing checked
 // it first); SQLite stores anything. So every value a staff form, the CLI or the API sends is

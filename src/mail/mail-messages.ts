@@ -19,7 +19,8 @@ export type MailKind =
   | 'provisioned'
   | 'revoked'
   | 'staff_new_request'
-  | 'staff_cycle_summary';
+  | 'staff_cycle_summary'
+  | 'staff_reconcile_summary';
 
 export interface CycleSummary {
   cycleId: number;
@@ -31,6 +32,21 @@ export interface CycleSummary {
   /** Why the whole cycle stopped (Moodle refused the token, could not be reached, ...), and what to do. */
   problem?: { message: string; help: string | null } | null;
 }
+
+/** What a reconcile run (the Moodle check) tells staff: what it changed and what needs a decision. */
+export interface ReconcileMailSummary {
+  runId: number;
+  /** Links it ended (pupil deleted, or suspended past the grace period), and parents who lost access with their last link. */
+  linksEnded: number;
+  parentsRevoked: number;
+  /** Findings it only reports, each line in plain words with its request. */
+  reported: Array<{ requestId: number | null; message: string }>;
+  /** Why the whole run stopped, and what to do. */
+  problem: { message: string; help: string | null } | null;
+}
+
+/** How many reported findings a summary mail lists one by one; the page has them all. */
+const MAX_FINDINGS_IN_MAIL = 20;
 
 export interface MailMessagesOptions {
   /** Where the templates are; found beside the source or the build when not given. */
@@ -175,6 +191,22 @@ export class MailMessages {
         reportUrl: `${this.baseUrl}/admin/cycles/${summary.cycleId}`,
       },
     );
+  }
+
+  staffReconcileSummaryMessage(summary: ReconcileMailSummary, to: string[]): MailMessage {
+    const subject = summary.problem
+      ? `Moodle check ${summary.runId} stopped: ${summary.problem.message}`
+      : `Moodle check ${summary.runId}: ${summary.linksEnded} link${summary.linksEnded === 1 ? '' : 's'} ended, ${summary.reported.length} to look at`;
+    return this.render('staff-reconcile-summary', to, subject, {
+      runId: summary.runId,
+      linksEnded: summary.linksEnded,
+      parentsRevoked: summary.parentsRevoked,
+      reported: summary.reported.slice(0, MAX_FINDINGS_IN_MAIL),
+      moreReported: Math.max(0, summary.reported.length - MAX_FINDINGS_IN_MAIL),
+      problem: summary.problem,
+      pageUrl: `${this.baseUrl}/admin/moodle-check`,
+      requestUrl: (id: number) => `${this.baseUrl}/admin/requests/${id}`,
+    });
   }
 
   // ------------------------------------------------------------------ internals

@@ -5,6 +5,15 @@ import { isUniqueViolation } from '../db/database';
 
 export const LOCKS_TABLE = 'locks';
 export const CYCLE_LOCK = 'provisioning-cycle';
+/**
+ * A reconcile run (the Moodle check) takes the same lock as the cycle, so the two never change
+ * Moodle or the same requests at once; its holder names start with this, to tell the two apart.
+ */
+export const RECONCILE_HOLDER_PREFIX = 'reconcile:';
+
+export function heldByReconcile(holder: Pick<LockHolder, 'holder'>): boolean {
+  return holder.holder.startsWith(RECONCILE_HOLDER_PREFIX);
+}
 
 export interface LockHolder {
   holder: string;
@@ -66,4 +75,24 @@ export class DatabaseLock {
       expiresAt: Number(row.expires_at),
     };
   }
+}
+
+/**
+ * Renews a held lock every third of its time to live (well inside it, so one late timer tick never
+ * lets it lapse) until stopped; lost() tells whether it expired and was taken over meanwhile.
+ */
+export function keepLockRenewed(
+  lock: DatabaseLock,
+  holder: string,
+  ttlMs: number,
+  options: { cycleId?: number; onError: (error: unknown) => void },
+): { lost: () => boolean; stop: () => void } {
+  let lost = false;
+  const timer = setInterval(() => {
+    lock.renew(holder, ttlMs, options.cycleId).then((ok) => {
+      if (!ok) lost = true;
+    }, options.onError);
+  }, Math.max(100, Math.floor(ttlMs / 3)));
+  timer.unref();
+  return { lost: () => lost, stop: () => clearInterval(timer) };
 }

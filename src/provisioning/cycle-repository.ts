@@ -1,5 +1,5 @@
 // The provisioning_cycles table, and the set queries a cycle uses to find its work.
-import { nullableNumber } from '../db/columns';
+import { nullableNumber, parseJsonColumn } from '../db/columns';
 import type { Database } from '../db/database';
 import { childFromRow, requestFromRow, type ChildRecord, type RequestRecord } from '../requests/request-repository';
 
@@ -47,15 +47,6 @@ export interface CycleRecord {
 
 type Row = Record<string, unknown>;
 
-function parseJson<T>(text: unknown, fallback: T): T {
-  if (typeof text !== 'string' || text === '') return fallback;
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    return fallback;
-  }
-}
-
 function cycleFromRow(r: Row): CycleRecord {
   return {
     id: Number(r.id),
@@ -67,10 +58,10 @@ function cycleFromRow(r: Row): CycleRecord {
     progressTotal: Number(r.progress_total ?? 0),
     startedAt: Number(r.started_at),
     finishedAt: nullableNumber(r.finished_at),
-    counts: parseJson<CycleCounts | null>(r.counts, null),
+    counts: parseJsonColumn<CycleCounts | null>(r.counts, null),
     error: (r.error as string | null) ?? null,
     syncOutput: (r.sync_output as string | null) ?? null,
-    report: parseJson<RequestOutcomeReport[]>(r.log, []),
+    report: parseJsonColumn<RequestOutcomeReport[]>(r.log, []),
   };
 }
 

@@ -13,7 +13,7 @@ import { MoodleError } from '../moodle/moodle-error';
 import { describeSyncRefusal, runScheduledTask, type ScheduledTaskReport } from '../moodle/sync-command';
 import type { Actor, ProvisioningOutcome, RequestLifecycle } from '../requests/request-lifecycle';
 import type { ChildRecord, RequestRecord } from '../requests/request-repository';
-import { CYCLE_LOCK, DatabaseLock, type LockHolder } from './cycle-lock';
+import { CYCLE_LOCK, DatabaseLock, heldByReconcile, keepLockRenewed, type LockHolder } from './cycle-lock';
 import {
   CycleRepository,
   type CycleCounts,
@@ -74,11 +74,22 @@ export const STOPPED_MESSAGE =
   'and stopped; the next cycle does the rest.';
 
 export class CycleAlreadyRunningError extends ConflictError {
-  constructor(readonly cycleId: number | null) {
+  constructor(
+    readonly cycleId: number | null,
+    message = cycleId === null ? 'A provisioning cycle is already running.' : `A provisioning cycle is already running (cycle ${cycleId}).`,
+    help = 'Wait for it to finish; its progress is shown on the provisioning page.',
+  ) {
+    super(message, 'cycle_running', { help });
+  }
+}
+
+/** Refused because a reconcile run (the Moodle check) holds the cycle lock. */
+export class MoodleCheckRunningError extends CycleAlreadyRunningError {
+  constructor() {
     super(
-      cycleId === null ? 'A provisioning cycle is already running.' : `A provisioning cycle is already running (cycle ${cycleId}).`,
-      'cycle_running',
-      { help: 'Wait for it to finish; its progress is shown on the provisioning page.' },
+      null,
+      'A Moodle check (reconciliation) is running, so no provisioning cycle is started now.',
+      'It takes a few minutes at most: the next scheduled cycle runs after it, or run provisioning again then.',
     );
   }
 }
@@ -119,6 +130,51 @@ class CycleStopRequested extends CycleStop {
   constructor() {
     super(STOPPED_MESSAGE);
   }
+}
+
+/**
+ * A pupil's account as a look-up by id found it: absent or renamed by delete_user() is deleted
+ * (users-by-field.id-deleted-user), suspended is a pupil who left or is away. Shared with the
+ * cycle preview and the reconcile run, so all three judge a pupil alike.
+ */
+export function pupilStanding(pupil: MoodleUser | undefined): 'deleted' | 'suspended' | 'active' {
+  if (pupil === undefined || isDeletedAccount(pupil)) return 'deleted';
+  return pupil.suspended ? 'suspended' : 'active';
+}
+
+/** What the cycle makes of a request's parent account: found, waiting for Moodle's sync, or a conflict. */
+export type ParentResolution = { kind: 'found'; userId: number } | { kind: 'waiting'; message: string; tooLongMessage: string } | { kind: 'conflict'; message: string };
+
+/** Shared with the cycle preview, so the preview says what the cycle then does. */
+export function resolveParent(request: RequestRecord, parents: ReadonlyMap<string, MoodleUser>, syncWaitWarnMs: number): ParentResolution {
+  if (request.linkExistingAccount && request.moodleUserId !== null) return { kind: 'found', userId: request.moodleUserId };
+  const user = request.moodleUsername ? parents.get(request.moodleUsername) : undefined;
+  const minutes = Math.round(syncWaitWarnMs / 60_000);
+  if (!user) {
+    return {
+      kind: 'waiting',
+      message: 'Waiting for Moodle to create the account (at its next user sync).',
+      tooLongMessage:
+        `Moodle has still not created the account after more than ${minutes} minutes. Check that Moodle's External database ` +
+        'authentication reads the auth table and that its user sync task runs (or set MOODLE_SYNC_COMMAND).',
+    };
+  }
+  if (user.auth !== undefined && user.auth !== 'db') {
+    return {
+      kind: 'conflict',
+      message:
+        `Moodle already has an account named ${user.username} that this service does not manage (it signs in with "${user.auth}"). ` +
+        'If it belongs to this parent, link the request to that existing account; otherwise ask the parent for another email address.',
+    };
+  }
+  if (user.suspended) {
+    return {
+      kind: 'waiting',
+      message: 'Waiting for Moodle to reactivate the suspended account (at its next user sync).',
+      tooLongMessage: `The parent's Moodle account is still suspended after more than ${minutes} minutes. Check that Moodle's user sync runs.`,
+    };
+  }
+  return { kind: 'found', userId: user.id };
 }
 
 const LOCK_CONTENTION_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
@@ -219,7 +275,9 @@ export class ProvisioningCycle {
           const interrupted = await cycles.markInterrupted(id, this.now());
           return { refusedBy: null, id, interrupted, takenOverFrom: acquired.takenOverFrom };
         });
-        if (opened.refusedBy !== null) throw new CycleAlreadyRunningError(opened.refusedBy.cycleId);
+        if (opened.refusedBy !== null) {
+          throw heldByReconcile(opened.refusedBy) ? new MoodleCheckRunningError() : new CycleAlreadyRunningError(opened.refusedBy.cycleId);
+        }
         if (opened.takenOverFrom) this.deps.logger.warn({ cycleId: opened.id, from: opened.takenOverFrom.holder }, 'took over an expired cycle lock');
         if (opened.interrupted > 0) this.deps.logger.warn({ cycleId: opened.id, interrupted: opened.interrupted }, 'earlier cycles had stopped before finishing');
         return opened.id;
@@ -244,18 +302,10 @@ export class ProvisioningCycle {
     const counts = EMPTY_COUNTS();
     const report: RequestOutcomeReport[] = [];
     let syncOutput: string | null = null;
-    let lostLock = false;
-    // Well inside the TTL, so one late timer tick never lets the lock lapse.
-    const renewEvery = Math.max(100, Math.floor(settings.lockTtlMs / 3));
-    const renewal = setInterval(() => {
-      this.lock.renew(holder, settings.lockTtlMs, cycleId).then(
-        (ok) => {
-          if (!ok) lostLock = true;
-        },
-        (error: unknown) => log.warn({ err: error }, 'could not renew the cycle lock'),
-      );
-    }, renewEvery);
-    renewal.unref();
+    const renewal = keepLockRenewed(this.lock, holder, settings.lockTtlMs, {
+      cycleId,
+      onError: (error: unknown) => log.warn({ err: error }, 'could not renew the cycle lock'),
+    });
 
     let currentStep: CycleStep | undefined;
     /** Set when a stop request made the cycle skip Moodle work it would otherwise have done. */
@@ -264,7 +314,7 @@ export class ProvisioningCycle {
       if (this.stopRequested) throw new CycleStopRequested();
     };
     const step = async (name: CycleStep, done = 0, total = 0) => {
-      if (lostLock) throw new CycleStop('The cycle lost its lock (it ran longer than CYCLE_LOCK_TTL_SECONDS without renewing) and stopped.');
+      if (renewal.lost()) throw new CycleStop('The cycle lost its lock (it ran longer than CYCLE_LOCK_TTL_SECONDS without renewing) and stopped.');
       Object.assign(progress, { step: name, done, total });
       await this.cycles.progress(cycleId, name, done, total);
       if (name !== currentStep) {
@@ -355,7 +405,7 @@ export class ProvisioningCycle {
           const matched = children.filter((c) => c.linkState === 'matched' && c.moodleUserId !== null);
           const outcome: ProvisioningOutcome = { requestId: request.id, expectedVersion: request.version, linkedChildIds: [], failedChildren: [], requestErrors: [] };
           const entry: RequestOutcomeReport = { requestId: request.id, outcome: 'unchanged', message: null, children: [] };
-          const parent = this.resolveParent(request, parents);
+          const parent = resolveParent(request, parents, settings.syncWaitWarnMs);
           const refusedBySync = parent.kind === 'waiting' && request.moodleUsername ? syncRefusals.get(request.moodleUsername) : undefined;
           if (refusedBySync !== undefined) {
             // Not "waiting": Moodle will skip this account at every sync until staff act.
@@ -385,12 +435,12 @@ export class ProvisioningCycle {
             const suspended: string[] = [];
             for (const child of matched) {
               const pupilId = child.moodleUserId as number;
-              const pupil = pupils.get(pupilId);
-              if (pupil === undefined || isDeletedAccount(pupil)) {
+              const standing = pupilStanding(pupils.get(pupilId));
+              if (standing === 'deleted') {
                 const failure = deletedPupilMessage(pupilId);
                 outcome.failedChildren!.push({ childId: child.id, error: failure });
                 entry.children.push({ childId: child.id, outcome: 'failed', error: failure });
-              } else if (pupil.suspended) {
+              } else if (standing === 'suspended') {
                 suspended.push(`${child.firstName} ${child.lastName}`.trim());
                 entry.children.push({ childId: child.id, outcome: 'waiting', error: "The pupil's Moodle account is suspended." });
               } else {
@@ -519,7 +569,7 @@ export class ProvisioningCycle {
       }
       log.warn({ error }, 'cycle stopped');
     } finally {
-      clearInterval(renewal);
+      renewal.stop();
     }
 
     counts.moodleCalls = (this.deps.moodleCallCount?.() ?? 0) - callsAtStart;
@@ -582,40 +632,6 @@ export class ProvisioningCycle {
     for (const u of unassignments) if (u.parentMoodleUserId === null && u.moodleUsername) usernames.add(u.moodleUsername);
     const users = await moodle.getUsersByField('username', [...usernames]);
     return new Map(users.map((u) => [u.username, u]));
-  }
-
-  private resolveParent(
-    request: RequestRecord,
-    parents: Map<string, MoodleUser>,
-  ): { kind: 'found'; userId: number } | { kind: 'waiting'; message: string; tooLongMessage: string } | { kind: 'conflict'; message: string } {
-    if (request.linkExistingAccount && request.moodleUserId !== null) return { kind: 'found', userId: request.moodleUserId };
-    const user = request.moodleUsername ? parents.get(request.moodleUsername) : undefined;
-    const minutes = Math.round(this.deps.settings.syncWaitWarnMs / 60_000);
-    if (!user) {
-      return {
-        kind: 'waiting',
-        message: 'Waiting for Moodle to create the account (at its next user sync).',
-        tooLongMessage:
-          `Moodle has still not created the account after more than ${minutes} minutes. Check that Moodle's External database ` +
-          'authentication reads the auth table and that its user sync task runs (or set MOODLE_SYNC_COMMAND).',
-      };
-    }
-    if (user.auth !== undefined && user.auth !== 'db') {
-      return {
-        kind: 'conflict',
-        message:
-          `Moodle already has an account named ${user.username} that this service does not manage (it signs in with "${user.auth}"). ` +
-          'If it belongs to this parent, link the request to that existing account; otherwise ask the parent for another email address.',
-      };
-    }
-    if (user.suspended) {
-      return {
-        kind: 'waiting',
-        message: 'Waiting for Moodle to reactivate the suspended account (at its next user sync).',
-        tooLongMessage: `The parent's Moodle account is still suspended after more than ${minutes} minutes. Check that Moodle's user sync runs.`,
-      };
-    }
-    return { kind: 'found', userId: user.id };
   }
 
   private async carryOutUnassignments(

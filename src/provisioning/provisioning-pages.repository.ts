@@ -2,7 +2,7 @@
 // cycle lock, and who the requests and children in a cycle report are. The cycle itself and its
 // repository stay the only writers.
 import { CYCLES_TABLE } from './cycle-repository';
-import { CYCLE_LOCK, LOCKS_TABLE } from './cycle-lock';
+import { CYCLE_LOCK, heldByReconcile, LOCKS_TABLE } from './cycle-lock';
 import { CHILDREN_TABLE, REQUESTS_TABLE, type Queryable } from '../requests/request-repository';
 import type { RequestStatus } from '../requests/request-states';
 
@@ -33,10 +33,10 @@ export class ProvisioningPageRepository {
     return Number(row?.n ?? 0);
   }
 
-  /** The cycle lock as it stands, from any instance; undefined when no cycle holds it. */
+  /** The cycle lock as it stands, from any instance; undefined when no cycle holds it (a Moodle check may). */
   async cycleLock(q: Queryable, now: number): Promise<CycleLockState | undefined> {
-    const row = (await q(LOCKS_TABLE).where({ name: CYCLE_LOCK }).first('cycle_id', 'expires_at')) as Row | undefined;
-    if (!row) return undefined;
+    const row = (await q(LOCKS_TABLE).where({ name: CYCLE_LOCK }).first('holder', 'cycle_id', 'expires_at')) as Row | undefined;
+    if (!row || heldByReconcile({ holder: String(row.holder) })) return undefined;
     return { cycleId: row.cycle_id === null ? null : Number(row.cycle_id), live: Number(row.expires_at) > now };
   }
 

@@ -2,7 +2,7 @@
 // cycle's report. A running cycle's progress box is updated by a small script (a refresh link without it).
 import express, { type Request, type Response, type Router } from 'express';
 import { ConflictError, NotFoundError } from '../errors';
-import { CycleAlreadyRunningError } from './provisioning-cycle';
+import { CycleAlreadyRunningError, MoodleCheckRunningError } from './provisioning-cycle';
 import type { Services } from '../services';
 import { pageNumber } from './provisioning-format';
 import { ProvisioningPages } from './provisioning-pages.service';
@@ -24,9 +24,12 @@ export function provisioningRoutes(services: Services): Router {
 
   async function renderOverview(req: Request, res: Response, refusal?: { message: string; help: string | undefined; cycleId: number | null }) {
     const overview = await pages.overview(pageNumber(req.query.page));
+    // The preview asks Moodle, so only when staff ask for it (a GET form: no change, no CSRF token).
+    const preview = !refusal && req.query.preview === '1' ? await pages.preview(services.cyclePreview) : undefined;
     res.status(refusal ? 409 : 200).render('provisioning/index', {
       title: 'Provisioning',
       ...overview,
+      preview,
       refusal,
       refreshSeconds: overview.running && !refusal ? REFRESH_SECONDS : undefined,
     });
@@ -42,6 +45,9 @@ export function provisioningRoutes(services: Services): Router {
       const id = await pages.runNow(staff.username);
       res.redirect(303, `/admin/cycles/${id}`);
     } catch (error) {
+      if (error instanceof MoodleCheckRunningError) {
+        return renderOverview(req, res, { message: error.message, help: error.help, cycleId: null });
+      }
       if (error instanceof CycleAlreadyRunningError) {
         return renderOverview(req, res, {
           message: 'A provisioning cycle is already running, so a new one was not started.',

@@ -27,6 +27,23 @@ import {
   TRIGGER_LABELS,
 } from './provisioning-format';
 import { ProvisioningPageRepository } from './provisioning-pages.repository';
+import type { CyclePreview, CyclePreviewer } from './cycle-preview';
+
+/** How many rows each list of the preview panel shows; the counts above say how many there are. */
+export const PREVIEW_ROWS = 100;
+
+export interface PreviewSection {
+  id: string;
+  heading: string;
+  total: number;
+  rows: Array<{ requestId: number; parentName: string; child: string | null; note: string }>;
+}
+
+export interface PreviewView {
+  checkedAt: string;
+  problem: CyclePreview['problem'];
+  sections: PreviewSection[];
+}
 
 export const HISTORY_PAGE_SIZE = 20;
 export const OUTCOMES_PAGE_SIZE = 100;
@@ -115,6 +132,38 @@ export class ProvisioningPages {
     this.deps.logger.info({ cycleId, staff: staffUsername }, 'provisioning cycle started from the dashboard');
     finished.catch((error: unknown) => this.deps.logger.error({ err: error, cycleId }, 'provisioning cycle started from the dashboard did not finish'));
     return cycleId;
+  }
+
+  /** "What the next cycle will do", with the parents' and children's names. */
+  async preview(previewer: Pick<CyclePreviewer, 'preview'>): Promise<PreviewView> {
+    const p = await previewer.preview();
+    type Item = { requestId: number; childId?: number; note: string };
+    const lists: Array<[string, string, Item[]]> = [
+      ['create', "Parents Moodle's next user sync creates", p.parentsToCreate.map((x) => ({ requestId: x.requestId, note: x.revived ? `${x.username} (reactivated)` : x.username }))],
+      ['add', 'Links to add', p.linksToAdd.map((x) => ({ requestId: x.requestId, childId: x.childId, note: x.afterSync ? 'once the sync command has created the parent' : 'the Parent role is assigned' }))],
+      ['remove', 'Links to remove', p.linksToRemove.map((x) => ({ requestId: x.requestId, childId: x.childId, note: x.inMoodle ? 'the Parent role is removed' : 'nothing to remove in Moodle (the parent never had an account)' }))],
+      ['fail', 'Children that will fail', p.childrenFailing.map((x) => ({ requestId: x.requestId, childId: x.childId, note: "the pupil's Moodle account was deleted: revoke this child" }))],
+      ['too-long', 'Requests waiting too long', p.requestsWaiting.filter((x) => x.tooLong).map((x) => ({ requestId: x.requestId, note: x.message }))],
+      ['conflict', 'Requests with a Moodle account this service does not manage', p.requestsConflicting.map((x) => ({ requestId: x.requestId, note: x.message }))],
+    ];
+    const shown = lists.flatMap(([, , items]) => items.slice(0, PREVIEW_ROWS));
+    const requests = await this.repository.requestsByIds(this.deps.db, [...new Set(shown.map((i) => i.requestId))]);
+    const children = await this.repository.childrenByIds(this.deps.db, [...new Set(shown.flatMap((i) => (i.childId === undefined ? [] : [i.childId])))]);
+    return {
+      checkedAt: formatTime(p.checkedAt),
+      problem: p.problem,
+      sections: lists.map(([id, heading, items]) => ({
+        id,
+        heading,
+        total: items.length,
+        rows: items.slice(0, PREVIEW_ROWS).map((i) => ({
+          requestId: i.requestId,
+          parentName: requests.get(i.requestId)?.parentName ?? '',
+          child: i.childId === undefined ? null : (children.get(i.childId)?.name ?? null),
+          note: i.note,
+        })),
+      })),
+    };
   }
 
   private async record(id: number): Promise<CycleRecord> {

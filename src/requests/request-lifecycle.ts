@@ -30,7 +30,7 @@ import {
 } from './request-repository';
 import { usernameFromEmail } from './username';
 
-export type ActorType = 'parent' | 'staff' | 'system' | 'cycle' | 'api' | 'cli' | 'import';
+export type ActorType = 'parent' | 'staff' | 'system' | 'cycle' | 'reconcile' | 'api' | 'cli' | 'import';
 export interface Actor {
   type: ActorType;
   /** Staff username, cycle id, API key name…; null for a parent or the system. */

@@ -30,6 +30,8 @@ export function describeActor(actorType: string, actorId: string | null, staffNa
     }
     case 'cycle':
       return actorId ? `Provisioning cycle ${actorId}` : 'A provisioning cycle';
+    case 'reconcile':
+      return actorId ? `Moodle check ${actorId}` : 'A Moodle check';
     case 'system':
       if (actorId === 'retention') return 'Automatic erasure after the retention period';
       if (actorId === 'school_records') return 'The school records (approved automatically)';

@@ -1,7 +1,7 @@
 // npm run bench: runs every benchmark scenario once against MariaDB on this machine and writes
 // docs/benchmarks.md with the machine, the date and the figures of this run.
 //
-//   npm run bench                      the full run (about 8 minutes), writes docs/benchmarks.md
+//   npm run bench                      the full run (about 10 minutes), writes docs/benchmarks.md
 //   npm run bench -- --quick           small sizes to check the bench itself; writes a scratch file
 //   npm run bench -- --only cycle      some scenarios only (comma-separated ids)
 //   npm run bench -- --out FILE        write the report elsewhere
@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { cycleScenario } from './scenarios/cycle';
 import { dashboardScenario } from './scenarios/dashboard';
 import { intakeScenario } from './scenarios/intake';
+import { reconcileScenario } from './scenarios/reconcile';
 import { guardianRecordsScenario } from './scenarios/guardian-records';
 import { tvsMigrateScenario } from './scenarios/tvs-migrate';
 import { BenchDatabases } from './support/bench-database';
@@ -29,7 +30,7 @@ import type { BenchContext, BenchScale, BenchScenario, ReportSection } from './s
 import { startWorker } from './support/worker';
 
 /** In report order. A new scenario module goes here. */
-const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, dashboardScenario, guardianRecordsScenario, tvsMigrateScenario];
+const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, reconcileScenario, dashboardScenario, guardianRecordsScenario, tvsMigrateScenario];
 
 const REPOSITORY = path.resolve(__dirname, '..', '..');
 

@@ -110,6 +110,8 @@ const ROUTE_PERMISSIONS: Record<string, Permission> = {
   'POST /admin/provisioning/run': 'provision',
   'GET /admin/cycles/:id': 'review',
   'GET /admin/cycles/:id/progress': 'review',
+  'GET /admin/moodle-check': 'review',
+  'POST /admin/moodle-check/run': 'provision',
   'GET /admin/accounts': 'review',
   'GET /admin/diagnostics': 'review',
   'POST /admin/diagnostics/run-sync': 'run_sync',

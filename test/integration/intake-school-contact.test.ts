@@ -165,7 +165,7 @@ for (const dialect of DIALECTS) {
       // Record makes a new kind of parent mail fail to compile until it is listed here.
       const stored = await contact.services.lifecycle.get(id);
       const record = stored.request;
-      const builders = (messages: Services['mailMessages']): Record<Exclude<MailKind, 'staff_new_request' | 'staff_cycle_summary'>, MailMessage> => ({
+      const builders = (messages: Services['mailMessages']): Record<Exclude<MailKind, 'staff_new_request' | 'staff_cycle_summary' | 'staff_reconcile_summary'>, MailMessage> => ({
         verification: messages.verificationMessage(record, 'a'.repeat(43)),
         request_received: messages.requestReceivedMessage(record, stored.children),
         request_extended: messages.requestExtendedMessage(record, 1),

@@ -135,6 +135,35 @@ describe('the double\'s auth_db sync prints what Moodle printed', () => {
   });
 });
 
+describe('what changes under the service in Moodle', () => {
+  const call = async (body: string) =>
+    (await fetch(`${double.url}/webservice/rest/server.php`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `wstoken=${DOUBLE_TOKENS.ws}&moodlewsrestformat=json&${body}`,
+    }).then((r) => r.json())) as unknown;
+
+  test('a suspended pupil still comes back by id, marked suspended, and keeps its roles; reactivated it is not', async () => {
+    double.state.addUserContextRole(9, 6, 3);
+    double.state.setSuspended(3, true);
+    const [pupil] = (await call('wsfunction=core_user_get_users_by_field&field=id&values%5B0%5D=3')) as Array<{ id: number; username: string; suspended: boolean }>;
+    assert.deepEqual([pupil?.id, pupil?.username, pupil?.suspended], [3, 'pupil.a', true]);
+    assert.ok(double.state.hasUserContextRole(9, 6, 3), 'suspending removes no role');
+    double.state.setSuspended(3, false);
+    const [again] = (await call('wsfunction=core_user_get_users_by_field&field=id&values%5B0%5D=3')) as Array<{ suspended: boolean }>;
+    assert.equal(again?.suspended, false);
+  });
+
+  test('a role removed by hand is gone, and assigning it again (null, as assign.ok) brings it back', async () => {
+    double.state.addUserContextRole(9, 6, 3);
+    double.state.removeUserContextRole(9, 6, 3);
+    assert.equal(double.state.hasUserContextRole(9, 6, 3), false);
+    const answer = await call('wsfunction=core_role_assign_roles&assignments%5B0%5D%5Broleid%5D=9&assignments%5B0%5D%5Buserid%5D=6&assignments%5B0%5D%5Bcontextlevel%5D=user&assignments%5B0%5D%5Binstanceid%5D=3');
+    assert.equal(answer, null);
+    assert.ok(double.state.hasUserContextRole(9, 6, 3));
+  });
+});
+
 describe('the double\'s fault switches and counters', () => {
   const siteInfo = () =>
     fetch(`${double.url}/webservice/rest/server.php`, {

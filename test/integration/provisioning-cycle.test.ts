@@ -12,22 +12,13 @@ import { createServices } from '../../src/services';
 import { MoodleClient } from '../../src/moodle/moodle-client';
 import { CycleAlreadyRunningError, ProvisioningCycle, type CycleDependencies, type CycleSettings } from '../../src/provisioning/provisioning-cycle';
 import type { RequestLifecycle } from '../../src/requests/request-lifecycle';
-import { assertAuthInvariant, createLifecycle, snapshot, staff, submission } from '../support/builders';
+import { assertAuthInvariant, closeOffOpenWork, createLifecycle, snapshot, staff, submission } from '../support/builders';
+import { TEST_CYCLE_SETTINGS } from '../support/cycle-settings';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 
 const PARENT_ROLE = 9;
-const settings: CycleSettings = {
-  parentRoleId: PARENT_ROLE,
-  extraContextIds: [],
-  syncCommand: undefined,
-  passwordEmailCommand: undefined,
-  commandTimeoutMs: 10_000,
-  lockTtlMs: 60_000,
-  syncWaitWarnMs: 3_600_000,
-  retryBaseMs: 60_000,
-  retryMaxMs: 3_600_000,
-};
+const settings: CycleSettings = TEST_CYCLE_SETTINGS;
 
 interface Rig {
   moodle: MoodleDouble;
@@ -56,9 +47,7 @@ for (const dialect of DIALECTS) {
     beforeEach(async () => {
       if (skip) return;
       // Each test starts with no open work: earlier tests' requests are closed off directly.
-      await t.db('request_children').update({ unassign_pending: false });
-      await t.db(TEST_AUTH_TABLE).delete();
-      await t.db('requests').whereIn('status', ['approved', 'provisioned']).update({ status: 'revoked' });
+      await closeOffOpenWork(t.db);
       await t.db('requests').whereIn('status', ['pending', 'unverified']).update({ status: 'bogus' });
       lifecycle = createLifecycle(t.db);
       moodle = await startMoodleDouble({ state: seedRecordedSite() });

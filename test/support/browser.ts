@@ -245,6 +245,7 @@ export async function startTestSite(options: TestSiteOptions = {}): Promise<Test
     SMTP_URL: smtp.url,
     SCHOOL_NAME: 'Hillside School',
     CYCLE_SCHEDULE: 'off',
+    RECONCILE_SCHEDULE: 'off',
     FORM_RATE_LIMIT_PER_IP: '1000',
     FORM_RATE_LIMIT_PER_EMAIL: '1000',
     ...options.env,

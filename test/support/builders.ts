@@ -74,6 +74,17 @@ export async function approvedRequest(lifecycle: RequestLifecycle, overrides: Pa
   return { request: approved, children: await lifecycle.repository.children(lifecycle['db'], request.id) };
 }
 
+/**
+ * Closes off every earlier test's open work directly (no lifecycle, no Moodle), so a cycle or a
+ * reconcile run of the next test sees only that test's requests: approved and provisioned become
+ * revoked with no role left to remove, and the auth table is emptied to match.
+ */
+export async function closeOffOpenWork(db: Database): Promise<void> {
+  await db('request_children').update({ unassign_pending: false });
+  await db(TEST_AUTH_TABLE).delete();
+  await db('requests').whereIn('status', ['approved', 'provisioned']).update({ status: 'revoked' });
+}
+
 /** A snapshot of everything a transition could change, to prove a refused one changed nothing. */
 export async function snapshot(db: Database) {
   return {

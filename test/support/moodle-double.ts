@@ -172,6 +172,22 @@ export class MoodleSiteState {
     user.idnumber = '';
   }
 
+  /**
+   * Suspends or reactivates a user as an admin (or the MIS sync) does in Moodle: the record and its
+   * roles stay, and look-ups return it with `suspended: true`.
+   */
+  setSuspended(id: number, suspended: boolean): void {
+    const user = this.users.get(id);
+    if (user === undefined || user.deleted) throw new Error(`user ${id} does not exist`);
+    user.suspended = suspended;
+  }
+
+  /** Removes a Parent (or any) role from a user context by hand, as an admin on the role page does. */
+  removeUserContextRole(roleid: number, userid: number, pupilId: number): void {
+    const context = this.userContext(pupilId);
+    this.assignments = this.assignments.filter((a) => !(a.roleid === roleid && a.userid === userid && a.contextid === context?.id));
+  }
+
   userByUsername(username: string): DoubleUser | undefined {
     return [...this.users.values()].find((u) => u.username === username && !u.deleted);
   }

@@ -64,6 +64,10 @@ export async function seedSite(site: TestSite, moodle: MoodleDouble): Promise<Se
   await lifecycle.denyRequest(denied.request.id, { reason: 'No pupil of this name at the school.' }, office);
   await moodle.sync(site.database.db, TEST_AUTH_TABLE);
   const { cycleId } = await site.services.cycle.run('manual', staffUsername);
+  // A Moodle check that found the pupil suspended (active again since), so its page has a list to show.
+  moodle.state.setSuspended(pupilId, true);
+  await site.services.reconcile.run('manual', staffUsername);
+  moodle.state.setSuspended(pupilId, false);
   return { staffUsername, pendingId: pending.request.id, provisionedId: provisioned.request.id, deniedId: denied.request.id, cycleId, pupilId };
 }
 
@@ -134,6 +138,8 @@ export async function walkStaffPages(page: Page, site: TestSite, seeded: SeededS
     ['staff: a denied request', `/admin/requests/${seeded.deniedId}`],
     ['staff: erase a request', `/admin/requests/${seeded.deniedId}/erase`],
     ['staff: provisioning', '/admin/provisioning'],
+    ['staff: provisioning, what the next cycle will do', '/admin/provisioning?preview=1'],
+    ['staff: Moodle check', '/admin/moodle-check'],
     ['staff: a cycle report', `/admin/cycles/${seeded.cycleId}`],
     ['staff: who can log in', '/admin/accounts'],
     ['staff: a pupil’s parents', `/admin/pupils/${seeded.pupilId}`],

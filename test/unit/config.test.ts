@@ -57,6 +57,18 @@ describe('configuration', () => {
     assert.equal(ok.sessionSecretGenerated, false);
   });
 
+  it('reads the Moodle check settings: a daily schedule, 30 days of grace and re-assertion by default; off for each', () => {
+    const defaults = parseConfig({});
+    assert.deepEqual({ ...defaults.reconcile }, { schedule: '30 2 * * *', pupilLeftGraceDays: 30, reassert: true });
+    const changed = parseConfig({ RECONCILE_SCHEDULE: 'off', PUPIL_LEFT_GRACE_DAYS: 'OFF', RECONCILE_REASSERT: 'false' });
+    assert.deepEqual({ ...changed.reconcile }, { schedule: undefined, pupilLeftGraceDays: null, reassert: false });
+    assert.equal(parseConfig({ PUPIL_LEFT_GRACE_DAYS: '0' }).reconcile.pupilLeftGraceDays, 0);
+    assert.deepEqual(problems({ RECONCILE_SCHEDULE: 'daily' }), ['RECONCILE_SCHEDULE must be a cron expression such as 30 2 * * * (every day at 02:30), or off']);
+    const found = problems({ PUPIL_LEFT_GRACE_DAYS: 'a month', RECONCILE_REASSERT: 'sometimes' }).join('\n');
+    assert.match(found, /^PUPIL_LEFT_GRACE_DAYS must be a number of days from 0 to 3650, or off/m);
+    assert.match(found, /^RECONCILE_REASSERT must be true or false/m);
+  });
+
   it('needs a token when a Moodle URL is given', () => {
     assert.deepEqual(problems({ MOODLE_URL: 'https://moodle.school.org' }), ['MOODLE_TOKEN is required when MOODLE_URL is set (the web service token for the service user)']);
     const config = parseConfig({ MOODLE_URL: 'https://moodle.school.org/', MOODLE_TOKEN: 't0k', MOODLE_EXTRA_CONTEXT_IDS: '12, 40' });

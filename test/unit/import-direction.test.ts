@@ -27,12 +27,16 @@ const FOLDER_LAYERS: Record<string, Layer> = {
   requests: 'core',
   moodle: 'core',
   mail: 'core',
+  reconcile: 'core',
   db: 'base',
   web: 'base',
 };
 // provisioning/ holds the cycle (core) and, beside it, the staff pages about the cycle (a feature).
 const PROVISIONING_PAGES = ['provisioning-pages.routes.ts', 'provisioning-pages.service.ts',
   'provisioning-pages.repository.ts', 'provisioning-format.ts'];
+
+// reconcile/ holds the reconcile run (core) and, beside it, the staff page about it (a feature).
+const RECONCILE_PAGES = ['moodle-check.routes.ts', 'moodle-check.service.ts'];
 
 function layerOf(file: string): Layer {
   const [first = '', second] = file.split('/');
@@ -42,6 +46,7 @@ function layerOf(file: string): Layer {
     throw new Error(`src/${file} is in no layer: add it to src/README.md and this test`);
   }
   if (first === 'provisioning') return PROVISIONING_PAGES.includes(second) ? 'feature' : 'core';
+  if (first === 'reconcile') return RECONCILE_PAGES.includes(second) ? 'feature' : 'core';
   const layer = FOLDER_LAYERS[first];
   if (!layer) throw new Error(`src/${first}/ is in no layer: add it to src/README.md and this test`);
   return layer;

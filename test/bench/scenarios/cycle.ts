@@ -1,12 +1,12 @@
 // Provisioning cycle: approved requests × 2 children against the Moodle test double answering
 // each call after 25 ms, the real cycle (batched) against a naive one-call-per-item cycle.
 // The double runs in this process and counts the calls; each cycle runs in its own process.
-import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { parseConfig } from '../../../src/config';
 import type { CycleStep } from '../../../src/provisioning/cycle-repository';
 import type { BenchDatabase } from '../support/bench-database';
 import { BENCH_AUTH_TABLE } from '../support/bench-database';
+import { callCounts, parentRoleAssignments, serviceEnvironment, watchDouble, type CallCounts } from '../support/double-runs';
 import { addPupils, CHILDREN_PER_REQUEST, seedApprovedRequests } from '../cycle/seed';
 import { decimal, integer, megabytes, seconds, table, timesFewer, yesNo } from '../support/format';
 import { check, type BenchContext, type BenchScenario, type ReportSection, type TargetResult } from '../support/scenario';
@@ -16,26 +16,12 @@ import type { ServiceCycleRun } from '../workers/cycle-service';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../../support/moodle-double';
 
 const LATENCY_MS = 25;
-const PARENT_ROLE_ID = 9;
 const SETTINGS = {
   full: { sizes: [1000, 10_000], naiveSample: 1000 },
   quick: { sizes: [100, 400], naiveSample: 100 },
 } as const;
 const CALLS_TARGET = 20;
 const SPEED_TARGET = 10;
-
-const FUNCTIONS = {
-  check: 'core_webservice_get_site_info',
-  lookUp: 'core_user_get_users_by_field',
-  assign: 'core_role_assign_roles',
-} as const;
-
-interface CallCounts {
-  check: number;
-  lookUp: number;
-  assign: number;
-  total: number;
-}
 
 interface Figures {
   wallMs: number;
@@ -47,31 +33,9 @@ interface Figures {
   peakRssBytes: number;
 }
 
-function callCounts(moodle: MoodleDouble): CallCounts {
-  return { check: moodle.calls(FUNCTIONS.check), lookUp: moodle.calls(FUNCTIONS.lookUp), assign: moodle.calls(FUNCTIONS.assign), total: moodle.calls() };
-}
-
-function cycleEnvironment(bench: BenchDatabase, moodle: MoodleDouble): Record<string, string> {
-  return {
-    NODE_ENV: 'production',
-    SESSION_SECRET: randomBytes(32).toString('base64url'),
-    DATABASE_URL: bench.url,
-    AUTH_TABLE: BENCH_AUTH_TABLE,
-    MOODLE_URL: moodle.url,
-    MOODLE_TOKEN: moodle.tokens.ws,
-    MOODLE_PARENT_ROLE_ID: String(PARENT_ROLE_ID),
-    CYCLE_SCHEDULE: 'off',
-    LOG_LEVEL: 'info',
-  };
-}
-
 async function countWhere(bench: BenchDatabase, tableName: string, where: Record<string, unknown>): Promise<number> {
   const row = (await bench.db(tableName).where(where).count({ n: '*' }).first()) as { n: number | string } | undefined;
   return Number(row?.n ?? 0);
-}
-
-function parentRoleAssignments(moodle: MoodleDouble): number {
-  return moodle.state.assignments.filter((a) => a.roleid === PARENT_ROLE_ID).length;
 }
 
 /** A fresh database with `size` approved requests whose parents Moodle's sync has created. */
@@ -92,28 +56,15 @@ async function prepare(context: BenchContext, moodle: MoodleDouble, size: number
   return bench;
 }
 
-/** Runs fn while printing the double's call count every 10 s, and measures this process's CPU (the double's work). */
-async function watch<T>(context: BenchContext, label: string, moodle: MoodleDouble, fn: () => Promise<T>): Promise<{ value: T; doubleCpuMs: number }> {
-  const timer = setInterval(() => context.log(`${label}: ${integer(moodle.calls())} Moodle calls so far`), 10_000);
-  const cpu = process.cpuUsage();
-  try {
-    const value = await fn();
-    const used = process.cpuUsage(cpu);
-    return { value, doubleCpuMs: (used.user + used.system) / 1000 };
-  } finally {
-    clearInterval(timer);
-  }
-}
-
 async function runService(context: BenchContext, moodle: MoodleDouble, size: number): Promise<Figures> {
   const bench = await prepare(context, moodle, size, 'service');
   const worker = await startWorker('cycle-service.ts', {
-    env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(cycleEnvironment(bench, moodle)) },
+    env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)) },
     verbose: context.verbose,
   });
   try {
     context.log(`cycle ${integer(size)}/service: running the provisioning cycle`);
-    const { value: run, doubleCpuMs } = await watch(context, `cycle ${integer(size)}/service`, moodle, () => worker.call<ServiceCycleRun>('run'));
+    const { value: run, doubleCpuMs } = await watchDouble(context, `cycle ${integer(size)}/service`, moodle, () => worker.call<ServiceCycleRun>('run'));
     const calls = callCounts(moodle);
     check(run.state === 'succeeded', `the cycle ended ${run.state}: ${run.error ?? ''}`);
     check(run.counts.provisioned === size, `the cycle provisioned ${run.counts.provisioned} of ${size} requests`);
@@ -141,7 +92,7 @@ interface NaiveFigures {
 async function runNaive(context: BenchContext, moodle: MoodleDouble, size: number, sample: number): Promise<NaiveFigures> {
   const bench = await prepare(context, moodle, size, 'naive');
   const worker = await startWorker('cycle-naive.ts', {
-    env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(cycleEnvironment(bench, moodle)) },
+    env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)) },
     verbose: context.verbose,
   });
   const limit = Math.min(size, sample);
@@ -150,7 +101,7 @@ async function runNaive(context: BenchContext, moodle: MoodleDouble, size: numbe
       `cycle ${integer(size)}/naive: running the naive cycle over ${limit === size ? 'every request' : `the first ${integer(limit)} requests`} ` +
         `(at least ${integer((limit * 3 * LATENCY_MS) / 1000)} s: three ${LATENCY_MS} ms calls per request)`,
     );
-    const { value: run, doubleCpuMs } = await watch(context, `cycle ${integer(size)}/naive`, moodle, () =>
+    const { value: run, doubleCpuMs } = await watchDouble(context, `cycle ${integer(size)}/naive`, moodle, () =>
       worker.call<NaiveCycleRun>('run', limit === size ? {} : { limit }),
     );
     const calls = callCounts(moodle);
