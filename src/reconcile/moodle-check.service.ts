@@ -43,7 +43,7 @@ const COUNT_WORDS: ReadonlyArray<[keyof ReconcileCounts, string]> = [
   ['parentsChecked', 'Provisioned parents checked'],
   ['linksEnded', 'Links ended'],
   ['parentsRevoked', 'Parents who lost access with their last link'],
-  ['rolesReasserted', 'Parent roles given again'],
+  ['rolesReasserted', 'Parent roles confirmed in Moodle (given again where missing)'],
   ['pupilsSuspended', 'Pupils suspended in Moodle'],
   ['moodleCalls', 'Moodle calls'],
 ];

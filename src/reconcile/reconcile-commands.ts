@@ -30,7 +30,7 @@ export function formatReconcileSummary(summary: ReconcileSummary): string[] {
     `Moodle check ${summary.runId}: ${summary.state} (${STATE_WORDS[summary.state]})`,
     `  Links checked: ${c.linksChecked}; provisioned parents checked: ${c.parentsChecked}; Moodle calls: ${c.moodleCalls}`,
     `  Links ended: ${c.linksEnded} (pupil deleted: ${ended('pupil_deleted')}; pupil left: ${ended('pupil_left')}); parents who lost access: ${c.parentsRevoked}`,
-    `  Roles given again: ${c.rolesReasserted}${c.reassertFailed > 0 ? ` (${c.reassertFailed} could not be)` : ''}`,
+    `  Parent roles confirmed in Moodle (given again where missing): ${c.rolesReasserted}${c.reassertFailed > 0 ? ` (${c.reassertFailed} could not be)` : ''}`,
     `  Reported: pupils suspended ${c.pupilsSuspended}; parents missing ${c.parentsMissing}, suspended ${c.parentsSuspended}, not signing in through this service ${c.parentsNotAuthDb}; ` +
       `auth table problems ${c.authTableProblems}; changed meanwhile ${c.changedMeanwhile}`,
   ];

@@ -151,6 +151,12 @@ async function main(): Promise<void> {
   await services.cycle.run('schedule', null);
   moodle.setFaults({ webServicesEnabled: true });
 
+  // A Moodle check some weeks on: Omar has left (his account is suspended) and someone removed
+  // Mrs Shah's Parent role for Aisha by hand, which the check gives back.
+  moodle.state.setSuspended(pupils.omar, true);
+  moodle.state.removeUserContextRole(9, moodle.state.userByUsername('priya.shah@example.org')!.id, pupils.aisha);
+  await services.reconcile.run('manual', staffUsername);
+
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
   const taken: string[] = [];
   const skipped: string[] = [];
@@ -176,6 +182,7 @@ async function main(): Promise<void> {
     await shoot('cycle-report', `/admin/cycles/${main.cycleId}`);
     await shoot('accounts', '/admin/accounts');
     await shoot('diagnostics', '/admin/diagnostics');
+    await shoot('moodle-check', '/admin/moodle-check');
     await shoot('parent-form', '/request');
 
     // A cycle caught while it runs: role assignments wait until the screenshots are taken.
