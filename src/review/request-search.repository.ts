@@ -211,7 +211,9 @@ export class RequestSearchRepository {
       q.raw('COUNT(*) OVER (PARTITION BY r.status) AS status_count'),
       q.raw('ROW_NUMBER() OVER (PARTITION BY r.status ORDER BY r.id) AS nth_of_status'),
       q.raw(`${onPage} AS on_page`, inTabBindings),
-      q.raw(`ROW_NUMBER() OVER (PARTITION BY ${onPage} ORDER BY ${order}) AS position`, inTabBindings),
+      inTab.length === 0
+        ? q.raw(`ROW_NUMBER() OVER (ORDER BY ${order}) AS position`)
+        : q.raw(`ROW_NUMBER() OVER (PARTITION BY ${onPage} ORDER BY ${order}) AS position`, inTabBindings),
     );
     const rows = (await q
       .queryBuilder()
