@@ -120,27 +120,58 @@ export function createRateLimit(db: Database, options: RateLimitOptions): RateLi
 }
 
 /**
+ * Whether the server is MariaDB 10.5 or later (INSERT … RETURNING), asked once per database: keyed
+ * by its configuration, which every transaction's client shares with the pool's.
+ */
+const upsertReturnsByClient = new WeakMap<object, Promise<boolean>>();
+
+function upsertReturnsRows(trx: Knex.Transaction): Promise<boolean> {
+  const client = trx.client.config as object;
+  let known = upsertReturnsByClient.get(client);
+  if (!known) {
+    known = trx.raw('SELECT VERSION() AS version').then(([rows]: [Array<{ version: string }>]) => {
+      const version = String(rows[0]?.version ?? '');
+      const [major = 0, minor = 0] = version.split('.').map((part) => Number.parseInt(part, 10));
+      return /mariadb/i.test(version) && (major > 10 || (major === 10 && minor >= 5));
+    });
+    // A failed look-up is asked again next time rather than remembered.
+    known.catch(() => upsertReturnsByClient.delete(client));
+    upsertReturnsByClient.set(client, known);
+  }
+  return known;
+}
+
+/**
  * Counts attempts of several limits inside the caller's transaction, so that they commit or roll
  * back with the work they guard (a stored submission): one upsert for all of them, and one read
  * on MariaDB, where the upsert cannot return rows. The counters are the rows rate-limiter-flexible
  * keeps, updated exactly as its fixed window does (RateLimiterMySQL/RateLimiterSQLite
  * `_upsertTransaction`): a row whose window has ended starts again at 1. So `reset`, the
  * library's own reads and the retention purge see them as their own. Throws RateLimitedError for
- * the first attempt, in the order given, that is over its limit.
+ * the first attempt, in the order given, that is over its limit. MariaDB 10.5 and later answer the
+ * upsert with the counters (RETURNING), saving the read; MySQL and older MariaDB are read after it.
  */
-export async function consumeInTransaction(trx: Knex.Transaction, attempts: readonly RateLimitAttempt[], now = Date.now()): Promise<void> {
+export async function consumeInTransaction(
+  trx: Knex.Transaction,
+  attempts: readonly RateLimitAttempt[],
+  now = Date.now(),
+  options: { upsertReturns?: boolean } = {},
+): Promise<void> {
   if (attempts.length === 0) return;
   const keys = attempts.map((a) => a.rowKey);
   const values = attempts.flatMap((a) => [a.rowKey, 1, now + a.durationMs]);
   const rowsSql = attempts.map(() => '(?, ?, ?)').join(', ');
   let rows: Array<{ key: string; points: number | string; expire: number | string }>;
   if (trx.client.config.client === 'mysql2') {
-    await trx.raw(
-      `INSERT INTO ?? (\`key\`, points, expire) VALUES ${rowsSql}
-       ON DUPLICATE KEY UPDATE points = IF(expire <= ?, VALUES(points), points + VALUES(points)), expire = IF(expire <= ?, VALUES(expire), expire)`,
-      [RATE_LIMITS_TABLE, ...values, now, now],
-    );
-    rows = await trx(RATE_LIMITS_TABLE).whereIn('key', keys).select('key', 'points', 'expire');
+    const returns = options.upsertReturns ?? (await upsertReturnsRows(trx));
+    const upsert = `INSERT INTO ?? (\`key\`, points, expire) VALUES ${rowsSql}
+       ON DUPLICATE KEY UPDATE points = IF(expire <= ?, VALUES(points), points + VALUES(points)), expire = IF(expire <= ?, VALUES(expire), expire)`;
+    if (returns) {
+      [rows] = (await trx.raw(`${upsert} RETURNING \`key\`, points, expire`, [RATE_LIMITS_TABLE, ...values, now, now])) as [typeof rows];
+    } else {
+      await trx.raw(upsert, [RATE_LIMITS_TABLE, ...values, now, now]);
+      rows = await trx(RATE_LIMITS_TABLE).whereIn('key', keys).select('key', 'points', 'expire');
+    }
   } else {
     rows = (await trx.raw(
       `INSERT INTO ?? (key, points, expire) VALUES ${rowsSql}
