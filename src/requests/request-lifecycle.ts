@@ -374,9 +374,8 @@ export class RequestLifecycle {
       updatedAt: now,
     });
     const id = await this.repository.insertRequest(trx, record);
-    await this.repository.insertChildren(trx, id, input.children, 0, now);
+    const children = await this.repository.insertChildrenReturning(trx, id, input.children, now);
     const request = { ...record, id };
-    const children = await this.repository.children(trx, id);
     await this.audit(trx, now, actor, id, 'submitted', {
       status,
       source: input.source,

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { RateLimiterMySQL, RateLimiterRes, RateLimiterSQLite, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Database } from '../db/database';
-import { isMysql } from '../db/database';
+import { isMysql, mysqlInsertReturns } from '../db/database';
 import { AppError } from '../errors';
 
 export const RATE_LIMITS_TABLE = 'rate_limits';
@@ -120,28 +120,6 @@ export function createRateLimit(db: Database, options: RateLimitOptions): RateLi
 }
 
 /**
- * Whether the server is MariaDB 10.5 or later (INSERT … RETURNING), asked once per database: keyed
- * by its configuration, which every transaction's client shares with the pool's.
- */
-const upsertReturnsByClient = new WeakMap<object, Promise<boolean>>();
-
-function upsertReturnsRows(trx: Knex.Transaction): Promise<boolean> {
-  const client = trx.client.config as object;
-  let known = upsertReturnsByClient.get(client);
-  if (!known) {
-    known = trx.raw('SELECT VERSION() AS version').then(([rows]: [Array<{ version: string }>]) => {
-      const version = String(rows[0]?.version ?? '');
-      const [major = 0, minor = 0] = version.split('.').map((part) => Number.parseInt(part, 10));
-      return /mariadb/i.test(version) && (major > 10 || (major === 10 && minor >= 5));
-    });
-    // A failed look-up is asked again next time rather than remembered.
-    known.catch(() => upsertReturnsByClient.delete(client));
-    upsertReturnsByClient.set(client, known);
-  }
-  return known;
-}
-
-/**
  * Counts attempts of several limits inside the caller's transaction, so that they commit or roll
  * back with the work they guard (a stored submission): one upsert for all of them, and one read
  * on MariaDB, where the upsert cannot return rows. The counters are the rows rate-limiter-flexible
@@ -163,7 +141,7 @@ export async function consumeInTransaction(
   const rowsSql = attempts.map(() => '(?, ?, ?)').join(', ');
   let rows: Array<{ key: string; points: number | string; expire: number | string }>;
   if (trx.client.config.client === 'mysql2') {
-    const returns = options.upsertReturns ?? (await upsertReturnsRows(trx));
+    const returns = options.upsertReturns ?? (await mysqlInsertReturns(trx));
     const upsert = `INSERT INTO ?? (\`key\`, points, expire) VALUES ${rowsSql}
        ON DUPLICATE KEY UPDATE points = IF(expire <= ?, VALUES(points), points + VALUES(points)), expire = IF(expire <= ?, VALUES(expire), expire)`;
     if (returns) {
