@@ -204,7 +204,7 @@ export class RequestSearchRepository {
     }
     const onPage = inTab.length === 0 ? '1' : `CASE WHEN ${inTab.join(' AND ')} THEN 1 ELSE 0 END`;
     const order = keys.map((key) => `${key.sql(mysql)} ${key.descending !== backwards ? 'DESC' : 'ASC'}`).join(', ');
-    // One row more than asked tells whether there is a further page.
+    // Every match, of every status: the tab's rows beyond the cursor are numbered for the page.
     const matches = this.base(q, { ...filter, status: 'all' }).select(
       'r.id',
       'r.status',
@@ -219,6 +219,7 @@ export class RequestSearchRepository {
       .queryBuilder()
       .from(matches.as('x'))
       .where('x.nth_of_status', 1)
+      // One row more than asked tells whether there is a further page.
       .orWhere((w) => w.where('x.on_page', 1).where('x.position', '<=', limit + 1))
       .select('x.id', 'x.status', 'x.status_count', 'x.on_page', 'x.position')) as Row[];
     const counts = Object.fromEntries(REQUEST_STATUSES.map((s) => [s, 0])) as Record<RequestStatus, number>;
