@@ -78,6 +78,29 @@ export function isMysql(db: Database): boolean {
   return db.client.config.client === 'mysql2';
 }
 
+/**
+ * Whether a MySQL-family server is MariaDB 10.5 or later, whose INSERT takes RETURNING (MySQL's
+ * does not). Asked once per database with SELECT VERSION(): keyed by the knex configuration, which
+ * every transaction's client shares with the pool's.
+ */
+const mysqlInsertReturnsByConfig = new WeakMap<object, Promise<boolean>>();
+
+export function mysqlInsertReturns(q: Knex | Knex.Transaction): Promise<boolean> {
+  const config = q.client.config as object;
+  let known = mysqlInsertReturnsByConfig.get(config);
+  if (!known) {
+    known = q.raw('SELECT VERSION() AS version').then(([rows]: [Array<{ version: string }>]) => {
+      const version = String(rows[0]?.version ?? '');
+      const [major = 0, minor = 0] = version.split('.').map((part) => Number.parseInt(part, 10));
+      return /mariadb/i.test(version) && (major > 10 || (major === 10 && minor >= 5));
+    });
+    // A failed look-up is asked again next time rather than remembered.
+    known.catch(() => mysqlInsertReturnsByConfig.delete(config));
+    mysqlInsertReturnsByConfig.set(config, known);
+  }
+  return known;
+}
+
 /** True for a unique-constraint violation on either dialect. */
 export function isUniqueViolation(error: unknown): boolean {
   const e = error as { code?: string; errno?: number; message?: string } | undefined;

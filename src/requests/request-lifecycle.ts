@@ -78,8 +78,11 @@ export interface SubmitInput {
    */
   heldDetails?: { token: string; expiresAt: number } | null;
   /**
-   * Runs first in the submission's transaction, once it is not a replay: the intake counts its
+   * Runs last in the submission's transaction, once it is not a replay: the intake counts its
    * rate limits here, so that the counts and the stored request commit (or roll back) together.
+   * Last, because every submission from one address updates the same counter row, whose lock is
+   * held until the commit: counted first, the submissions from a school's network would wait for
+   * each other's whole transaction instead of only its commit.
    */
   countAttempts?: (trx: Knex.Transaction) => Promise<void>;
 }
@@ -336,7 +339,13 @@ export class RequestLifecycle {
         return { outcome: 'replayed', request: earlier, children: await this.repository.children(trx, earlier.id), addedChildren: 0, held: false };
       }
     }
+    const result = await this.storeSubmission(trx, input, email, actor, now);
     await input.countAttempts?.(trx);
+    return result;
+  }
+
+  /** A new request, or the details held for the address's open request. */
+  private async storeSubmission(trx: Knex.Transaction, input: SubmitInput, email: string, actor: Actor, now: number): Promise<SubmitResult> {
     const open = await this.repository.findOpenByEmail(trx, email);
     if (open) {
       if (input.joinOpenRequest === false) throw this.openRequestExists(email);
@@ -365,9 +374,8 @@ export class RequestLifecycle {
       updatedAt: now,
     });
     const id = await this.repository.insertRequest(trx, record);
-    await this.repository.insertChildren(trx, id, input.children, 0, now);
+    const children = await this.repository.insertChildrenReturning(trx, id, input.children, now);
     const request = { ...record, id };
-    const children = await this.repository.children(trx, id);
     await this.audit(trx, now, actor, id, 'submitted', {
       status,
       source: input.source,

@@ -1,7 +1,7 @@
 // The only code that reads and writes the requests, request_children, auth and audit tables.
 import type { Knex } from 'knex';
 import { booleanColumn, nullableNumber, nullableString } from '../db/columns';
-import { isMysql } from '../db/database';
+import { isMysql, mysqlInsertReturns } from '../db/database';
 import { OPEN_STATUSES, type ChildLinkState, type RequestSource, type RequestStatus, type RequestType } from './request-states';
 
 export const REQUESTS_TABLE = 'requests';
@@ -312,18 +312,37 @@ export class RequestRepository {
 
   async insertChildren(q: Queryable, requestId: number, children: NewChildRow[], firstPosition: number, now: number): Promise<void> {
     if (children.length === 0) return;
-    await q(CHILDREN_TABLE).insert(
-      children.map((c, i) => ({
-        request_id: requestId,
-        position: firstPosition + i,
-        first_name: c.firstName,
-        last_name: c.lastName,
-        tutor_group: c.tutorGroup,
-        pupil_identifier: c.pupilIdentifier,
-        link_state: 'unmatched',
-        updated_at: now,
-      })),
-    );
+    await q(CHILDREN_TABLE).insert(this.newChildRows(requestId, children, firstPosition, now));
+  }
+
+  /**
+   * Inserts a new request's children and answers them as stored, in position order: from the
+   * insert itself where the database can say (SQLite, MariaDB 10.5 and later: RETURNING), else
+   * read back.
+   */
+  async insertChildrenReturning(q: Queryable, requestId: number, children: NewChildRow[], now: number): Promise<ChildRecord[]> {
+    if (children.length === 0) return [];
+    const insert = q(CHILDREN_TABLE).insert(this.newChildRows(requestId, children, 0, now));
+    let rows: Row[];
+    if (!isMysql(q)) rows = (await insert.returning('*')) as Row[];
+    else if (await mysqlInsertReturns(q)) {
+      const { sql, bindings } = insert.toSQL();
+      [rows] = (await q.raw(`${sql} RETURNING *`, bindings)) as [Row[]];
+    } else return this.children(q, requestId);
+    return rows.map(childFromRow).sort((a, b) => a.position - b.position);
+  }
+
+  private newChildRows(requestId: number, children: NewChildRow[], firstPosition: number, now: number) {
+    return children.map((c, i) => ({
+      request_id: requestId,
+      position: firstPosition + i,
+      first_name: c.firstName,
+      last_name: c.lastName,
+      tutor_group: c.tutorGroup,
+      pupil_identifier: c.pupilIdentifier,
+      link_state: 'unmatched',
+      updated_at: now,
+    }));
   }
 
   /** Reads a request; with forUpdate, locks its row until the transaction ends (MySQL). */

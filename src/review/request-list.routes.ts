@@ -135,10 +135,16 @@ export function requestsListRoutes(services: Services): Router {
   ) {
     const records = params.records && recordsInUse;
     const filter = { status: params.status, search: params.q, ...(records ? { matchesSchoolRecordsSince: schoolRecords.freshSince() } : {}) };
-    const [counts, page, recordsTotal] = await Promise.all([
-      // Without a search the counts are every request's: kept for a few seconds (see status-counts.ts).
-      params.q.trim() === '' ? services.statusCounts.get() : search.countByStatus(services.db, params.q),
-      search.page(services.db, filter, params.sort, PAGE_SIZE, params.cursor),
+    const searched = params.q.trim() !== '';
+    const [{ counts, page }, recordsTotal] = await Promise.all([
+      searched && !records
+        ? // The counts and the page from one pass over the matches.
+          search.searchPage(services.db, filter, params.sort, PAGE_SIZE, params.cursor)
+        : Promise.all([
+            // Without a search the counts are every request's: kept for a few seconds (see status-counts.ts).
+            searched ? search.countByStatus(services.db, params.q) : services.statusCounts.get(),
+            search.page(services.db, filter, params.sort, PAGE_SIZE, params.cursor),
+          ]).then(([counts, page]) => ({ counts, page })),
       records ? search.count(services.db, filter) : Promise.resolve(undefined),
     ]);
     const matching = recordsInUse ? await schoolRecords.fullyMatching(page.rows.map((r) => r.id)) : new Set<number>();

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { RateLimiterMySQL, RateLimiterRes, RateLimiterSQLite, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Database } from '../db/database';
-import { isMysql } from '../db/database';
+import { isMysql, mysqlInsertReturns } from '../db/database';
 import { AppError } from '../errors';
 
 export const RATE_LIMITS_TABLE = 'rate_limits';
@@ -126,21 +126,30 @@ export function createRateLimit(db: Database, options: RateLimitOptions): RateLi
  * keeps, updated exactly as its fixed window does (RateLimiterMySQL/RateLimiterSQLite
  * `_upsertTransaction`): a row whose window has ended starts again at 1. So `reset`, the
  * library's own reads and the retention purge see them as their own. Throws RateLimitedError for
- * the first attempt, in the order given, that is over its limit.
+ * the first attempt, in the order given, that is over its limit. MariaDB 10.5 and later answer the
+ * upsert with the counters (RETURNING), saving the read; MySQL and older MariaDB are read after it.
  */
-export async function consumeInTransaction(trx: Knex.Transaction, attempts: readonly RateLimitAttempt[], now = Date.now()): Promise<void> {
+export async function consumeInTransaction(
+  trx: Knex.Transaction,
+  attempts: readonly RateLimitAttempt[],
+  now = Date.now(),
+  options: { upsertReturns?: boolean } = {},
+): Promise<void> {
   if (attempts.length === 0) return;
   const keys = attempts.map((a) => a.rowKey);
   const values = attempts.flatMap((a) => [a.rowKey, 1, now + a.durationMs]);
   const rowsSql = attempts.map(() => '(?, ?, ?)').join(', ');
   let rows: Array<{ key: string; points: number | string; expire: number | string }>;
   if (trx.client.config.client === 'mysql2') {
-    await trx.raw(
-      `INSERT INTO ?? (\`key\`, points, expire) VALUES ${rowsSql}
-       ON DUPLICATE KEY UPDATE points = IF(expire <= ?, VALUES(points), points + VALUES(points)), expire = IF(expire <= ?, VALUES(expire), expire)`,
-      [RATE_LIMITS_TABLE, ...values, now, now],
-    );
-    rows = await trx(RATE_LIMITS_TABLE).whereIn('key', keys).select('key', 'points', 'expire');
+    const returns = options.upsertReturns ?? (await mysqlInsertReturns(trx));
+    const upsert = `INSERT INTO ?? (\`key\`, points, expire) VALUES ${rowsSql}
+       ON DUPLICATE KEY UPDATE points = IF(expire <= ?, VALUES(points), points + VALUES(points)), expire = IF(expire <= ?, VALUES(expire), expire)`;
+    if (returns) {
+      [rows] = (await trx.raw(`${upsert} RETURNING \`key\`, points, expire`, [RATE_LIMITS_TABLE, ...values, now, now])) as [typeof rows];
+    } else {
+      await trx.raw(upsert, [RATE_LIMITS_TABLE, ...values, now, now]);
+      rows = await trx(RATE_LIMITS_TABLE).whereIn('key', keys).select('key', 'points', 'expire');
+    }
   } else {
     rows = (await trx.raw(
       `INSERT INTO ?? (key, points, expire) VALUES ${rowsSql}

@@ -60,6 +60,8 @@ for (const dialect of DIALECTS) {
         assert.equal(r.request.publicId.length, 22);
         assert.equal(r.children.length, 2);
         assert.deepEqual(r.children.map((c) => [c.position, c.linkState]), [[0, 'unmatched'], [1, 'unmatched']]);
+        // The children answered from the insert are exactly the rows stored, ids included.
+        assert.deepEqual(r.children, await lifecycle.repository.children(t.db, r.request.id));
         const audit = await lifecycle.repository.auditFor(t.db, r.request.id);
         assert.deepEqual(audit.map((a) => a.action), ['submitted']);
       });

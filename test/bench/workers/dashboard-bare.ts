@@ -2,7 +2,8 @@
 // list page's own SQL through a mysql2 pool and answers the rows as JSON, and nothing else (no
 // Express, session, sign-in check, CSRF, knex or template). The parent hands it the statements the
 // search repository generates for each measured page ('prepare'); it runs them the way the page
-// does: the counts beside the page's id query, then those rows by id, then their children.
+// does: the counts beside the page's id query (for a search, the one statement answering both),
+// then those rows by id, then their children.
 import http from 'node:http';
 import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { runWorker, serveHttpWorker } from '../support/worker';
@@ -14,7 +15,8 @@ export interface Statement {
 
 export interface BarePage {
   key: string;
-  counts: Statement;
+  /** Absent for a search: its one pass answers a row per status (status, status_count) and the page's rows (on_page, position). */
+  counts?: Statement;
   /** Asks for one row more than the page shows, which tells whether there is a next page. */
   ids: Statement;
   pageSize: number;
@@ -41,21 +43,35 @@ async function main(): Promise<void> {
   const pages = new Map<string, BarePage>();
 
   async function answer(page: BarePage): Promise<BareAnswer> {
+    if (!page.counts) {
+      const [found] = await pool.query<RowDataPacket[]>(page.ids.sql, page.ids.bindings);
+      const ids = found
+        .filter((r) => Number(r.on_page) === 1 && Number(r.position) <= page.pageSize + 1)
+        .sort((a, b) => Number(a.position) - Number(b.position))
+        .map((r) => Number(r.id));
+      return { counts: Object.fromEntries(found.map((r) => [String(r.status), Number(r.status_count)])), rows: await rowsOf(page, ids) };
+    }
     const countsQuery = pool.query<RowDataPacket[]>(page.counts.sql, page.counts.bindings);
     const rowsQuery = (async () => {
       const [idRows] = await pool.query<RowDataPacket[]>(page.ids.sql, page.ids.bindings);
-      const ids = idRows.map((r) => Number(r.id));
-      if (ids.length === 0) return [];
-      // As the repository does: every row the id query found, then the children of the page's.
-      const [rows] = await pool.query<RowDataPacket[]>(ROWS_SQL, [ids]);
-      const shown = ids.slice(0, page.pageSize);
-      const [children] = await pool.query<RowDataPacket[]>(CHILDREN_SQL, [shown]);
-      const byId = new Map(rows.map((r) => [Number(r.id), { ...r, children: [] as Array<Record<string, unknown>> }]));
-      for (const child of children) byId.get(Number(child.request_id))?.children.push(child);
-      return shown.map((id) => byId.get(id)).filter((r) => r !== undefined);
+      return rowsOf(
+        page,
+        idRows.map((r) => Number(r.id)),
+      );
     })();
     const [[countRows], rows] = await Promise.all([countsQuery, rowsQuery]);
     return { counts: Object.fromEntries(countRows.map((r) => [String(r.status), Number(r.n)])), rows };
+  }
+
+  async function rowsOf(page: BarePage, ids: number[]): Promise<BareAnswer['rows']> {
+    if (ids.length === 0) return [];
+    // As the repository does: every row the id query found, then the children of the page's.
+    const [rows] = await pool.query<RowDataPacket[]>(ROWS_SQL, [ids]);
+    const shown = ids.slice(0, page.pageSize);
+    const [children] = await pool.query<RowDataPacket[]>(CHILDREN_SQL, [shown]);
+    const byId = new Map(rows.map((r) => [Number(r.id), { ...r, children: [] as Array<Record<string, unknown>> }]));
+    for (const child of children) byId.get(Number(child.request_id))?.children.push(child);
+    return shown.map((id) => byId.get(id)).filter((r) => r !== undefined);
   }
 
   const server = http.createServer((req, res) => {
