@@ -384,6 +384,10 @@ export class ProvisioningCycle {
           const chunkUnassignments = first ? unassignments : [];
           const total = Math.max(due, done + work.length);
           counts.requests += work.length;
+          if (!first) {
+            stopPoint();
+            await step('looking_up', done, total);
+          }
           // The pupils are looked up before anything changes: that proves the token can see users
           // at all, and tells which pupils were deleted or suspended since approval.
           const pupils = await checking(() => this.lookUpPupils(moodle, work, chunkUnassignments, site.userid));
