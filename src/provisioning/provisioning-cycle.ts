@@ -365,7 +365,7 @@ export class ProvisioningCycle {
       const unassignments = await this.cycles.dueUnassignments(this.now());
       const due = await this.cycles.countDueApprovedRequests(this.now());
       const chunkSize = Math.max(1, settings.chunkSize ?? DEFAULT_CHUNK_SIZE);
-      let work = await this.cycles.dueApprovedRequests(this.now(), { afterId: 0, limit: chunkSize });
+      let work: Work[] = await this.cycles.dueApprovedRequests(this.now(), { afterId: 0, limit: chunkSize });
       if (work.length === 0 && unassignments.length === 0) {
         moodleCheck = { ok: true, problem: null };
         log.info('nothing to do');
@@ -379,18 +379,23 @@ export class ProvisioningCycle {
           return !this.stopRequested;
         };
         const actor: Actor = { type: 'cycle', id: String(cycleId) };
+        /** A later chunk: its due requests and what Moodle says of their pupils and parents (read-only calls). */
+        const lookUpChunk = async (afterId: number) => {
+          const chunk = await this.cycles.dueApprovedRequests(this.now(), { afterId, limit: chunkSize });
+          if (chunk.length === 0) return null;
+          const chunkPupils = await checking(() => this.lookUpPupils(moodle, chunk, [], site.userid));
+          return { work: chunk, pupils: chunkPupils, parents: await this.lookUpParents(moodle, chunk, []) };
+        };
+        let next: { work: Work[]; pupils: Map<number, MoodleUser>; parents: Map<string, MoodleUser> } | null = null;
         let done = 0;
         for (let first = true; ; first = false) {
           const chunkUnassignments = first ? unassignments : [];
+          if (next) work = next.work;
           const total = Math.max(due, done + work.length);
           counts.requests += work.length;
-          if (!first) {
-            stopPoint();
-            await step('looking_up', done, total);
-          }
           // The pupils are looked up before anything changes: that proves the token can see users
           // at all, and tells which pupils were deleted or suspended since approval.
-          const pupils = await checking(() => this.lookUpPupils(moodle, work, chunkUnassignments, site.userid));
+          const pupils = next ? next.pupils : await checking(() => this.lookUpPupils(moodle, work, chunkUnassignments, site.userid));
           moodleCheck = { ok: true, problem: null };
 
           if (first) {
@@ -419,9 +424,11 @@ export class ProvisioningCycle {
             }
           }
 
-          stopPoint();
-          await step('looking_up', done, total);
-          const parents = await this.lookUpParents(moodle, work, chunkUnassignments);
+          if (!next) {
+            stopPoint();
+            await step('looking_up', done, total);
+          }
+          const parents = next ? next.parents : await this.lookUpParents(moodle, work, chunkUnassignments);
 
           const assignments: Array<{ assignment: RoleAssignment; requestId: number; childId: number | null }> = [];
           // One entry per request, in work order: what to record, what to report, and the attempts so far.
@@ -532,6 +539,16 @@ export class ProvisioningCycle {
             await this.carryOutUnassignments(moodle, chunkUnassignments, parents, counts);
           }
 
+          // The next chunk's look-ups wait for Moodle while this chunk's outcomes are written: only
+          // read-only calls, so a crash or a stop meanwhile loses nothing.
+          const lastId = work.at(-1)?.request.id;
+          const lookingUp =
+            lastId !== undefined && work.length === chunkSize && !this.stopRequested
+              ? lookUpChunk(lastId).then(
+                  (chunk) => ({ chunk }),
+                  (caught: unknown) => ({ caught }),
+                )
+              : undefined;
           await step('recording', done, total);
           const results = await this.deps.lifecycle.recordProvisioningOutcomes([...pending.values()].map((p) => p.outcome), actor);
           for (const r of results) {
@@ -553,10 +570,16 @@ export class ProvisioningCycle {
           done += work.length;
           await step('recording', done, total);
 
-          const lastId = work.at(-1)?.request.id;
-          if (lastId === undefined || work.length < chunkSize || !goOn()) break;
-          work = await this.cycles.dueApprovedRequests(this.now(), { afterId: lastId, limit: chunkSize });
-          if (work.length === 0) break;
+          if (!lookingUp) break;
+          if (!goOn()) {
+            await lookingUp;
+            break;
+          }
+          await step('looking_up', done, Math.max(due, done));
+          const looked = await lookingUp;
+          if ('caught' in looked) throw looked.caught;
+          if (looked.chunk === null) break;
+          next = looked.chunk;
         }
 
         if (settings.passwordEmailCommand && sync?.ok && sync.inserted.length > 0 && goOn()) {

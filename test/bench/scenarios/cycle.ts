@@ -325,7 +325,7 @@ async function run(context: BenchContext): Promise<ReportSection> {
   const extrapolated = results.filter((r) => r.naive.extrapolated);
   const body = [
     table(
-      ['requests × children', 'cycle', 'wall time', 'site info', 'parent look-ups', 'role assignment calls', 'Moodle calls', 'DB queries', 'Moodle double CPU', 'peak RSS'],
+      ['requests × children', 'cycle', 'wall time', 'site info', 'look-ups (pupils, parents)', 'role assignment calls', 'Moodle calls', 'DB queries', 'Moodle double CPU', 'peak RSS'],
       results.flatMap(rowsFor),
     ),
     '',
