@@ -4,7 +4,6 @@
 import os from 'node:os';
 import { Writable } from 'node:stream';
 import { parseConfig } from '../../../src/config';
-import { ImportService } from '../../../src/import/import.service';
 import { RequestSearchRepository } from '../../../src/review/request-search.repository';
 import { streamRequestsCsv } from '../../../src/review/requests-csv-export';
 import { createServices } from '../../../src/services';
@@ -48,15 +47,7 @@ async function main(): Promise<void> {
         return { requests, lines, bytes, wallMs: performance.now() - started, peakRssBytes: peakRssBytes() };
       },
       import: async (params: { csv: string }): Promise<ImportRun> => {
-        const imports = new ImportService({
-          db: services.db,
-          lifecycle: services.lifecycle,
-          requestRepository: services.requestRepository,
-          search: new RequestSearchRepository(),
-          moodle: services.moodle,
-          logger: services.logger,
-          maxChildren: services.config.intake.maxChildren,
-        });
+        const imports = services.imports;
         const staff: StaffIdentity = { id: 1, username: 'bench', displayName: 'Bench', role: 'admin' };
         const started = performance.now();
         // The upload as the route gets it: the whole file in one buffer (multer's memory storage).
