@@ -27,14 +27,21 @@ const SPEED_TARGET = 10;
 const OWN_TIME_TARGET = 0.1;
 /** Peak RSS at the largest size at most this much above the smallest's. */
 const FLAT_MEMORY_TARGET = 0.1;
+/**
+ * The largest size runs once more with V8's old space capped (--max-old-space-size): a cycle that
+ * held its whole work would fail there; one that finishes shows how much memory it needs.
+ */
+const HEAP_CAP_MIB = 80;
 
 interface Figures {
   wallMs: number;
   /** The service only: wall time per cycle step. */
   stepMs?: ServiceCycleRun['stepMs'];
-  /** The service only: wall time with a Moodle call in flight, and the process's CPU time. */
+  /** The service only: wall time with a Moodle call in flight, the process's CPU time, memory at its peak, the cycle's counts. */
   moodleWaitMs?: number;
   cpuMs?: number;
+  memoryAtPeak?: ServiceCycleRun['memoryAtPeak'];
+  counts?: ServiceCycleRun['counts'];
   calls: CallCounts;
   queries: number;
   doubleCpuMs: number;
@@ -64,10 +71,14 @@ async function prepare(context: BenchContext, moodle: MoodleDouble, size: number
   return bench;
 }
 
-async function runService(context: BenchContext, moodle: MoodleDouble, size: number): Promise<Figures> {
-  const bench = await prepare(context, moodle, size, 'service');
+async function runService(context: BenchContext, moodle: MoodleDouble, size: number, heapCapMiB?: number): Promise<Figures> {
+  const bench = await prepare(context, moodle, size, heapCapMiB === undefined ? 'service' : 'capped');
   const worker = await startWorker('cycle-service.ts', {
-    env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)) },
+    env: {
+      NODE_ENV: 'production',
+      BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)),
+      ...(heapCapMiB === undefined ? {} : { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-old-space-size=${heapCapMiB}`.trim() }),
+    },
     verbose: context.verbose,
   });
   try {
@@ -86,6 +97,8 @@ async function runService(context: BenchContext, moodle: MoodleDouble, size: num
       stepMs: run.stepMs,
       moodleWaitMs: run.moodleWaitMs,
       cpuMs: run.cpuMs,
+      memoryAtPeak: run.memoryAtPeak,
+      counts: run.counts,
       calls,
       queries: run.queries,
       doubleCpuMs,
@@ -163,6 +176,8 @@ interface SizeResult {
   size: number;
   service: Figures;
   naive: NaiveFigures;
+  /** The largest size only: the service again with V8's old space capped at HEAP_CAP_MIB. */
+  capped?: Figures;
 }
 
 function targetsFor(r: SizeResult): TargetResult[] {
@@ -313,8 +328,9 @@ async function run(context: BenchContext): Promise<ReportSection> {
     const moodle = await startMoodleDouble({ state: seedRecordedSite() });
     try {
       const service = await runService(context, moodle, size);
+      const capped = size === sizes.at(-1) && sizes.length > 1 ? await runService(context, moodle, size, HEAP_CAP_MIB) : undefined;
       const naive = await runNaive(context, moodle, size, naiveSample);
-      results.push({ size, service, naive });
+      results.push({ size, service, naive, ...(capped ? { capped } : {}) });
     } finally {
       await moodle.close();
     }
@@ -342,6 +358,19 @@ async function run(context: BenchContext): Promise<ReportSection> {
       limitRows(results, concurrency),
     ),
     '',
+    ...results
+      .filter((r) => r.capped)
+      .map(
+        (r) =>
+          `**Memory.** At ${integer(r.size)} requests the service peaked at ${megabytes(r.service.peakRssBytes)}, with ` +
+          `${megabytes(r.service.memoryAtPeak?.heapUsed ?? 0)} of V8 heap in use (live or not yet collected) and ` +
+          `${megabytes(r.service.memoryAtPeak?.heapTotal ?? 0)} reserved at that moment (step "${r.service.memoryAtPeak?.step ?? '?'}"). ` +
+          `Run again with V8's old space capped at ${HEAP_CAP_MIB} MiB (\`--max-old-space-size=${HEAP_CAP_MIB}\`), the same cycle ` +
+          `finished (every request provisioned, ${seconds(r.capped!.wallMs)}) ` +
+          `at a peak of ${megabytes(r.capped!.peakRssBytes)}, ${megabytes(r.capped!.memoryAtPeak?.heapUsed ?? 0)} of heap in use: what the ` +
+          'cycle holds does not grow with the work (it reads and does it a chunk at a time); the rest of the uncapped peak is garbage ' +
+          'V8 lets pile up in the old space before a full collection, more of it the longer the run allocates.\n',
+      ),
     'Where the service\'s cycle spends its time, step by step (the cycle\'s own progress, sampled every 5 ms in its process):',
     '',
     table(['requests × children', ...STEPS.map((s) => s.label), 'total'], stepRows(results)),
@@ -386,6 +415,7 @@ async function run(context: BenchContext): Promise<ReportSection> {
     targets,
     peakMemory: results.flatMap((r) => [
       { label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: the service`, rssBytes: r.service.peakRssBytes },
+      ...(r.capped ? [{ label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: the service, V8 old space capped at ${HEAP_CAP_MIB} MiB`, rssBytes: r.capped.peakRssBytes }] : []),
       {
         label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: naive baseline${r.naive.extrapolated ? ` (first ${integer(r.naive.measured.processed)})` : ''}`,
         rssBytes: r.naive.measured.peakRssBytes,

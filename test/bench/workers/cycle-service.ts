@@ -21,6 +21,8 @@ export interface ServiceCycleRun {
   moodleWaitMs: number;
   /** CPU time of this process during the cycle. */
   cpuMs: number;
+  /** process.memoryUsage() when its RSS was highest during the cycle (sampled with the steps). */
+  memoryAtPeak: NodeJS.MemoryUsage & { step: CycleStep };
 }
 
 /** Wraps the global fetch (before the Moodle client is built) to add up the time any call is in flight. */
@@ -61,10 +63,13 @@ async function main(): Promise<void> {
         const cpu = process.cpuUsage();
         const stepMs: Partial<Record<CycleStep, number>> = {};
         let last = performance.now();
+        let memoryAtPeak: ServiceCycleRun['memoryAtPeak'] = { ...process.memoryUsage(), step: 'starting' };
         const sample = setInterval(() => {
           const now = performance.now();
           // Before the cycle has an id it is starting; after it lets go of its progress, finishing.
           const step = services.cycle.current()?.step ?? (Object.keys(stepMs).length > 1 ? 'done' : 'starting');
+          const memory = process.memoryUsage();
+          if (memory.rss > memoryAtPeak.rss) memoryAtPeak = { ...memory, step };
           stepMs[step] = (stepMs[step] ?? 0) + (now - last);
           last = now;
         }, STEP_SAMPLE_MS);
@@ -83,6 +88,7 @@ async function main(): Promise<void> {
           stepMs,
           moodleWaitMs: waits.waitMs(),
           cpuMs: (used.user + used.system) / 1000,
+          memoryAtPeak,
         };
       },
     },
