@@ -4,12 +4,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { parseConfig } from '../../src/config';
 import { MoodleClient } from '../../src/moodle/moodle-client';
 import { ProvisioningCycle, type CycleSummary } from '../../src/provisioning/provisioning-cycle';
 import { createServices } from '../../src/services';
 import { assertAuthInvariant, insertApprovedRequests } from '../support/builders';
-import { TEST_CYCLE_SETTINGS } from '../support/cycle-settings';
+import { configForDouble, TEST_CYCLE_SETTINGS } from '../support/cycle-settings';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { seedRecordedSite, startMoodleDouble } from '../support/moodle-double';
 
@@ -47,16 +46,7 @@ async function runCycle(t: TestDatabase, chunkSize: number) {
     state.contexts.delete(state.userContext(badPupil)!.id);
     moodle.resetCounts();
 
-    const config = parseConfig({
-      NODE_ENV: 'test',
-      LOG_LEVEL: 'silent',
-      DATABASE_URL: 'sqlite::memory:',
-      AUTH_TABLE: TEST_AUTH_TABLE,
-      MOODLE_URL: moodle.url,
-      MOODLE_TOKEN: moodle.tokens.ws,
-      MOODLE_PARENT_ROLE_ID: String(PARENT_ROLE),
-    });
-    const services = createServices(config, { db: t.db });
+    const services = createServices(configForDouble(moodle), { db: t.db });
     const calls = { n: 0 };
     const client = new MoodleClient({ url: moodle.url, token: moodle.tokens.ws, timeoutMs: 10_000, retries: 0, batchSize: 100, concurrency: 2, onCall: () => (calls.n += 1) });
     // The services' lifecycle: its listeners queue the "account ready" mail.
