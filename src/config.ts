@@ -113,6 +113,7 @@ const environmentSchema = z.object({
     .refine((n) => n <= 10, { message: 'must be between 0 and 10' })
     .default(2),
   MOODLE_BATCH_SIZE: positiveInt(1000).default(100),
+  MOODLE_CONCURRENCY: positiveInt(8).default(2),
   MOODLE_SYNC_COMMAND: optionalText,
   MOODLE_PASSWORD_EMAIL_COMMAND: optionalText,
   MOODLE_COMMAND_TIMEOUT_MS: positiveInt(3_600_000).default(300_000),
@@ -296,6 +297,8 @@ export interface Config {
     timeoutMs: number;
     retries: number;
     batchSize: number;
+    /** How many batch calls the cycle and the Moodle check send to Moodle at once. */
+    concurrency: number;
     syncCommand: string | undefined;
     passwordEmailCommand: string | undefined;
     commandTimeoutMs: number;
@@ -431,6 +434,7 @@ export function parseConfig(env: Record<string, string | undefined>, options: Lo
       timeoutMs: e.MOODLE_TIMEOUT_MS,
       retries: e.MOODLE_RETRIES,
       batchSize: e.MOODLE_BATCH_SIZE,
+      concurrency: e.MOODLE_CONCURRENCY,
       syncCommand: e.MOODLE_SYNC_COMMAND,
       passwordEmailCommand: e.MOODLE_PASSWORD_EMAIL_COMMAND,
       commandTimeoutMs: e.MOODLE_COMMAND_TIMEOUT_MS,
@@ -484,6 +488,7 @@ export function describeConfig(config: Readonly<Config>): Array<{ name: string; 
     { name: 'MOODLE_TIMEOUT_MS', value: show(config.moodle.timeoutMs) },
     { name: 'MOODLE_RETRIES', value: show(config.moodle.retries) },
     { name: 'MOODLE_BATCH_SIZE', value: show(config.moodle.batchSize) },
+    { name: 'MOODLE_CONCURRENCY', value: show(config.moodle.concurrency) },
     // The commands are operator-set, but they may embed host names or keys: show only whether set.
     { name: 'MOODLE_SYNC_COMMAND', value: mask(config.moodle.syncCommand) },
     { name: 'MOODLE_PASSWORD_EMAIL_COMMAND', value: mask(config.moodle.passwordEmailCommand) },

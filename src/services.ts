@@ -3,6 +3,7 @@
 import type { Config } from './config';
 import { createDatabase, type Database } from './db/database';
 import { migrateToLatest, migrationStatus } from './db/migrator';
+import { ImportService } from './import/import.service';
 import { IntakeService } from './intake/intake.service';
 import { createLogger, type Logger } from './logger';
 import { ServiceMetrics } from './metrics';
@@ -220,6 +221,15 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
   const tvsMigration = new TvsMigration({ db, lifecycle, requestRepository, moodle, logger, ...clock });
   const requestSearch = new RequestSearchRepository();
   const statusCounts = new StatusCountsCache(() => requestSearch.countByStatus(db, ''));
+  const imports = new ImportService({
+    db,
+    lifecycle,
+    requestRepository,
+    search: requestSearch,
+    moodle,
+    logger,
+    maxChildren: config.intake.maxChildren,
+  });
   lifecycle.addListener(statusCounts.listener);
 
   return {
@@ -244,6 +254,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     staffSession: createSessionMiddleware(config, db, logger),
     sessionCookieName: sessionCookieName(config),
     statusCounts,
+    imports,
     privacy,
     guardianRecords,
     tvsMigration,

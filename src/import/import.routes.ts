@@ -9,8 +9,7 @@ import { flash } from '../staff-auth/require-staff';
 import { requirePermission } from '../staff-auth/staff-permissions';
 import { IMPORT_COLUMNS, IMPORT_FIELDS, MAX_IMPORT_ROWS } from './import-csv';
 import type { ImportBatchRecord } from './import-batch.repository';
-import { ImportService, PREVIEW_VALID_MS } from './import.service';
-import { RequestSearchRepository } from '../review/request-search.repository';
+import { PREVIEW_VALID_MS } from './import.service';
 import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
 
 const BATCH_ID = /^[A-Za-z0-9_-]{16,32}$/;
@@ -25,15 +24,7 @@ const MATCHED_BY: Record<string, string> = {
 
 export function importRoutes(services: Services): Router {
   const router = express.Router();
-  const imports = new ImportService({
-    db: services.db,
-    lifecycle: services.lifecycle,
-    requestRepository: services.requestRepository,
-    search: new RequestSearchRepository(),
-    moodle: services.moodle,
-    logger: services.logger,
-    maxChildren: services.config.intake.maxChildren,
-  });
+  const imports = services.imports;
 
   async function renderImportPage(res: Response, problems: FieldProblem[] = [], status = 200) {
     res.status(status).render('import/index', {

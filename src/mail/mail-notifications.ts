@@ -1,7 +1,7 @@
 // Decides which email each request lifecycle event causes, and queues it in the event's own
 // transaction: a transition that rolls back sends nothing, one that commits cannot lose its mail.
 import type { Knex } from 'knex';
-import type { LifecycleEvent, RequestLifecycle } from '../requests/request-lifecycle';
+import type { LifecycleEvent, LifecycleListener, RequestLifecycle } from '../requests/request-lifecycle';
 import type { MailMessages } from './mail-messages';
 import type { MailOutbox } from './mail-outbox';
 import type { MailLogger } from './mail-transport';
@@ -18,10 +18,10 @@ export interface MailNotificationOptions {
 /** Adds the listener to the lifecycle. Returns the listener, for tests that call it directly. */
 export function registerMailNotifications(
   lifecycle: Pick<RequestLifecycle, 'addListener'>,
-  outbox: Pick<MailOutbox, 'enqueue'>,
+  outbox: Pick<MailOutbox, 'enqueue' | 'enqueueMany'>,
   messages: MailMessages,
   options: MailNotificationOptions,
-): (trx: Knex.Transaction, event: LifecycleEvent) => Promise<void> {
+): LifecycleListener {
   const staff = [...options.staffNotify];
 
   async function notifyStaff(trx: Knex.Transaction, event: LifecycleEvent): Promise<void> {
@@ -48,7 +48,12 @@ export function registerMailNotifications(
     await outbox.enqueue(trx, messages.verificationMessage(event.request, token), { kind: 'verification', requestId: event.request.id });
   }
 
-  const listener = async (trx: Knex.Transaction, event: LifecycleEvent): Promise<void> => {
+  const provisionedMail = (event: LifecycleEvent) => ({
+    message: messages.provisionedMessage(event.request, event.children, options.moodleLoginUrl, event.details.alreadyHadAccount === true),
+    options: { kind: 'provisioned' as const, requestId: event.request.id },
+  });
+
+  const listener: LifecycleListener = async (trx: Knex.Transaction, event: LifecycleEvent): Promise<void> => {
     const { request } = event;
     const parentMail = { requestId: request.id };
     switch (event.type) {
@@ -86,12 +91,11 @@ export function registerMailNotifications(
       case 'denied':
         await outbox.enqueue(trx, messages.deniedMessage(request), { kind: 'denied', ...parentMail });
         return;
-      case 'provisioned':
-        await outbox.enqueue(trx, messages.provisionedMessage(request, event.children, options.moodleLoginUrl, event.details.alreadyHadAccount === true), {
-          kind: 'provisioned',
-          ...parentMail,
-        });
+      case 'provisioned': {
+        const mail = provisionedMail(event);
+        await outbox.enqueue(trx, mail.message, mail.options);
         return;
+      }
       case 'revoked':
         await outbox.enqueue(trx, messages.revokedMessage(request), { kind: 'revoked', ...parentMail });
         return;
@@ -100,6 +104,12 @@ export function registerMailNotifications(
         // gets no answer). approved: the parent hears when the account is actually ready.
         return;
     }
+  };
+  // A cycle's outcomes: every "account ready" mail of the batch in a few multi-row inserts.
+  listener.many = async (trx, events) => {
+    for (const event of events) if (event.type !== 'provisioned') await listener(trx, event);
+    const provisioned = events.filter((e) => e.type === 'provisioned');
+    if (provisioned.length > 0) await outbox.enqueueMany(trx, provisioned.map(provisionedMail));
   };
   lifecycle.addListener(listener);
   return listener;

@@ -14,6 +14,9 @@ export type OutboxState = 'pending' | 'sent' | 'failed';
 /** A knex instance or an open transaction. */
 type Queryable = Knex | Knex.Transaction;
 
+/** Rows per multi-row insert: each carries a whole rendered message (a few KiB). */
+const ENQUEUE_CHUNK = 100;
+
 export interface EnqueueOptions {
   kind: MailKind;
   requestId?: number | null;
@@ -122,30 +125,46 @@ export class MailOutbox {
    * rolls back, the mail is never sent. Returns the new row ids.
    */
   async enqueue(trx: Queryable, message: MailMessage, options: EnqueueOptions): Promise<number[]> {
-    const recipients = (Array.isArray(message.to) ? message.to : [message.to]).map((r) => r.trim()).filter((r) => r !== '');
     const ids: number[] = [];
+    for (const row of this.outboxRows(message, options)) {
+      const inserted = await trx(MAIL_OUTBOX_TABLE).insert(row);
+      ids.push(Number(inserted[0]));
+    }
+    return ids;
+  }
+
+  /**
+   * Queues many messages in the caller's transaction with multi-row inserts (a cycle's "account
+   * ready" mails), not one statement per message.
+   */
+  async enqueueMany(trx: Queryable, items: ReadonlyArray<{ message: MailMessage; options: EnqueueOptions }>): Promise<void> {
+    const rows = items.flatMap((item) => this.outboxRows(item.message, item.options));
+    for (let i = 0; i < rows.length; i += ENQUEUE_CHUNK) await trx(MAIL_OUTBOX_TABLE).insert(rows.slice(i, i + ENQUEUE_CHUNK));
+  }
+
+  private outboxRows(message: MailMessage, options: EnqueueOptions): Array<Record<string, unknown>> {
+    const recipients = (Array.isArray(message.to) ? message.to : [message.to]).map((r) => r.trim()).filter((r) => r !== '');
     const now = this.now();
     const payload: StoredPayload = { subject: message.subject, text: message.text, html: message.html };
     if (message.verificationLink) payload.verificationLink = message.verificationLink;
-    for (const recipient of recipients) {
+    const json = JSON.stringify(payload);
+    return recipients.map((recipient) => {
       if (recipient.length > MAX_RECIPIENT_LENGTH || /[\r\n]/.test(recipient)) {
         throw new Error(`Mail of kind ${options.kind} has an invalid recipient address.`);
       }
-      const inserted = await trx(MAIL_OUTBOX_TABLE).insert({
+      return {
         kind: options.kind,
         request_id: options.requestId ?? null,
         recipient,
-        payload: JSON.stringify(payload),
+        payload: json,
         state: 'pending',
         attempts: 0,
         next_attempt_at: now,
         last_error: null,
         created_at: now,
         sent_at: null,
-      });
-      ids.push(Number(inserted[0]));
-    }
-    return ids;
+      };
+    });
   }
 
   /**

@@ -13,6 +13,7 @@ export function createMoodleClient(
     timeoutMs: moodle.timeoutMs,
     retries: moodle.retries,
     batchSize: moodle.batchSize,
+    concurrency: moodle.concurrency,
     ...(options.logger ? { logger: options.logger } : {}),
     ...(options.onCall ? { onCall: options.onCall } : {}),
   });

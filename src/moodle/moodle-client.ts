@@ -39,6 +39,8 @@ export interface MoodleClientOptions {
   retries: number;
   /** How many values or assignments go into one call. */
   batchSize: number;
+  /** How many batch calls (look-ups, role changes) may wait for Moodle at once; 1 sends them one after another. */
+  concurrency?: number;
   /** First retry waits this long, then twice as long each time. Tests set it tiny. */
   retryDelayMs?: number;
   fetch?: typeof fetch;
@@ -196,15 +198,38 @@ function chunk<T>(items: readonly T[], size: number): T[][] {
 }
 
 /**
- * Sends items in batches of batchSize. Moodle runs a role batch in one transaction, so one bad item
- * fails (and rolls back) its whole batch: a batch failing for one item's sake is split in halves until
- * each bad item is alone, and every good one lands. A clean batch costs one call; k bad items in a
- * batch of n cost about 2·k·log2(n) more. Failures that are not about one item are thrown at once.
+ * Runs work(item) for every item, at most `concurrency` at a time, in order of starting. After a
+ * failure no new item is started; those already started finish, then the first failure is thrown.
+ */
+export async function forEachConcurrently<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && next < items.length) {
+      const item = items[next++] as T;
+      try {
+        await work(item);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(Math.floor(concurrency), items.length)) }, worker));
+  if (failure !== undefined) throw failure.error;
+}
+
+/**
+ * Sends items in batches of batchSize, up to `concurrency` batches at once. Moodle runs a role batch
+ * in one transaction, so one bad item fails (and rolls back) its whole batch: a batch failing for one
+ * item's sake is split in halves until each bad item is alone, and every good one lands; other
+ * batches go on meanwhile. A clean batch costs one call; k bad items in a batch of n cost about
+ * 2·k·log2(n) more. Failures that are not about one item are thrown (no new batch is started).
  */
 export async function sendIsolated<T>(
   items: readonly T[],
   batchSize: number,
   send: (batch: T[]) => Promise<void>,
+  concurrency = 1,
 ): Promise<IsolatedOutcome<T>> {
   const outcome: IsolatedOutcome<T> = { done: [], failed: [] };
   const attempt = async (batch: T[]): Promise<void> => {
@@ -223,7 +248,7 @@ export async function sendIsolated<T>(
       await attempt(batch.slice(middle));
     }
   };
-  for (const batch of chunk(items, Math.max(1, batchSize))) await attempt(batch);
+  await forEachConcurrently(chunk(items, Math.max(1, batchSize)), concurrency, attempt);
   return outcome;
 }
 
@@ -287,6 +312,7 @@ function isMoodleErrorBody(body: unknown): body is { errorcode: string; exceptio
 export class MoodleClient {
   readonly url: string;
   readonly batchSize: number;
+  readonly concurrency: number;
   private readonly endpoint: string;
   private readonly token: string;
   private readonly timeoutMs: number;
@@ -303,6 +329,7 @@ export class MoodleClient {
     this.timeoutMs = options.timeoutMs;
     this.retries = Math.max(0, Math.floor(options.retries));
     this.batchSize = Math.max(1, Math.floor(options.batchSize));
+    this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 1));
     this.retryDelayMs = options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
     this.fetchImpl = options.fetch ?? fetch;
     this.logger = options.logger;
@@ -356,8 +383,8 @@ export class MoodleClient {
   }
 
   /**
-   * Finds users by one field, many values per call (batchSize per call, results merged, ordered by
-   * id). Values no Moodle account can have are left out rather than failing the whole call; Moodle
+   * Finds users by one field, many values per call (batchSize per call, up to `concurrency` calls at
+   * once, results merged, ordered by id). Values no Moodle account can have are left out rather than failing the whole call; Moodle
    * itself leaves out values it cannot find. Usernames are matched lower-cased, as Moodle stores them.
    */
   async getUsersByField(field: UserLookupField, values: ReadonlyArray<string | number>): Promise<MoodleUser[]> {
@@ -369,10 +396,10 @@ export class MoodleClient {
       else cleaned.add(normalised);
     }
     const found = new Map<number, MoodleUser>();
-    for (const batch of chunk([...cleaned], this.batchSize)) {
+    await forEachConcurrently(chunk([...cleaned], this.batchSize), this.concurrency, async (batch) => {
       const users = this.parse(wsfunction, usersListSchema, await this.call(wsfunction, { field, values: batch }));
       for (const user of users) found.set(user.id, toMoodleUser(user));
-    }
+    });
     return [...found.values()].sort((a, b) => a.id - b.id);
   }
 
@@ -408,16 +435,16 @@ export class MoodleClient {
   }
 
   /**
-   * Assigns roles batchSize at a time, isolating the bad ones (see sendIsolated). A failure that
+   * Assigns roles batchSize at a time, up to `concurrency` calls at once, isolating the bad ones (see sendIsolated). A failure that
    * is not about one assignment is thrown; batches sent before it have landed, and sending them
    * again is harmless because assignment is idempotent.
    */
   async assignRolesIsolated(assignments: readonly RoleAssignment[]): Promise<IsolatedOutcome<RoleAssignment>> {
-    return sendIsolated(assignments, this.batchSize, (batch) => this.assignRoles(batch));
+    return sendIsolated(assignments, this.batchSize, (batch) => this.assignRoles(batch), this.concurrency);
   }
 
   async unassignRolesIsolated(unassignments: readonly RoleAssignment[]): Promise<IsolatedOutcome<RoleAssignment>> {
-    return sendIsolated(unassignments, this.batchSize, (batch) => this.unassignRoles(batch));
+    return sendIsolated(unassignments, this.batchSize, (batch) => this.unassignRoles(batch), this.concurrency);
   }
 
   private async changeRoles(wsfunction: string, field: string, items: readonly RoleAssignment[]): Promise<void> {

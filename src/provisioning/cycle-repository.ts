@@ -116,12 +116,25 @@ export class CycleRepository {
     return rows.map(cycleFromRow);
   }
 
-  /** Approved requests whose next attempt is due, with their children: two set queries. */
-  async dueApprovedRequests(now: number): Promise<Array<{ request: RequestRecord; children: ChildRecord[] }>> {
-    const rows = (await this.db('requests')
+  private dueApproved(now: number) {
+    return this.db('requests')
       .where({ status: 'approved' })
-      .andWhere((q) => q.whereNull('next_attempt_at').orWhere('next_attempt_at', '<=', now))
-      .orderBy('id')) as Row[];
+      .andWhere((q) => q.whereNull('next_attempt_at').orWhere('next_attempt_at', '<=', now));
+  }
+
+  async countDueApprovedRequests(now: number): Promise<number> {
+    const row = (await this.dueApproved(now).count({ n: '*' }).first()) as { n: number | string } | undefined;
+    return Number(row?.n ?? 0);
+  }
+
+  /**
+   * Approved requests whose next attempt is due, with their children: two set queries. With a page,
+   * only the first `limit` after request `afterId` (the cycle reads its work a chunk at a time).
+   */
+  async dueApprovedRequests(now: number, page?: { afterId: number; limit: number }): Promise<Array<{ request: RequestRecord; children: ChildRecord[] }>> {
+    const query = this.dueApproved(now).orderBy('id');
+    if (page) query.where('id', '>', page.afterId).limit(page.limit);
+    const rows = (await query) as Row[];
     const requests = rows.map(requestFromRow);
     const children = new Map<number, ChildRecord[]>(requests.map((r) => [r.id, []]));
     for (let i = 0; i < requests.length; i += 500) {

@@ -36,7 +36,12 @@ export interface CycleSettings {
   syncWaitWarnMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** How many due requests are read and done at a time (default DEFAULT_CHUNK_SIZE); tests set it small. */
+  chunkSize?: number;
 }
+
+/** Due requests per chunk: enough for full Moodle batches, few enough that memory stays flat. */
+export const DEFAULT_CHUNK_SIZE = 1000;
 
 export interface CycleProgress {
   cycleId: number;
@@ -355,162 +360,226 @@ export class ProvisioningCycle {
           throw caught;
         });
       const site = await checking(() => moodle.getSiteInfo());
-      const work = await this.cycles.dueApprovedRequests(this.now());
+      // The due work is read and done a chunk at a time (Moodle work, then its outcomes recorded), so
+      // the cycle's memory does not grow with the number of requests; unassignments go with the first.
       const unassignments = await this.cycles.dueUnassignments(this.now());
-      counts.requests = work.length;
+      const due = await this.cycles.countDueApprovedRequests(this.now());
+      const chunkSize = Math.max(1, settings.chunkSize ?? DEFAULT_CHUNK_SIZE);
+      let work: Work[] = await this.cycles.dueApprovedRequests(this.now(), { afterId: 0, limit: chunkSize });
       if (work.length === 0 && unassignments.length === 0) {
         moodleCheck = { ok: true, problem: null };
         log.info('nothing to do');
       } else {
-        // The pupils are looked up before anything changes: that proves the token can see users
-        // at all, and tells which pupils were deleted or suspended since approval.
-        const pupils = await checking(() => this.lookUpPupils(moodle, work, unassignments, site.userid));
-        moodleCheck = { ok: true, problem: null };
-
         let sync: (ScheduledTaskReport & { command: { output: string } }) | undefined;
         /** Accounts Moodle's sync skipped, by username: what to tell staff. */
         const syncRefusals = new Map<string, string>();
-        if (settings.syncCommand) {
-          stopPoint();
-          await step('syncing');
-          sync = await runScheduledTask(settings.syncCommand, { timeoutMs: settings.commandTimeoutMs });
-          syncOutput = sync.command.output;
-          if (!sync.ok) {
-            state = 'problems';
-            error = `Moodle's user sync did not work: ${sync.summary}`;
-            help = 'Read the sync output in the cycle report. Parents already in Moodle are still linked.';
-          } else if (sync.errors.length > 0) {
-            // The task ran, but skipped accounts: each belongs to a request staff must act on.
-            const requestIds = await this.cycles.requestIdsByMoodleUsername(sync.errors.map((e) => e.username));
-            for (const refused of sync.errors) syncRefusals.set(refused.username, describeSyncRefusal(refused, requestIds.get(refused.username)));
-            state = 'problems';
-            // The first few in the summary (a text column); every one is listed in the cycle report.
-            const named = [...syncRefusals.values()].slice(0, MAX_REFUSALS_IN_SUMMARY);
-            const more = syncRefusals.size - named.length;
-            error =
-              `Moodle's user sync did not create ${sync.errors.length === 1 ? "one parent's account" : `${sync.errors.length} parents' accounts`}. ${named.join(' ')}` +
-              (more > 0 ? ` And ${more} more.` : '');
-            help = 'Open each request named: its page says what to do. The list is also under "Moodle\'s user sync" in the cycle report.';
-          }
-        }
-
-        stopPoint();
-        await step('looking_up', 0, work.length);
-        const parents = await this.lookUpParents(moodle, work, unassignments);
-
-        const assignments: Array<{ assignment: RoleAssignment; requestId: number; childId: number | null }> = [];
-        // One entry per request, in work order: what to record, what to report, and the attempts so far.
-        const pending = new Map<number, { outcome: ProvisioningOutcome; report: RequestOutcomeReport; attempts: number }>();
-        for (const { request, children } of work) {
-          const matched = children.filter((c) => c.linkState === 'matched' && c.moodleUserId !== null);
-          const outcome: ProvisioningOutcome = { requestId: request.id, expectedVersion: request.version, linkedChildIds: [], failedChildren: [], requestErrors: [] };
-          const entry: RequestOutcomeReport = { requestId: request.id, outcome: 'unchanged', message: null, children: [] };
-          const parent = resolveParent(request, parents, settings.syncWaitWarnMs);
-          const refusedBySync = parent.kind === 'waiting' && request.moodleUsername ? syncRefusals.get(request.moodleUsername) : undefined;
-          if (refusedBySync !== undefined) {
-            // Not "waiting": Moodle will skip this account at every sync until staff act.
-            outcome.requestErrors = [refusedBySync];
-            outcome.nextAttemptAt = this.backoff(request.attempts);
-            entry.outcome = 'failed';
-            entry.message = refusedBySync;
-          } else if (parent.kind === 'waiting') {
-            const waitedSince = request.waitingSince ?? this.now();
-            const tooLong = this.now() - waitedSince > settings.syncWaitWarnMs;
-            outcome.waiting = { message: tooLong ? parent.tooLongMessage : parent.message };
-            outcome.nextAttemptAt = null;
-            entry.outcome = 'waiting';
-            entry.message = outcome.waiting.message;
-            entry.children = matched.map((c) => ({ childId: c.id, outcome: 'waiting' as const }));
-            counts.waiting += 1;
-            if (tooLong) counts.waitedTooLong += 1;
-          } else if (parent.kind === 'conflict') {
-            outcome.requestErrors = [parent.message];
-            outcome.nextAttemptAt = this.backoff(request.attempts);
-            entry.outcome = 'failed';
-            entry.message = parent.message;
-          } else {
-            outcome.parentMoodleUserId = parent.userId;
-            // Moodle accepts a role in a deleted pupil's context (assign.deleted-user-context), so
-            // each pupil is checked here, never left to the assignment to refuse.
-            const suspended: string[] = [];
-            for (const child of matched) {
-              const pupilId = child.moodleUserId as number;
-              const standing = pupilStanding(pupils.get(pupilId));
-              if (standing === 'deleted') {
-                const failure = deletedPupilMessage(pupilId);
-                outcome.failedChildren!.push({ childId: child.id, error: failure });
-                entry.children.push({ childId: child.id, outcome: 'failed', error: failure });
-              } else if (standing === 'suspended') {
-                suspended.push(`${child.firstName} ${child.lastName}`.trim());
-                entry.children.push({ childId: child.id, outcome: 'waiting', error: "The pupil's Moodle account is suspended." });
-              } else {
-                assignments.push({
-                  assignment: { roleid: parentRoleId, userid: parent.userId, contextlevel: 'user', instanceid: pupilId },
-                  requestId: request.id,
-                  childId: child.id,
-                });
-              }
-            }
-            if (suspended.length > 0) {
-              // The request stays approved and is looked at again next cycle.
-              outcome.waiting = { message: suspendedPupilMessage(suspended) };
-              outcome.nextAttemptAt = null;
-              counts.waiting += 1;
-            }
-            for (const contextid of settings.extraContextIds) {
-              assignments.push({ assignment: { roleid: parentRoleId, userid: parent.userId, contextid }, requestId: request.id, childId: null });
-            }
-          }
-          pending.set(request.id, { outcome, report: entry, attempts: request.attempts });
-        }
-
-        stopPoint();
-        await step('assigning', 0, assignments.length);
-        if (assignments.length > 0) {
-          const result = await moodle.assignRolesIsolated(assignments.map((a) => a.assignment));
-          const failedSet = new Map(result.failed.map((f) => [f.assignment, f.error]));
-          for (const a of assignments) {
-            const p = pending.get(a.requestId)!;
-            const failure = failedSet.get(a.assignment);
-            if (a.childId === null) {
-              if (failure) p.outcome.requestErrors!.push(`The Parent role could not be added in the extra Moodle context: ${failure.message}`);
-              continue;
-            }
-            if (failure) {
-              p.outcome.failedChildren!.push({ childId: a.childId, error: failure.message });
-              p.report.children.push({ childId: a.childId, outcome: 'failed', error: failure.message });
-            } else {
-              p.outcome.linkedChildIds!.push(a.childId);
-              p.report.children.push({ childId: a.childId, outcome: 'linked' });
-            }
-          }
-          await step('assigning', assignments.length, assignments.length);
-        }
-        // Also for requests with nothing sent to Moodle (every pupil deleted or suspended).
-        for (const { outcome, report: entry, attempts } of pending.values()) {
-          if (entry.outcome !== 'unchanged') continue;
-          const problems = [...outcome.requestErrors!, ...outcome.failedChildren!.map((f) => f.error)];
-          if (problems.length > 0) {
-            outcome.nextAttemptAt = this.backoff(attempts);
-            entry.outcome = outcome.linkedChildIds!.length > 0 ? 'linked_some' : 'failed';
-            entry.message = [outcome.waiting?.message, ...problems].filter(Boolean).join(' ');
-          } else if (outcome.waiting) {
-            entry.outcome = 'waiting';
-            entry.message = outcome.waiting.message;
-          } else if (assignments.length > 0) {
-            entry.outcome = 'provisioned';
-          }
-        }
-
-        // From here on Moodle has work of this cycle that must be recorded: a stop skips the
-        // remaining Moodle steps but not the recording.
+        // From the first recorded outcome on, a stop skips the remaining Moodle steps but not the recording.
         const goOn = () => {
           if (this.stopRequested) stoppedEarly = true;
           return !this.stopRequested;
         };
-        if (unassignments.length > 0 && goOn()) {
-          await step('unassigning', 0, unassignments.length);
-          await this.carryOutUnassignments(moodle, unassignments, parents, counts);
+        const actor: Actor = { type: 'cycle', id: String(cycleId) };
+        /** A later chunk: its due requests and what Moodle says of their pupils and parents (read-only calls). */
+        const lookUpChunk = async (afterId: number) => {
+          const chunk = await this.cycles.dueApprovedRequests(this.now(), { afterId, limit: chunkSize });
+          if (chunk.length === 0) return null;
+          const chunkPupils = await checking(() => this.lookUpPupils(moodle, chunk, [], site.userid));
+          return { work: chunk, pupils: chunkPupils, parents: await this.lookUpParents(moodle, chunk, []) };
+        };
+        let next: { work: Work[]; pupils: Map<number, MoodleUser>; parents: Map<string, MoodleUser> } | null = null;
+        let done = 0;
+        for (let first = true; ; first = false) {
+          const chunkUnassignments = first ? unassignments : [];
+          if (next) work = next.work;
+          const total = Math.max(due, done + work.length);
+          counts.requests += work.length;
+          // The pupils are looked up before anything changes: that proves the token can see users
+          // at all, and tells which pupils were deleted or suspended since approval.
+          const pupils = next ? next.pupils : await checking(() => this.lookUpPupils(moodle, work, chunkUnassignments, site.userid));
+          moodleCheck = { ok: true, problem: null };
+
+          if (first) {
+            if (settings.syncCommand) {
+              stopPoint();
+              await step('syncing');
+              sync = await runScheduledTask(settings.syncCommand, { timeoutMs: settings.commandTimeoutMs });
+              syncOutput = sync.command.output;
+              if (!sync.ok) {
+                state = 'problems';
+                error = `Moodle's user sync did not work: ${sync.summary}`;
+                help = 'Read the sync output in the cycle report. Parents already in Moodle are still linked.';
+              } else if (sync.errors.length > 0) {
+                // The task ran, but skipped accounts: each belongs to a request staff must act on.
+                const requestIds = await this.cycles.requestIdsByMoodleUsername(sync.errors.map((e) => e.username));
+                for (const refused of sync.errors) syncRefusals.set(refused.username, describeSyncRefusal(refused, requestIds.get(refused.username)));
+                state = 'problems';
+                // The first few in the summary (a text column); every one is listed in the cycle report.
+                const named = [...syncRefusals.values()].slice(0, MAX_REFUSALS_IN_SUMMARY);
+                const more = syncRefusals.size - named.length;
+                error =
+                  `Moodle's user sync did not create ${sync.errors.length === 1 ? "one parent's account" : `${sync.errors.length} parents' accounts`}. ${named.join(' ')}` +
+                  (more > 0 ? ` And ${more} more.` : '');
+                help = 'Open each request named: its page says what to do. The list is also under "Moodle\'s user sync" in the cycle report.';
+              }
+            }
+          }
+
+          if (!next) {
+            stopPoint();
+            await step('looking_up', done, total);
+          }
+          const parents = next ? next.parents : await this.lookUpParents(moodle, work, chunkUnassignments);
+
+          const assignments: Array<{ assignment: RoleAssignment; requestId: number; childId: number | null }> = [];
+          // One entry per request, in work order: what to record, what to report, and the attempts so far.
+          const pending = new Map<number, { outcome: ProvisioningOutcome; report: RequestOutcomeReport; attempts: number }>();
+          for (const { request, children } of work) {
+            const matched = children.filter((c) => c.linkState === 'matched' && c.moodleUserId !== null);
+            const outcome: ProvisioningOutcome = { requestId: request.id, expectedVersion: request.version, linkedChildIds: [], failedChildren: [], requestErrors: [] };
+            const entry: RequestOutcomeReport = { requestId: request.id, outcome: 'unchanged', message: null, children: [] };
+            const parent = resolveParent(request, parents, settings.syncWaitWarnMs);
+            const refusedBySync = parent.kind === 'waiting' && request.moodleUsername ? syncRefusals.get(request.moodleUsername) : undefined;
+            if (refusedBySync !== undefined) {
+              // Not "waiting": Moodle will skip this account at every sync until staff act.
+              outcome.requestErrors = [refusedBySync];
+              outcome.nextAttemptAt = this.backoff(request.attempts);
+              entry.outcome = 'failed';
+              entry.message = refusedBySync;
+            } else if (parent.kind === 'waiting') {
+              const waitedSince = request.waitingSince ?? this.now();
+              const tooLong = this.now() - waitedSince > settings.syncWaitWarnMs;
+              outcome.waiting = { message: tooLong ? parent.tooLongMessage : parent.message };
+              outcome.nextAttemptAt = null;
+              entry.outcome = 'waiting';
+              entry.message = outcome.waiting.message;
+              entry.children = matched.map((c) => ({ childId: c.id, outcome: 'waiting' as const }));
+              counts.waiting += 1;
+              if (tooLong) counts.waitedTooLong += 1;
+            } else if (parent.kind === 'conflict') {
+              outcome.requestErrors = [parent.message];
+              outcome.nextAttemptAt = this.backoff(request.attempts);
+              entry.outcome = 'failed';
+              entry.message = parent.message;
+            } else {
+              outcome.parentMoodleUserId = parent.userId;
+              // Moodle accepts a role in a deleted pupil's context (assign.deleted-user-context), so
+              // each pupil is checked here, never left to the assignment to refuse.
+              const suspended: string[] = [];
+              for (const child of matched) {
+                const pupilId = child.moodleUserId as number;
+                const standing = pupilStanding(pupils.get(pupilId));
+                if (standing === 'deleted') {
+                  const failure = deletedPupilMessage(pupilId);
+                  outcome.failedChildren!.push({ childId: child.id, error: failure });
+                  entry.children.push({ childId: child.id, outcome: 'failed', error: failure });
+                } else if (standing === 'suspended') {
+                  suspended.push(`${child.firstName} ${child.lastName}`.trim());
+                  entry.children.push({ childId: child.id, outcome: 'waiting', error: "The pupil's Moodle account is suspended." });
+                } else {
+                  assignments.push({
+                    assignment: { roleid: parentRoleId, userid: parent.userId, contextlevel: 'user', instanceid: pupilId },
+                    requestId: request.id,
+                    childId: child.id,
+                  });
+                }
+              }
+              if (suspended.length > 0) {
+                // The request stays approved and is looked at again next cycle.
+                outcome.waiting = { message: suspendedPupilMessage(suspended) };
+                outcome.nextAttemptAt = null;
+                counts.waiting += 1;
+              }
+              for (const contextid of settings.extraContextIds) {
+                assignments.push({ assignment: { roleid: parentRoleId, userid: parent.userId, contextid }, requestId: request.id, childId: null });
+              }
+            }
+            pending.set(request.id, { outcome, report: entry, attempts: request.attempts });
+          }
+
+          stopPoint();
+          await step('assigning', done, total);
+          if (assignments.length > 0) {
+            const result = await moodle.assignRolesIsolated(assignments.map((a) => a.assignment));
+            const failedSet = new Map(result.failed.map((f) => [f.assignment, f.error]));
+            for (const a of assignments) {
+              const p = pending.get(a.requestId)!;
+              const failure = failedSet.get(a.assignment);
+              if (a.childId === null) {
+                if (failure) p.outcome.requestErrors!.push(`The Parent role could not be added in the extra Moodle context: ${failure.message}`);
+                continue;
+              }
+              if (failure) {
+                p.outcome.failedChildren!.push({ childId: a.childId, error: failure.message });
+                p.report.children.push({ childId: a.childId, outcome: 'failed', error: failure.message });
+              } else {
+                p.outcome.linkedChildIds!.push(a.childId);
+                p.report.children.push({ childId: a.childId, outcome: 'linked' });
+              }
+            }
+          }
+          // Also for requests with nothing sent to Moodle (every pupil deleted or suspended).
+          for (const { outcome, report: entry, attempts } of pending.values()) {
+            if (entry.outcome !== 'unchanged') continue;
+            const problems = [...outcome.requestErrors!, ...outcome.failedChildren!.map((f) => f.error)];
+            if (problems.length > 0) {
+              outcome.nextAttemptAt = this.backoff(attempts);
+              entry.outcome = outcome.linkedChildIds!.length > 0 ? 'linked_some' : 'failed';
+              entry.message = [outcome.waiting?.message, ...problems].filter(Boolean).join(' ');
+            } else if (outcome.waiting) {
+              entry.outcome = 'waiting';
+              entry.message = outcome.waiting.message;
+            } else if (assignments.length > 0) {
+              entry.outcome = 'provisioned';
+            }
+          }
+
+          // Moodle has work of this chunk that must be recorded.
+          if (chunkUnassignments.length > 0 && goOn()) {
+            await step('unassigning', 0, chunkUnassignments.length);
+            await this.carryOutUnassignments(moodle, chunkUnassignments, parents, counts);
+          }
+
+          // The next chunk's look-ups wait for Moodle while this chunk's outcomes are written: only
+          // read-only calls, so a crash or a stop meanwhile loses nothing.
+          const lastId = work.at(-1)?.request.id;
+          const lookingUp =
+            lastId !== undefined && work.length === chunkSize && !this.stopRequested
+              ? lookUpChunk(lastId).then(
+                  (chunk) => ({ chunk }),
+                  (caught: unknown) => ({ caught }),
+                )
+              : undefined;
+          await step('recording', done, total);
+          const results = await this.deps.lifecycle.recordProvisioningOutcomes([...pending.values()].map((p) => p.outcome), actor);
+          for (const r of results) {
+            const entry = pending.get(r.requestId)!.report;
+            if (!r.applied) {
+              entry.outcome = 'refused';
+              entry.message = r.refusal ?? null;
+              counts.refused += 1;
+            } else if (r.status === 'provisioned') {
+              entry.outcome = 'provisioned';
+              counts.provisioned += 1;
+            }
+          }
+          for (const { outcome, report: entry } of pending.values()) {
+            counts.childrenLinked += outcome.linkedChildIds!.length;
+            counts.childrenFailed += outcome.failedChildren!.length;
+            report.push(entry);
+          }
+          done += work.length;
+          await step('recording', done, total);
+
+          if (!lookingUp) break;
+          if (!goOn()) {
+            await lookingUp;
+            break;
+          }
+          await step('looking_up', done, Math.max(due, done));
+          const looked = await lookingUp;
+          if ('caught' in looked) throw looked.caught;
+          if (looked.chunk === null) break;
+          next = looked.chunk;
         }
 
         if (settings.passwordEmailCommand && sync?.ok && sync.inserted.length > 0 && goOn()) {
@@ -523,29 +592,6 @@ export class ProvisioningCycle {
           }
         }
 
-        const outcomes = [...pending.values()].map((p) => p.outcome);
-        await step('recording', 0, outcomes.length);
-        const actor: Actor = { type: 'cycle', id: String(cycleId) };
-        for (let i = 0; i < outcomes.length; i += 500) {
-          const results = await this.deps.lifecycle.recordProvisioningOutcomes(outcomes.slice(i, i + 500), actor);
-          for (const r of results) {
-            const entry = pending.get(r.requestId)!.report;
-            if (!r.applied) {
-              entry.outcome = 'refused';
-              entry.message = r.refusal ?? null;
-              counts.refused += 1;
-            } else if (r.status === 'provisioned') {
-              entry.outcome = 'provisioned';
-              counts.provisioned += 1;
-            }
-          }
-          await step('recording', Math.min(i + 500, outcomes.length), outcomes.length);
-        }
-        for (const { outcome } of pending.values()) {
-          counts.childrenLinked += outcome.linkedChildIds!.length;
-          counts.childrenFailed += outcome.failedChildren!.length;
-        }
-        report.push(...[...pending.values()].map((p) => p.report));
         if (stoppedEarly) {
           state = 'interrupted';
           error = [STOPPED_MESSAGE, error].filter(Boolean).join(' ');

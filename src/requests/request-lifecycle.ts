@@ -46,7 +46,10 @@ export interface LifecycleEvent {
 }
 
 /** Called inside the transition's transaction (e.g. to queue mail in the same commit). */
-export type LifecycleListener = (trx: Knex.Transaction, event: LifecycleEvent) => Promise<void>;
+export type LifecycleListener = ((trx: Knex.Transaction, event: LifecycleEvent) => Promise<void>) & {
+  /** Optional: takes many events of one transaction at once, with set statements (a cycle's outcomes). */
+  many?: (trx: Knex.Transaction, events: LifecycleEvent[]) => Promise<void>;
+};
 
 export interface SubmitInput {
   requestType: RequestType;
@@ -1084,10 +1087,16 @@ export class RequestLifecycle {
           trx,
           provisioned.map((p) => p.request.id),
         );
-        for (const { request, again } of provisioned) {
-          const details = again ? { alreadyHadAccount: true } : {};
-          await this.emit(trx, { type: 'provisioned', request, children: childrenAfter.get(request.id) ?? [], actor, details });
-        }
+        await this.emitMany(
+          trx,
+          provisioned.map(({ request, again }) => ({
+            type: 'provisioned',
+            request,
+            children: childrenAfter.get(request.id) ?? [],
+            actor,
+            details: again ? { alreadyHadAccount: true } : {},
+          })),
+        );
       }
       return results;
     });
@@ -1184,6 +1193,14 @@ export class RequestLifecycle {
 
   private async emit(trx: Knex.Transaction, event: LifecycleEvent): Promise<void> {
     for (const listener of this.listeners) await listener(trx, event);
+  }
+
+  /** Many events of one transaction: a listener that can take them together does, the others one by one. */
+  private async emitMany(trx: Knex.Transaction, events: LifecycleEvent[]): Promise<void> {
+    for (const listener of this.listeners) {
+      if (listener.many) await listener.many(trx, events);
+      else for (const event of events) await listener(trx, event);
+    }
   }
 
   /** Runs fn in a transaction, retrying a MySQL deadlock (the whole transaction was rolled back). */

@@ -17,6 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { cycleScenario } from './scenarios/cycle';
+import { exportImportScenario } from './scenarios/export-import';
 import { dashboardScenario } from './scenarios/dashboard';
 import { intakeScenario } from './scenarios/intake';
 import { reconcileScenario } from './scenarios/reconcile';
@@ -30,7 +31,7 @@ import type { BenchContext, BenchScale, BenchScenario, ReportSection } from './s
 import { startWorker } from './support/worker';
 
 /** In report order. A new scenario module goes here. */
-const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, reconcileScenario, dashboardScenario, guardianRecordsScenario, tvsMigrateScenario];
+const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, reconcileScenario, dashboardScenario, exportImportScenario, guardianRecordsScenario, tvsMigrateScenario];
 
 const REPOSITORY = path.resolve(__dirname, '..', '..');
 

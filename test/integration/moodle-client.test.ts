@@ -310,6 +310,38 @@ describe('batch isolation', () => {
     assert.equal(double.state.assignments.length, 6);
   });
 
+  test('with MOODLE_CONCURRENCY 3, batches go to Moodle together and the one bad assignment among them is still found', async () => {
+    setUpPupils();
+    let inFlight = 0;
+    let mostAtOnce = 0;
+    double.setHooks({
+      received: async () => {
+        inFlight++;
+        mostAtOnce = Math.max(mostAtOnce, inFlight);
+        // Long enough for the other batches to arrive while this one is held.
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      },
+      answered: () => {
+        inFlight--;
+      },
+    });
+    try {
+      const { client } = makeClient(double, { batchSize: 4, concurrency: 3 });
+      const assignments = assignmentsWithBad(12, [6]);
+      const outcome = await client.assignRolesIsolated(assignments);
+      assert.equal(mostAtOnce, 3, 'three batches were in Moodle at once');
+      assert.deepEqual(outcome.failed.map((f) => f.assignment), [assignments[6]]);
+      assert.equal(outcome.failed[0]?.error.errorcode, 'codingerror');
+      assert.equal(outcome.done.length, 11);
+      // Three batches of 4; [4-7] fails, [4,5] lands, [6,7] fails, [6] fails alone, [7] lands.
+      assert.equal(double.calls(ASSIGN), 7);
+      assert.equal(double.state.assignments.length, 11);
+      for (const a of outcome.done) assert.equal(double.state.hasUserContextRole(9, 6, (a as { instanceid: number }).instanceid), true);
+    } finally {
+      double.setHooks(undefined);
+    }
+  });
+
   test('a clean batch of batchSize is one call; more is split into batches', async () => {
     setUpPupils();
     const { client } = makeClient(double, { batchSize: 5 });

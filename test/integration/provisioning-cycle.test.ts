@@ -5,7 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import pino from 'pino';
-import { parseConfig } from '../../src/config';
 import type { Database } from '../../src/db/database';
 import { CYCLE_LOCK, DatabaseLock } from '../../src/provisioning/cycle-lock';
 import { createServices } from '../../src/services';
@@ -13,7 +12,7 @@ import { MoodleClient } from '../../src/moodle/moodle-client';
 import { CycleAlreadyRunningError, ProvisioningCycle, type CycleDependencies, type CycleSettings } from '../../src/provisioning/provisioning-cycle';
 import type { RequestLifecycle } from '../../src/requests/request-lifecycle';
 import { assertAuthInvariant, closeOffOpenWork, createLifecycle, snapshot, staff, submission } from '../support/builders';
-import { TEST_CYCLE_SETTINGS } from '../support/cycle-settings';
+import { configForDouble, TEST_CYCLE_SETTINGS } from '../support/cycle-settings';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../support/moodle-double';
 
@@ -216,19 +215,7 @@ for (const dialect of DIALECTS) {
 
     /** The whole service graph (the mail notifications included) against this database and the double. */
     function servicesWith(extra: Record<string, string> = {}, now?: () => number) {
-      const config = parseConfig({
-        NODE_ENV: 'test',
-        LOG_LEVEL: 'silent',
-        DATABASE_URL: 'sqlite::memory:',
-        AUTH_TABLE: TEST_AUTH_TABLE,
-        MOODLE_URL: moodle.url,
-        MOODLE_TOKEN: moodle.tokens.ws,
-        MOODLE_PARENT_ROLE_ID: String(PARENT_ROLE),
-        MOODLE_RETRIES: '0',
-        STAFF_NOTIFY_EMAILS: 'office@example-school.org',
-        ...extra,
-      });
-      return createServices(config, { db: t.db, ...(now ? { now } : {}) });
+      return createServices(configForDouble(moodle, extra), { db: t.db, ...(now ? { now } : {}) });
     }
 
     async function queued(kind: string, requestId?: number) {

@@ -1,10 +1,13 @@
-// Recording a cycle's outcomes is a handful of set queries whatever the number of requests, and
-// keeps optimistic locking: a request changed since the cycle read it is refused, not overwritten.
+// Recording a cycle's outcomes is a handful of set queries whatever the number of requests (the
+// audit events and the queued "account ready" mail included), and keeps optimistic locking: a
+// request changed since the cycle read it is refused, not overwritten.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { parseConfig } from '../../src/config';
 import type { ProvisioningOutcome } from '../../src/requests/request-lifecycle';
+import { createServices } from '../../src/services';
 import { assertAuthInvariant, createLifecycle, cycleActor, insertApprovedRequests } from '../support/builders';
-import { createTestDatabase, DIALECTS, skipReason, type TestDatabase } from '../support/databases';
+import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 
 type Bulk = Awaited<ReturnType<typeof insertApprovedRequests>>;
 
@@ -56,23 +59,29 @@ for (const dialect of DIALECTS) {
 
     async function record(count: number) {
       const now = 1_900_000_000_000;
-      const lifecycle = createLifecycle(t.db, () => now);
+      // The service's own lifecycle, with its listeners: the parent's mail is queued with the outcome.
+      const services = createServices(parseConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', AUTH_TABLE: TEST_AUTH_TABLE }), { db: t.db, now: () => now });
+      const lifecycle = services.lifecycle;
       const rows = await insertApprovedRequests(t.db, count, { childrenEach: 2 });
       const stale = rows.filter((_, i) => i % 4 === 3).map((r) => r.id);
       // Staff touched these after the cycle read them.
       for (let i = 0; i < stale.length; i += 500) await t.db('requests').whereIn('id', stale.slice(i, i + 500)).update({ version: 3, staff_comment: 'Checked' });
       const outcomes = outcomesFor(rows, now + 60_000);
       const { result, queries } = await countQueries(() => lifecycle.recordProvisioningOutcomes(outcomes, cycleActor));
+      await services.close();
       return { now, rows, outcomes, result, queries };
     }
 
     it('1,000 outcomes take a few set queries, not one per request, and each lands exactly as before', { skip }, async () => {
       const small = await record(8);
       const large = await record(1000);
-      // Per 500 requests: a read of the requests and their children, one update of the requests,
-      // one of the failed and one of the linked children; plus audit inserts (200 a statement).
-      assert.ok(large.queries.length <= 30, `1,000 outcomes took ${large.queries.length} queries:\n${large.queries.join('\n')}`);
-      assert.ok(large.queries.length - small.queries.length <= 15, `${small.queries.length} queries for 8 outcomes, ${large.queries.length} for 1,000`);
+      // Per 500 requests: one update of the requests, one of the failed and one of the linked
+      // children; for the whole batch one read of the requests, their children (500 at a time),
+      // audit inserts 500 events a statement, and the "account ready" mails 100 a statement.
+      assert.ok(large.queries.length <= 20, `1,000 outcomes took ${large.queries.length} queries:\n${large.queries.join('\n')}`);
+      assert.ok(large.queries.length - small.queries.length <= 10, `${small.queries.length} queries for 8 outcomes, ${large.queries.length} for 1,000`);
+      assert.equal(large.queries.filter((q) => /^insert into `?audit_events`?/i.test(q)).length, 3, '1,250 audit events in three statements');
+      assert.equal(large.queries.filter((q) => /^insert into `?mail_outbox`?/i.test(q)).length, 3, '250 mails in three statements');
       assert.equal(large.queries.filter((q) => /^update `?requests`?/i.test(q)).length, 2, 'requests are updated 500 to a statement');
 
       const { now, rows, result } = large;

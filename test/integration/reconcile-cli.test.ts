@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { runCli } from '../../src/cli';
-import { parseConfig } from '../../src/config';
+import { configForDouble } from '../support/cycle-settings';
 import { createServices, type Services } from '../../src/services';
 import { closeOffOpenWork, staff, submission } from '../support/builders';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
@@ -32,19 +32,7 @@ for (const dialect of DIALECTS) {
     });
 
     function servicesWith(extra: Record<string, string> = {}) {
-      const config = parseConfig({
-        NODE_ENV: 'test',
-        LOG_LEVEL: 'silent',
-        DATABASE_URL: 'sqlite::memory:',
-        AUTH_TABLE: TEST_AUTH_TABLE,
-        MOODLE_URL: moodle.url,
-        MOODLE_TOKEN: moodle.tokens.ws,
-        MOODLE_PARENT_ROLE_ID: '9',
-        MOODLE_RETRIES: '0',
-        STAFF_NOTIFY_EMAILS: 'office@example-school.org',
-        ...extra,
-      });
-      return createServices(config, { db: t.db });
+      return createServices(configForDouble(moodle, extra), { db: t.db });
     }
 
     const run = async (...argv: string[]) => {

@@ -48,6 +48,56 @@ describe('sendIsolated', () => {
     );
   });
 
+  test('batches sent concurrently: still every good item lands and every bad one fails alone, never more at once than allowed', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 60 }),
+        fc.integer({ min: 1, max: 12 }),
+        fc.integer({ min: 2, max: 4 }),
+        fc.array(fc.nat(59), { maxLength: 6 }),
+        async (n, batchSize, concurrency, badPicks) => {
+          const items = Array.from({ length: n }, (_, i) => i);
+          const bad = new Set(badPicks.filter((b) => b < n));
+          const moodle = fakeMoodle(bad);
+          let inFlight = 0;
+          let mostAtOnce = 0;
+          const send = async (batch: number[]) => {
+            inFlight++;
+            mostAtOnce = Math.max(mostAtOnce, inFlight);
+            // Answers come back out of order, as from a web server answering several at once.
+            await new Promise((resolve) => setTimeout(resolve, (batch[0] ?? 0) % 3));
+            inFlight--;
+            await moodle.send(batch);
+          };
+          const outcome = await sendIsolated(items, batchSize, send, concurrency);
+          assert.deepEqual([...outcome.done].sort((a, b) => a - b), items.filter((i) => !bad.has(i)));
+          assert.deepEqual(
+            outcome.failed.map((f) => f.assignment).sort((a, b) => a - b),
+            [...bad].sort((a, b) => a - b),
+          );
+          const batches = Math.ceil(n / batchSize);
+          assert.ok(mostAtOnce <= concurrency, `${mostAtOnce} calls at once with concurrency ${concurrency}`);
+          if (batches >= concurrency) assert.equal(mostAtOnce, concurrency, 'the batches did go out together');
+          const depth = Math.ceil(Math.log2(Math.max(2, Math.min(batchSize, n))));
+          assert.ok(moodle.calls() <= batches + 2 * bad.size * depth, `${moodle.calls()} calls for n=${n} b=${batchSize} k=${bad.size}`);
+          if (bad.size === 0) assert.equal(moodle.calls(), batches);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  test('with concurrency, a failure that is not about one item starts no further batch', async () => {
+    const sent: number[][] = [];
+    const send = async (batch: number[]) => {
+      sent.push(batch);
+      await new Promise((resolve) => setImmediate(resolve));
+      throw new MoodleError({ errorcode: 'nopermissions' });
+    };
+    await assert.rejects(sendIsolated([1, 2, 3, 4, 5, 6, 7, 8], 2, send, 2), (e: unknown) => e instanceof MoodleError && e.errorcode === 'nopermissions');
+    assert.deepEqual(sent, [[1, 2], [3, 4]], 'the two batches already out, and none after');
+  });
+
   test('a failure that is not about one item stops everything at once', async () => {
     let calls = 0;
     const send = async () => {

@@ -4,6 +4,7 @@
 import os from 'node:os';
 import { parseConfig } from '../../../src/config';
 import type { CycleStep } from '../../../src/provisioning/cycle-repository';
+import { DEFAULT_CHUNK_SIZE } from '../../../src/provisioning/provisioning-cycle';
 import type { BenchDatabase } from '../support/bench-database';
 import { BENCH_AUTH_TABLE } from '../support/bench-database';
 import { callCounts, parentRoleAssignments, serviceEnvironment, watchDouble, type CallCounts } from '../support/double-runs';
@@ -22,11 +23,25 @@ const SETTINGS = {
 } as const;
 const CALLS_TARGET = 20;
 const SPEED_TARGET = 10;
+/** The service's own time (all but waiting for Moodle) at most this share of the cycle's wall time, at the largest size. */
+const OWN_TIME_TARGET = 0.1;
+/** Peak RSS at the largest size at most this much above the smallest's. */
+const FLAT_MEMORY_TARGET = 0.1;
+/**
+ * The largest size runs once more with V8's old space capped (--max-old-space-size): a cycle that
+ * held its whole work would fail there; one that finishes shows how much memory it needs.
+ */
+const HEAP_CAP_MIB = 80;
 
 interface Figures {
   wallMs: number;
   /** The service only: wall time per cycle step. */
   stepMs?: ServiceCycleRun['stepMs'];
+  /** The service only: wall time with a Moodle call in flight, the process's CPU time, memory at its peak, the cycle's counts. */
+  moodleWaitMs?: number;
+  cpuMs?: number;
+  memoryAtPeak?: ServiceCycleRun['memoryAtPeak'];
+  counts?: ServiceCycleRun['counts'];
   calls: CallCounts;
   queries: number;
   doubleCpuMs: number;
@@ -56,10 +71,14 @@ async function prepare(context: BenchContext, moodle: MoodleDouble, size: number
   return bench;
 }
 
-async function runService(context: BenchContext, moodle: MoodleDouble, size: number): Promise<Figures> {
-  const bench = await prepare(context, moodle, size, 'service');
+async function runService(context: BenchContext, moodle: MoodleDouble, size: number, heapCapMiB?: number): Promise<Figures> {
+  const bench = await prepare(context, moodle, size, heapCapMiB === undefined ? 'service' : 'capped');
   const worker = await startWorker('cycle-service.ts', {
-    env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)) },
+    env: {
+      NODE_ENV: 'production',
+      BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)),
+      ...(heapCapMiB === undefined ? {} : { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-old-space-size=${heapCapMiB}`.trim() }),
+    },
     verbose: context.verbose,
   });
   try {
@@ -73,7 +92,18 @@ async function runService(context: BenchContext, moodle: MoodleDouble, size: num
     check((await countWhere(bench, 'requests', { status: 'provisioned' })) === size, 'not every request is provisioned in the database');
     check((await countWhere(bench, 'request_children', { link_state: 'linked' })) === CHILDREN_PER_REQUEST * size, 'not every child is linked in the database');
     check(parentRoleAssignments(moodle) === CHILDREN_PER_REQUEST * size, `Moodle holds ${parentRoleAssignments(moodle)} Parent role assignments`);
-    const figures = { wallMs: run.wallMs, stepMs: run.stepMs, calls, queries: run.queries, doubleCpuMs, peakRssBytes: run.peakRssBytes };
+    const figures = {
+      wallMs: run.wallMs,
+      stepMs: run.stepMs,
+      moodleWaitMs: run.moodleWaitMs,
+      cpuMs: run.cpuMs,
+      memoryAtPeak: run.memoryAtPeak,
+      counts: run.counts,
+      calls,
+      queries: run.queries,
+      doubleCpuMs,
+      peakRssBytes: run.peakRssBytes,
+    };
     context.log(`cycle ${integer(size)}/service: ${seconds(run.wallMs)}, ${calls.total} Moodle calls, ${integer(run.queries)} queries, peak RSS ${megabytes(run.peakRssBytes)}`);
     return figures;
   } finally {
@@ -146,6 +176,8 @@ interface SizeResult {
   size: number;
   service: Figures;
   naive: NaiveFigures;
+  /** The largest size only: the service again with V8's old space capped at HEAP_CAP_MIB. */
+  capped?: Figures;
 }
 
 function targetsFor(r: SizeResult): TargetResult[] {
@@ -210,12 +242,74 @@ function rowsFor(r: SizeResult): Array<Array<string | number>> {
   return rows;
 }
 
+/** The wall time the cycle cannot beat: every Moodle call's latency, `concurrency` calls at a time. */
+function limitMs(r: SizeResult, concurrency: number): number {
+  return (r.service.calls.total * LATENCY_MS) / concurrency;
+}
+
+function ownMs(f: Figures): number {
+  return Math.max(0, f.wallMs - (f.moodleWaitMs ?? 0));
+}
+
+function limitRows(results: SizeResult[], concurrency: number): Array<Array<string | number>> {
+  return results.map((r) => {
+    const limit = limitMs(r, concurrency);
+    const own = ownMs(r.service);
+    return [
+      `${integer(r.size)} × ${CHILDREN_PER_REQUEST}`,
+      integer(r.service.calls.total),
+      concurrency,
+      seconds(limit),
+      seconds(r.service.wallMs),
+      `${decimal(r.service.wallMs / limit)}×`,
+      seconds(r.service.moodleWaitMs ?? 0),
+      seconds(own),
+      percent(own / r.service.wallMs),
+      seconds(r.service.cpuMs ?? 0),
+    ];
+  });
+}
+
+function percent(share: number): string {
+  return `${(share * 100).toFixed(1)} %`;
+}
+
+/** Own time at the largest size, and memory at the largest against the smallest. */
+function serviceTargets(results: SizeResult[]): TargetResult[] {
+  const largest = results.at(-1);
+  const smallest = results[0];
+  if (!largest || !smallest) return [];
+  const label = `Cycle ${integer(largest.size)} × ${CHILDREN_PER_REQUEST}`;
+  const own = ownMs(largest.service);
+  const share = own / largest.service.wallMs;
+  const ownTarget: TargetResult = {
+    name: `${label}: the service's own time`,
+    target: `≤ ${percent(OWN_TIME_TARGET)} of the wall time (all but waiting for Moodle)`,
+    measured: `${seconds(own)} of ${seconds(largest.service.wallMs)}: ${percent(share)}`,
+    met: share <= OWN_TIME_TARGET,
+  };
+  if (!ownTarget.met) ownTarget.shortfall = `${seconds(own - OWN_TIME_TARGET * largest.service.wallMs)} too much`;
+  const targets = [ownTarget];
+  if (largest !== smallest) {
+    const growth = largest.service.peakRssBytes / smallest.service.peakRssBytes - 1;
+    const memory: TargetResult = {
+      name: `${label}: peak memory`,
+      target: `within ${percent(FLAT_MEMORY_TARGET)} of the cycle at ${integer(smallest.size)}`,
+      measured: `${megabytes(largest.service.peakRssBytes)} vs ${megabytes(smallest.service.peakRssBytes)}: ${growth >= 0 ? '+' : ''}${percent(growth)}`,
+      met: growth <= FLAT_MEMORY_TARGET,
+    };
+    if (!memory.met) memory.shortfall = `${megabytes(largest.service.peakRssBytes - (1 + FLAT_MEMORY_TARGET) * smallest.service.peakRssBytes)} over`;
+    targets.push(memory);
+  }
+  return targets;
+}
+
 const STEPS: Array<{ step: CycleStep; label: string }> = [
   { step: 'starting', label: 'starting (lock, cycle record)' },
-  { step: 'checking', label: 'reading the due work, site check' },
-  { step: 'looking_up', label: 'parent look-ups' },
+  { step: 'checking', label: 'reading the due work, site check, first pupil look-ups' },
+  { step: 'looking_up', label: 'look-ups (pupils after the first chunk, parents)' },
   { step: 'assigning', label: 'role assignments' },
-  { step: 'recording', label: 'recording outcomes' },
+  { step: 'recording', label: 'recording outcomes, reading the next chunk' },
   { step: 'done', label: 'finishing (cycle report, lock)' },
 ];
 
@@ -234,24 +328,49 @@ async function run(context: BenchContext): Promise<ReportSection> {
     const moodle = await startMoodleDouble({ state: seedRecordedSite() });
     try {
       const service = await runService(context, moodle, size);
+      const capped = size === sizes.at(-1) && sizes.length > 1 ? await runService(context, moodle, size, HEAP_CAP_MIB) : undefined;
       const naive = await runNaive(context, moodle, size, naiveSample);
-      results.push({ size, service, naive });
+      results.push({ size, service, naive, ...(capped ? { capped } : {}) });
     } finally {
       await moodle.close();
     }
   }
 
-  const targets = results.flatMap(targetsFor);
-  const batchSize = parseConfig({}, { cwd: os.tmpdir() }).moodle.batchSize;
+  const targets = [...results.flatMap(targetsFor), ...serviceTargets(results)];
+  const { batchSize, concurrency } = parseConfig({}, { cwd: os.tmpdir() }).moodle;
   const extrapolated = results.filter((r) => r.naive.extrapolated);
   const body = [
     table(
-      ['requests × children', 'cycle', 'wall time', 'site info', 'parent look-ups', 'role assignment calls', 'Moodle calls', 'DB queries', 'Moodle double CPU', 'peak RSS'],
+      ['requests × children', 'cycle', 'wall time', 'site info', 'look-ups (pupils, parents)', 'role assignment calls', 'Moodle calls', 'DB queries', 'Moodle double CPU', 'peak RSS'],
       results.flatMap(rowsFor),
     ),
     '',
     ...targets.map((t) => `- ${t.name}, ${t.target}: ${t.measured} — ${yesNo(t.met)}${t.shortfall ? ` (${t.shortfall})` : ''}.`),
     '',
+    `The service's wall time against its limit: every Moodle call waits ${LATENCY_MS} ms, and \`MOODLE_CONCURRENCY\` ` +
+      `(${concurrency} by default) calls may wait at once, so no cycle can finish in less than calls × ${LATENCY_MS} ms ÷ ${concurrency}. ` +
+      '*Waiting for Moodle* is the wall time during which at least one call was in flight (measured around the fetch the Moodle ' +
+      'client uses, up to the last byte of the answer; it includes the double\'s own work on a call); the *service\'s own time* is ' +
+      'the rest: reading the work, deciding, recording outcomes, audit events and mail, the report.',
+    '',
+    table(
+      ['requests × children', 'Moodle calls', 'concurrency', 'limit', 'wall time', 'wall / limit', 'waiting for Moodle', "service's own time", 'own share', 'service CPU'],
+      limitRows(results, concurrency),
+    ),
+    '',
+    ...results
+      .filter((r) => r.capped)
+      .map(
+        (r) =>
+          `**Memory.** At ${integer(r.size)} requests the service peaked at ${megabytes(r.service.peakRssBytes)}, with ` +
+          `${megabytes(r.service.memoryAtPeak?.heapUsed ?? 0)} of V8 heap in use (live or not yet collected) and ` +
+          `${megabytes(r.service.memoryAtPeak?.heapTotal ?? 0)} reserved at that moment (step "${r.service.memoryAtPeak?.step ?? '?'}"). ` +
+          `Run again with V8's old space capped at ${HEAP_CAP_MIB} MiB (\`--max-old-space-size=${HEAP_CAP_MIB}\`), the same cycle ` +
+          `finished (every request provisioned, ${seconds(r.capped!.wallMs)}) ` +
+          `at a peak of ${megabytes(r.capped!.peakRssBytes)}, ${megabytes(r.capped!.memoryAtPeak?.heapUsed ?? 0)} of heap in use: what the ` +
+          'cycle holds does not grow with the work (it reads and does it a chunk at a time); the rest of the uncapped peak is garbage ' +
+          'V8 lets pile up in the old space before a full collection, more of it the longer the run allocates.\n',
+      ),
     'Where the service\'s cycle spends its time, step by step (the cycle\'s own progress, sampled every 5 ms in its process):',
     '',
     table(['requests × children', ...STEPS.map((s) => s.label), 'total'], stepRows(results)),
@@ -274,9 +393,10 @@ async function run(context: BenchContext): Promise<ReportSection> {
       `${LATENCY_MS} ms before it answers; the call columns are the double's own counters.`,
     '',
     '- *The service*: `createServices(config).cycle.run(\'manual\')` in its own process, with the default configuration ' +
-      `(\`MOODLE_BATCH_SIZE\` ${batchSize}, no sync command): one site check, parent look-ups ${batchSize} usernames per call, ` +
-      `role assignments ${batchSize} per call, every outcome recorded through the request lifecycle (audit events, the "account ` +
-      'ready" email queued, the cycle report).',
+      `(\`MOODLE_BATCH_SIZE\` ${batchSize}, \`MOODLE_CONCURRENCY\` ${concurrency}, no sync command): the due work read and done ` +
+      `${integer(DEFAULT_CHUNK_SIZE)} requests at a time, one site check, pupil look-ups by id and parent look-ups by username ` +
+      `${batchSize} per call, role assignments ${batchSize} per call, ${concurrency} calls at once, every outcome recorded through ` +
+      'the request lifecycle (audit events, the "account ready" email queued, the cycle report).',
     '- *Naive* (`test/bench/cycle/naive-cycle.ts`): reads the due work with the same two queries, then per request one look-up ' +
       'call, one assignment call per child and one `UPDATE` per outcome (each child, then the request), through the same Moodle ' +
       'client sending one item per call. No lock, audit, email or report.',
@@ -295,6 +415,7 @@ async function run(context: BenchContext): Promise<ReportSection> {
     targets,
     peakMemory: results.flatMap((r) => [
       { label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: the service`, rssBytes: r.service.peakRssBytes },
+      ...(r.capped ? [{ label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: the service, V8 old space capped at ${HEAP_CAP_MIB} MiB`, rssBytes: r.capped.peakRssBytes }] : []),
       {
         label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: naive baseline${r.naive.extrapolated ? ` (first ${integer(r.naive.measured.processed)})` : ''}`,
         rssBytes: r.naive.measured.peakRssBytes,
