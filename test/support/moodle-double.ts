@@ -4,6 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Knex } from 'knex';
+import { prng } from './random';
 
 // Deliberately not imported from the client: the double models Moodle, not our idea of it.
 export const MOODLE_REST_PATH = '/webservice/rest/server.php';
@@ -932,17 +933,6 @@ export interface MoodleDouble {
   close(): Promise<void>;
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const LOGIN_PAGE =
   '<!DOCTYPE html>\n<html><head><title>Log in to the site</title></head>\n<body><form action="/login/index.php" method="post"></form></body></html>\n';
 
@@ -965,7 +955,7 @@ export async function startMoodleDouble(options: MoodleDoubleOptions = {}): Prom
     next: [],
     ...options.faults,
   };
-  const random = mulberry32(options.seed ?? 1);
+  const random = prng(options.seed ?? 1);
   let hooks: MoodleDoubleHooks = options.hooks ?? {};
   const counts: Record<string, number> = {};
   const requests: RecordedRequest[] = [];
