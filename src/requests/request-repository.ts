@@ -318,17 +318,27 @@ export class RequestRepository {
   /**
    * Inserts a new request's children and answers them as stored, in position order: from the
    * insert itself where the database can say (SQLite, MariaDB 10.5 and later: RETURNING), else
-   * read back.
+   * read back. `insertReturns` overrides what the MySQL-family server is found to allow.
    */
-  async insertChildrenReturning(q: Queryable, requestId: number, children: NewChildRow[], now: number): Promise<ChildRecord[]> {
+  async insertChildrenReturning(
+    q: Queryable,
+    requestId: number,
+    children: NewChildRow[],
+    now: number,
+    options: { insertReturns?: boolean } = {},
+  ): Promise<ChildRecord[]> {
     if (children.length === 0) return [];
     const insert = q(CHILDREN_TABLE).insert(this.newChildRows(requestId, children, 0, now));
     let rows: Row[];
     if (!isMysql(q)) rows = (await insert.returning('*')) as Row[];
-    else if (await mysqlInsertReturns(q)) {
+    else if (options.insertReturns ?? (await mysqlInsertReturns(q))) {
       const { sql, bindings } = insert.toSQL();
       [rows] = (await q.raw(`${sql} RETURNING *`, bindings)) as [Row[]];
-    } else return this.children(q, requestId);
+    } else {
+      // MySQL and MariaDB before 10.5: insert, then read them back.
+      await insert;
+      return this.children(q, requestId);
+    }
     return rows.map(childFromRow).sort((a, b) => a.position - b.position);
   }
 

@@ -66,6 +66,23 @@ for (const dialect of DIALECTS) {
         assert.deepEqual(audit.map((a) => a.action), ['submitted']);
       });
 
+      it('stores the children where the server cannot return them from the insert too (MySQL, MariaDB before 10.5)', { skip }, async () => {
+        const r = await lifecycle.submitRequest(submission({ email: 'no-returning@example.org' }), parent);
+        const kids = [
+          { firstName: 'Ann', lastName: 'Read', tutorGroup: '7B', pupilIdentifier: null },
+          { firstName: 'Ben', lastName: 'Read', tutorGroup: '9C', pupilIdentifier: 'ADM7' },
+        ];
+        for (const insertReturns of [false, true]) {
+          const answered = await t.db.transaction(async (trx) => {
+            await trx('request_children').where({ request_id: r.request.id }).delete();
+            return lifecycle.repository.insertChildrenReturning(trx, r.request.id, kids, clock, { insertReturns: dialect === 'mariadb' ? insertReturns : undefined });
+          });
+          const stored = await lifecycle.repository.children(t.db, r.request.id);
+          assert.deepEqual(stored.map((c) => [c.position, c.firstName, c.tutorGroup, c.pupilIdentifier]), [[0, 'Ann', '7B', null], [1, 'Ben', '9C', 'ADM7']]);
+          assert.deepEqual(answered, stored);
+        }
+      });
+
       it('starts pending when verification is switched off', { skip }, async () => {
         const r = await lifecycle.submitRequest(submission(), parent);
         assert.equal(r.request.status, 'pending');
