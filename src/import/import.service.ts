@@ -7,7 +7,7 @@ import type { Logger } from '../logger';
 import type { MoodleUser } from '../moodle/moodle-client';
 import { MoodleError } from '../moodle/moodle-error';
 import { findPupilCandidates, type PupilLookupClient, type PupilMatch } from '../moodle/pupil-candidates';
-import { newPublicId, type Actor, type RequestLifecycle } from '../requests/request-lifecycle';
+import { newPublicId, type Actor, type ApprovedImportInput, type ApprovedImportResult, type RequestLifecycle } from '../requests/request-lifecycle';
 import type { RequestRepository } from '../requests/request-repository';
 import { STATUS_LABELS, type RequestStatus } from '../requests/request-states';
 import { AppError } from '../errors';
@@ -30,6 +30,8 @@ const COMMIT_STALE_MS = 15 * 60_000;
 const LOOKUP_CONCURRENCY = 4;
 
 /** A parent with one of these already has a request staff must deal with first. */
+/** Parents created and approved in one transaction by a commit. */
+const COMMIT_CHUNK = 100;
 const BLOCKING_STATUSES: readonly RequestStatus[] = ['unverified', 'pending', 'approved', 'provisioned'];
 
 export type PreviewOutcome = { ok: true; batch: ImportBatchRecord } | { ok: false; problem: string };
@@ -240,7 +242,9 @@ export class ImportService {
 
     const actor: Actor = { type: 'staff', id: staff.username };
     const parents: ImportedParent[] = [];
-    for (const [index, group] of groups.entries()) parents.push(await this.commitParent(batch, index, group, actor));
+    for (let first = 0; first < groups.length; first += COMMIT_CHUNK) {
+      parents.push(...(await this.commitChunk(batch, first, groups.slice(first, first + COMMIT_CHUNK), actor)));
+    }
     const result: ImportResult = {
       parents,
       approved: parents.filter((p) => p.outcome === 'approved').length,
@@ -270,6 +274,58 @@ export class ImportService {
     });
     this.deps.logger.info({ batch: publicId, by: staff.username, approved: result.approved, leftPending: result.leftPending, skipped: result.skipped }, 'import committed');
     return { ok: true, batch: (await this.batches.findByPublicId(this.deps.db, publicId)) as ImportBatchRecord };
+  }
+
+  /**
+   * Up to COMMIT_CHUNK parents, created and approved together in one transaction; a parent the
+   * set-based path leaves aside, or every parent of the chunk when its transaction fails (a form
+   * submitted for one of the addresses meanwhile), goes through commitParent, one at a time.
+   */
+  private async commitChunk(batch: ImportBatchRecord, firstIndex: number, groups: ImportRow[][], actor: Actor): Promise<ImportedParent[]> {
+    const items: ApprovedImportInput[] = groups.map((group, offset) => {
+      const first = group[0] as ImportRow;
+      return {
+        idempotencyKey: `import:${batch.publicId}:${firstIndex + offset}`,
+        importBatchId: batch.publicId,
+        parentTitle: first.values.parentTitle,
+        parentFirstName: first.values.parentFirstName,
+        parentLastName: first.values.parentLastName,
+        email: parentKey(first),
+        children: group.map((r) => ({
+          firstName: r.values.childFirstName,
+          lastName: r.values.childLastName,
+          tutorGroup: r.values.tutorGroup,
+          pupilIdentifier: r.values.pupilIdentifier || null,
+          moodleUserId: r.pupil?.id ?? 0,
+        })),
+      };
+    });
+    let results: ApprovedImportResult[];
+    try {
+      results = await this.deps.lifecycle.importApprovedRequests(items, actor);
+    } catch (error) {
+      this.deps.logger.warn({ err: error, batch: batch.publicId, parents: groups.length }, 'import chunk refused as a whole; committing its parents one at a time');
+      results = items.map(() => ({ outcome: 'one_by_one' }));
+    }
+    const parents: ImportedParent[] = [];
+    for (const [offset, group] of groups.entries()) {
+      const result = results[offset];
+      if (result?.outcome === 'approved') {
+        const first = group[0] as ImportRow;
+        const { request, children } = result;
+        parents.push({
+          email: request.email,
+          parentName: parentNameOf(first),
+          lines: group.map((r) => r.line),
+          outcome: 'approved',
+          requestId: request.id,
+          message: `Request ${request.id} created and approved with ${children.length === 1 ? 'its child' : `${children.length} children`}.`,
+        });
+      } else {
+        parents.push(await this.commitParent(batch, firstIndex + offset, group, actor));
+      }
+    }
+    return parents;
   }
 
   private async commitParent(batch: ImportBatchRecord, index: number, group: ImportRow[], actor: Actor): Promise<ImportedParent> {

@@ -385,6 +385,29 @@ export class RequestRepository {
     return row ? requestFromRow(row) : undefined;
   }
 
+  /** Which of these idempotency keys a request, or details held for one, already carries. */
+  async idempotencyKeysTaken(q: Queryable, keys: string[]): Promise<Set<string>> {
+    const taken = new Set<string>();
+    for (let i = 0; i < keys.length; i += 500) {
+      const some = keys.slice(i, i + 500);
+      for (const table of [REQUESTS_TABLE, HELD_DETAILS_TABLE]) {
+        const rows = (await q(table).whereIn('idempotency_key', some).select('idempotency_key')) as Row[];
+        for (const row of rows) taken.add(String(row.idempotency_key));
+      }
+    }
+    return taken;
+  }
+
+  /** Which of these (lower-case) addresses have a request in one of these statuses. */
+  async emailsWithStatus(q: Queryable, emails: string[], statuses: readonly string[]): Promise<Set<string>> {
+    const found = new Set<string>();
+    for (let i = 0; i < emails.length; i += 500) {
+      const rows = (await q(REQUESTS_TABLE).whereIn('email', emails.slice(i, i + 500)).whereIn('status', statuses).select('email')) as Row[];
+      for (const row of rows) found.add(String(row.email).toLowerCase());
+    }
+    return found;
+  }
+
   async findByEmailAndStatuses(q: Queryable, email: string, statuses: readonly string[]): Promise<RequestRecord[]> {
     const rows = (await q(REQUESTS_TABLE).where({ email }).whereIn('status', statuses).orderBy('id')) as Row[];
     return rows.map(requestFromRow);
