@@ -89,17 +89,35 @@ export class ImportBatchRepository {
   async insert(
     q: Queryable,
     batch: { publicId: string; fileName: string; createdBy: string; createdAt: number; rows: ImportRow[]; validRowCount: number },
-  ): Promise<void> {
-    await q(IMPORT_BATCHES_TABLE).insert({
+  ): Promise<ImportBatchRecord> {
+    const fileName = batch.fileName.slice(0, 255);
+    const createdBy = batch.createdBy.slice(0, 100);
+    const [id] = await q(IMPORT_BATCHES_TABLE).insert({
       public_id: batch.publicId,
       state: 'previewed',
-      file_name: batch.fileName.slice(0, 255),
-      created_by: batch.createdBy.slice(0, 100),
+      file_name: fileName,
+      created_by: createdBy,
       created_at: batch.createdAt,
       row_count: batch.rows.length,
       valid_row_count: batch.validRowCount,
       rows_json: JSON.stringify(batch.rows),
     });
+    // What was stored, without reading its rows back (5,000 of them are megabytes of JSON).
+    return {
+      id: Number(id),
+      publicId: batch.publicId,
+      state: 'previewed',
+      fileName,
+      createdBy,
+      createdAt: batch.createdAt,
+      rowCount: batch.rows.length,
+      validRowCount: batch.validRowCount,
+      committedBy: null,
+      committingSince: null,
+      committedAt: null,
+      rows: batch.rows,
+      result: null,
+    };
   }
 
   async findByPublicId(q: Queryable, publicId: string): Promise<ImportBatchRecord | undefined> {

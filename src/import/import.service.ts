@@ -151,10 +151,9 @@ export class ImportService {
     const publicId = newPublicId();
     const validRowCount = rows.filter((r) => r.problems.length === 0).length;
     await this.batches.deletePreviewsOlderThan(this.deps.db, now - PREVIEW_VALID_MS);
-    await this.batches.insert(this.deps.db, { publicId, fileName: file.name, createdBy: staff.username, createdAt: now, rows, validRowCount });
+    const batch = await this.batches.insert(this.deps.db, { publicId, fileName: file.name, createdBy: staff.username, createdAt: now, rows, validRowCount });
     this.deps.logger.info({ batch: publicId, rows: rows.length, validRows: validRowCount, by: staff.username }, 'import previewed');
-    const batch = await this.batches.findByPublicId(this.deps.db, publicId);
-    return { ok: true, batch: batch as ImportBatchRecord };
+    return { ok: true, batch };
   }
 
   private async checkExistingRequests(rows: ImportRow[]): Promise<void> {
