@@ -1072,27 +1072,25 @@ export class RequestLifecycle {
       // The rows were read under this transaction's locks, so nobody can have changed them since;
       // if somebody did, start over from a fresh read, which refuses those outcomes properly.
       if (changed !== requestUpdates.length) throw new ChangedDuringRecording();
-      if (linkedIds.length > 0) {
-        await this.repository.updateChildren(trx, linkedIds, {
-          linkState: 'linked',
-          linkedAt: now,
-          lastError: null,
-          nextAttemptAt: null,
-          updatedAt: now,
-        });
-      }
+      const linkedPatch = { linkState: 'linked' as const, linkedAt: now, lastError: null, nextAttemptAt: null, updatedAt: now };
+      if (linkedIds.length > 0) await this.repository.updateChildren(trx, linkedIds, linkedPatch);
       await this.repository.insertAudit(trx, now, audits);
       if (provisioned.length > 0) {
-        const childrenAfter = await this.repository.childrenOfMany(
-          trx,
-          provisioned.map((p) => p.request.id),
-        );
+        // The children as the two writes above left them, in the same order: the rows read at the
+        // start of this transaction with the same patches applied, instead of reading them again.
+        const linkedSet = new Set(linkedIds);
+        const failedPatches = new Map(failedChildUpdates.map((u) => [u.id, u.patch]));
+        const childAfter = (child: ChildRecord): ChildRecord => {
+          const failedPatch = failedPatches.get(child.id);
+          const afterFailed = failedPatch ? { ...child, ...failedPatch } : child;
+          return linkedSet.has(child.id) ? { ...afterFailed, ...linkedPatch } : afterFailed;
+        };
         await this.emitMany(
           trx,
           provisioned.map(({ request, again }) => ({
             type: 'provisioned',
             request,
-            children: childrenAfter.get(request.id) ?? [],
+            children: (childrenByRequest.get(request.id) ?? []).map(childAfter),
             actor,
             details: again ? { alreadyHadAccount: true } : {},
           })),
