@@ -1051,11 +1051,17 @@ export class RequestLifecycle {
           attempts: problems.length > 0 ? request.attempts + 1 : waiting ? request.attempts : 0,
           nextAttemptAt: isProvisioned ? null : (outcome.nextAttemptAt ?? null),
           updatedAt: now,
-          ...(isProvisioned ? { status: 'provisioned' as const, provisionedAt: now } : {}),
         };
+        if (isProvisioned) {
+          patch.status = 'provisioned';
+          patch.provisionedAt = now;
+        }
         requestUpdates.push({ id: request.id, expectedVersion: request.version, patch });
         updatedIds.add(request.id);
-        const after = { ...request, ...patch, version: request.version + 1 } as RequestRecord;
+        // A copy of the record with the patch written into it: not spreads merged into one literal,
+        // which on this Node (V8 11.3) make new hidden classes in the old space on every call.
+        const after: RequestRecord = Object.assign({ ...request }, patch);
+        after.version = request.version + 1;
         results.push({ requestId: request.id, applied: true, status: after.status });
         if (linked.length > 0) audits.push(this.auditInput(actor, request.id, 'children_linked', { childIds: linked, parentMoodleUserId: after.moodleUserId }));
         if (failed.length > 0 || requestErrors.length > 0) {
@@ -1082,8 +1088,8 @@ export class RequestLifecycle {
         const failedPatches = new Map(failedChildUpdates.map((u) => [u.id, u.patch]));
         const childAfter = (child: ChildRecord): ChildRecord => {
           const failedPatch = failedPatches.get(child.id);
-          const afterFailed = failedPatch ? { ...child, ...failedPatch } : child;
-          return linkedSet.has(child.id) ? { ...afterFailed, ...linkedPatch } : afterFailed;
+          const afterFailed = failedPatch ? Object.assign({ ...child }, failedPatch) : child;
+          return linkedSet.has(child.id) ? Object.assign({ ...afterFailed }, linkedPatch) : afterFailed;
         };
         await this.emitMany(
           trx,
