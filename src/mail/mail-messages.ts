@@ -147,13 +147,18 @@ export class MailMessages {
    * was picked after the account was set up), so no password is on its way.
    */
   provisionedMessage(request: RequestRecord, children: ChildRecord[], moodleLoginUrl?: string, alreadyHadAccount = false): MailMessage {
-    return this.render('provisioned', request.email, 'Your Moodle parent account is ready', {
-      ...this.parentLocals(request),
-      childNames: children.filter((c) => c.linkState === 'linked').map((c) => `${c.firstName} ${c.lastName}`),
-      existingAccount: request.linkExistingAccount || alreadyHadAccount,
-      username: request.moodleUsername,
-      loginUrl: moodleLoginUrl ?? null,
-    });
+    // Added to the fresh parentLocals object rather than spread into a new one (see render).
+    return this.render(
+      'provisioned',
+      request.email,
+      'Your Moodle parent account is ready',
+      Object.assign(this.parentLocals(request), {
+        childNames: children.filter((c) => c.linkState === 'linked').map((c) => `${c.firstName} ${c.lastName}`),
+        existingAccount: request.linkExistingAccount || alreadyHadAccount,
+        username: request.moodleUsername,
+        loginUrl: moodleLoginUrl ?? null,
+      }),
+    );
   }
 
   /** Access removed. The staff's reason is not included: it may be internal (safeguarding). */
@@ -230,9 +235,12 @@ export class MailMessages {
       subject: fullSubject,
       footer: `Sent by the Moodle parent account service of ${this.schoolName}. If you have a question, please contact the school office.`,
     };
-    const all = { ...common, ...locals };
-    const html = this.template('layout.html')({ ...common, body: this.template(`${name}.html`)(all) });
-    const text = this.template('layout.text')({ ...common, body: this.template(`${name}.text`)(all) });
+    // Object.assign and plain literals, not object spreads: on this Node (V8 11.3) a spread merged
+    // into a literal with other properties makes new hidden classes on every call, in the old
+    // space, and a cycle renders thousands of these mails.
+    const all = Object.assign({}, common, locals);
+    const html = this.template('layout.html')({ schoolName: common.schoolName, subject: common.subject, footer: common.footer, body: this.template(`${name}.html`)(all) });
+    const text = this.template('layout.text')({ schoolName: common.schoolName, subject: common.subject, footer: common.footer, body: this.template(`${name}.text`)(all) });
     return { to, subject: fullSubject, text: tidyText(text), html };
   }
 

@@ -108,8 +108,11 @@ export function registerMailNotifications(
   // A cycle's outcomes: every "account ready" mail of the batch in a few multi-row inserts.
   listener.many = async (trx, events) => {
     for (const event of events) if (event.type !== 'provisioned') await listener(trx, event);
-    const provisioned = events.filter((e) => e.type === 'provisioned');
-    if (provisioned.length > 0) await outbox.enqueueMany(trx, provisioned.map(provisionedMail));
+    // Rendered one insert's worth at a time, as the outbox takes them.
+    function* provisionedMails() {
+      for (const event of events) if (event.type === 'provisioned') yield provisionedMail(event);
+    }
+    if (events.some((e) => e.type === 'provisioned')) await outbox.enqueueMany(trx, provisionedMails());
   };
   lifecycle.addListener(listener);
   return listener;

@@ -135,11 +135,20 @@ export class MailOutbox {
 
   /**
    * Queues many messages in the caller's transaction with multi-row inserts (a cycle's "account
-   * ready" mails), not one statement per message.
+   * ready" mails), not one statement per message. The items are taken from the iterable as the
+   * rows are written, so a lazy one (a generator rendering each message) holds only one insert's
+   * messages at a time, not a whole batch of rendered mail across every insert.
    */
-  async enqueueMany(trx: Queryable, items: ReadonlyArray<{ message: MailMessage; options: EnqueueOptions }>): Promise<void> {
-    const rows = items.flatMap((item) => this.outboxRows(item.message, item.options));
-    for (let i = 0; i < rows.length; i += ENQUEUE_CHUNK) await trx(MAIL_OUTBOX_TABLE).insert(rows.slice(i, i + ENQUEUE_CHUNK));
+  async enqueueMany(trx: Queryable, items: Iterable<{ message: MailMessage; options: EnqueueOptions }>): Promise<void> {
+    let rows: Array<Record<string, unknown>> = [];
+    for (const item of items) {
+      for (const row of this.outboxRows(item.message, item.options)) rows.push(row);
+      if (rows.length >= ENQUEUE_CHUNK) {
+        await trx(MAIL_OUTBOX_TABLE).insert(rows.slice(0, ENQUEUE_CHUNK));
+        rows = rows.slice(ENQUEUE_CHUNK);
+      }
+    }
+    if (rows.length > 0) await trx(MAIL_OUTBOX_TABLE).insert(rows);
   }
 
   private outboxRows(message: MailMessage, options: EnqueueOptions): Array<Record<string, unknown>> {

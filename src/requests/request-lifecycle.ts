@@ -1177,11 +1177,17 @@ export class RequestLifecycle {
           attempts: problems.length > 0 ? request.attempts + 1 : waiting ? request.attempts : 0,
           nextAttemptAt: isProvisioned ? null : (outcome.nextAttemptAt ?? null),
           updatedAt: now,
-          ...(isProvisioned ? { status: 'provisioned' as const, provisionedAt: now } : {}),
         };
+        if (isProvisioned) {
+          patch.status = 'provisioned';
+          patch.provisionedAt = now;
+        }
         requestUpdates.push({ id: request.id, expectedVersion: request.version, patch });
         updatedIds.add(request.id);
-        const after = { ...request, ...patch, version: request.version + 1 } as RequestRecord;
+        // A copy of the record with the patch written into it: not spreads merged into one literal,
+        // which on this Node (V8 11.3) make new hidden classes in the old space on every call.
+        const after: RequestRecord = Object.assign({ ...request }, patch);
+        after.version = request.version + 1;
         results.push({ requestId: request.id, applied: true, status: after.status });
         if (linked.length > 0) audits.push(this.auditInput(actor, request.id, 'children_linked', { childIds: linked, parentMoodleUserId: after.moodleUserId }));
         if (failed.length > 0 || requestErrors.length > 0) {
@@ -1198,27 +1204,25 @@ export class RequestLifecycle {
       // The rows were read under this transaction's locks, so nobody can have changed them since;
       // if somebody did, start over from a fresh read, which refuses those outcomes properly.
       if (changed !== requestUpdates.length) throw new ChangedDuringRecording();
-      if (linkedIds.length > 0) {
-        await this.repository.updateChildren(trx, linkedIds, {
-          linkState: 'linked',
-          linkedAt: now,
-          lastError: null,
-          nextAttemptAt: null,
-          updatedAt: now,
-        });
-      }
+      const linkedPatch = { linkState: 'linked' as const, linkedAt: now, lastError: null, nextAttemptAt: null, updatedAt: now };
+      if (linkedIds.length > 0) await this.repository.updateChildren(trx, linkedIds, linkedPatch);
       await this.repository.insertAudit(trx, now, audits);
       if (provisioned.length > 0) {
-        const childrenAfter = await this.repository.childrenOfMany(
-          trx,
-          provisioned.map((p) => p.request.id),
-        );
+        // The children as the two writes above left them, in the same order: the rows read at the
+        // start of this transaction with the same patches applied, instead of reading them again.
+        const linkedSet = new Set(linkedIds);
+        const failedPatches = new Map(failedChildUpdates.map((u) => [u.id, u.patch]));
+        const childAfter = (child: ChildRecord): ChildRecord => {
+          const failedPatch = failedPatches.get(child.id);
+          const afterFailed = failedPatch ? Object.assign({ ...child }, failedPatch) : child;
+          return linkedSet.has(child.id) ? Object.assign({ ...afterFailed }, linkedPatch) : afterFailed;
+        };
         await this.emitMany(
           trx,
           provisioned.map(({ request, again }) => ({
             type: 'provisioned',
             request,
-            children: childrenAfter.get(request.id) ?? [],
+            children: (childrenByRequest.get(request.id) ?? []).map(childAfter),
             actor,
             details: again ? { alreadyHadAccount: true } : {},
           })),

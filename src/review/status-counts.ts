@@ -34,12 +34,19 @@ export class StatusCountsCache {
     this.generation += 1;
   }
 
-  /** A lifecycle listener: forgets the counts now, and once more when the change commits. */
-  readonly listener = async (trx: Knex.Transaction): Promise<void> => {
+  /**
+   * A lifecycle listener: forgets the counts now, and once more when the change commits. Many
+   * events of one transaction (a cycle's outcomes) need that only once, not a commit callback each.
+   */
+  readonly listener = Object.assign(async (trx: Knex.Transaction): Promise<void> => this.forgetUntilCommit(trx), {
+    many: async (trx: Knex.Transaction): Promise<void> => this.forgetUntilCommit(trx),
+  });
+
+  private forgetUntilCommit(trx: Knex.Transaction): void {
     this.forget();
     trx.executionPromise.then(
       () => this.forget(),
       () => undefined,
     );
-  };
+  }
 }
