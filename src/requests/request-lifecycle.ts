@@ -1022,8 +1022,10 @@ export class RequestLifecycle {
           updatedAt: now,
         };
         // Submitted (version 1), then approved (version 2), as the single-request path leaves it.
-        const record = { ...newRequestRecord(fields), version: 2 };
-        plan.push({ index, record: { ...record, id: await this.repository.insertRequest(trx, record) }, username: username.username });
+        // Object.assign rather than spreads merged with more properties (see recordProvisioningOutcomes).
+        const record = Object.assign(newRequestRecord(fields), { version: 2 });
+        const id = await this.repository.insertRequest(trx, record);
+        plan.push({ index, record: Object.assign(record, { id }), username: username.username });
       }
       await this.repository.insertChildrenWithState(
         trx,
@@ -1055,8 +1057,8 @@ export class RequestLifecycle {
         const submitted = { status: 'pending', source: 'import', requestType: record.requestType, children: children.length };
         const approved = { from: 'pending', to: 'approved', children: children.map((c) => ({ childId: c.id, moodleUserId: c.moodleUserId })), existingAccount: null };
         audits.push(this.auditInput(actor, record.id, 'submitted', submitted), this.auditInput(actor, record.id, 'approved', approved));
-        const asSubmitted: RequestRecord = { ...record, status: 'pending', moodleUsername: null, decidedAt: null, decidedBy: null, version: 1 };
-        const unmatched = children.map((c) => ({ ...c, moodleUserId: null, linkState: 'unmatched' as const }));
+        const asSubmitted: RequestRecord = Object.assign({}, record, { status: 'pending' as const, moodleUsername: null, decidedAt: null, decidedBy: null, version: 1 });
+        const unmatched = children.map((c): ChildRecord => Object.assign({}, c, { moodleUserId: null, linkState: 'unmatched' as const }));
         events.push(
           { type: 'submitted', request: asSubmitted, children: unmatched, actor, details: { status: 'pending' } },
           { type: 'approved', request: record, children, actor, details: { children: approved.children, existingAccount: null } },
