@@ -7,7 +7,7 @@ import { BENCH_AUTH_TABLE, type BenchDatabase } from '../support/bench-database'
 import { CHILDREN_PER_REQUEST, seedApprovedRequests } from '../cycle/seed';
 import { integer, megabytes, seconds, table, yesNo } from '../support/format';
 import { check, type BenchContext, type BenchScenario, type ReportSection, type TargetResult } from '../support/scenario';
-import { startWorker } from '../support/worker';
+import { medianByPeakRss, peakRssRange, startWorker } from '../support/worker';
 import type { ExportRun, ImportRun } from '../workers/export-import';
 import { serviceEnvironment } from '../support/double-runs';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../../support/moodle-double';
@@ -67,17 +67,6 @@ async function runExports(context: BenchContext, size: number, runs: number, hea
   } finally {
     await bench.drop();
   }
-}
-
-/** The run whose peak RSS is the median of the runs (the middle one of three). */
-function medianRun<T extends { peakRssBytes: number }>(runs: T[]): T {
-  const sorted = [...runs].sort((a, b) => a.peakRssBytes - b.peakRssBytes);
-  return sorted[Math.floor((sorted.length - 1) / 2)] as T;
-}
-
-function rssRange(runs: Array<{ peakRssBytes: number }>): string {
-  const values = runs.map((r) => r.peakRssBytes);
-  return runs.length < 2 ? '' : `${megabytes(Math.min(...values))} – ${megabytes(Math.max(...values))}`;
 }
 
 const CHILD_NAMES = ['Ann', 'Bob'];
@@ -147,7 +136,7 @@ async function run(context: BenchContext): Promise<ReportSection> {
   let capped: ExportRun | undefined;
   for (const size of exportSizes) {
     const done = await runExports(context, size, runs, size === largestSize ? HEAP_CAP_MIB : undefined);
-    exports.push({ size, runs: done.runs, run: medianRun(done.runs) });
+    exports.push({ size, runs: done.runs, run: medianByPeakRss(done.runs) });
     capped = done.capped ?? capped;
   }
   if (!capped) throw new Error('the capped export did not run');
@@ -155,7 +144,7 @@ async function run(context: BenchContext): Promise<ReportSection> {
   for (const rows of importRows) {
     const done: ImportRun[] = [];
     for (let i = 0; i < runs; i++) done.push(await runImport(context, rows));
-    imports.push({ rows, runs: done, run: medianRun(done) });
+    imports.push({ rows, runs: done, run: medianByPeakRss(done) });
   }
 
   const [smallExport, largeExport] = exports as [(typeof exports)[number], (typeof exports)[number]];
@@ -173,7 +162,7 @@ async function run(context: BenchContext): Promise<ReportSection> {
           `${integer(e.size)} requests (${integer(e.run.lines - 1)} lines, ${megabytes(e.run.bytes)})`,
           seconds(e.run.wallMs),
           megabytes(e.run.peakRssBytes),
-          rssRange(e.runs),
+          peakRssRange(e.runs),
           e === smallExport ? '' : percent(e.run.peakRssBytes / smallExport.run.peakRssBytes - 1),
         ]),
         ...imports.map((i) => [
@@ -181,7 +170,7 @@ async function run(context: BenchContext): Promise<ReportSection> {
           `${integer(i.rows)} rows (${integer(i.run.approved)} parents)`,
           seconds(i.run.wallMs),
           megabytes(i.run.peakRssBytes),
-          rssRange(i.runs),
+          peakRssRange(i.runs),
           i === smallImport ? '' : percent(i.run.peakRssBytes / smallImport.run.peakRssBytes - 1),
         ]),
       ],

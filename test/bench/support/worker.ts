@@ -5,6 +5,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { megabytes } from './format';
 
 type Message =
   | { type: 'ready' }
@@ -128,6 +129,22 @@ export function serveWorker(handlers: Handlers, close?: () => Promise<void>): vo
 /** Peak resident set size of this process so far, from the kernel (ru_maxrss). */
 export function peakRssBytes(): number {
   return process.resourceUsage().maxRSS * 1024;
+}
+
+/**
+ * Of runs of the same work, each in a fresh process, the one whose peak RSS is the median (the
+ * middle one of three): from run to run the same work peaks up to 10–20 MiB apart, as V8 collects
+ * at different moments, and one run alone would make that noise a figure.
+ */
+export function medianByPeakRss<T extends { peakRssBytes: number }>(runs: T[]): T {
+  const sorted = [...runs].sort((a, b) => a.peakRssBytes - b.peakRssBytes);
+  return sorted[Math.floor((sorted.length - 1) / 2)] as T;
+}
+
+/** "124 MiB – 128 MiB" over the runs; empty for a single run. */
+export function peakRssRange(runs: Array<{ peakRssBytes: number }>): string {
+  const values = runs.map((r) => r.peakRssBytes);
+  return runs.length < 2 ? '' : `${megabytes(Math.min(...values))} – ${megabytes(Math.max(...values))}`;
 }
 
 /**
