@@ -225,7 +225,6 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
     db,
     lifecycle,
     requestRepository,
-    search: requestSearch,
     moodle,
     logger,
     maxChildren: config.intake.maxChildren,

@@ -19,7 +19,6 @@ import {
   type ImportResult,
 } from './import-batch.repository';
 import { checkRows, groupByParent, holdBackIncompleteParents, parentKey, readImportFile, type ImportRow } from './import-csv';
-import type { RequestSearchRepository } from '../review/request-search.repository';
 import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
 
 /** A preview older than this must be made again: Moodle and the requests may have changed. */
@@ -44,13 +43,33 @@ export interface ImportDependencies {
   db: Database;
   lifecycle: RequestLifecycle;
   requestRepository: RequestRepository;
-  search: RequestSearchRepository;
   /** Undefined when Moodle is not configured: no child can be matched, so nothing can be imported. */
   moodle: PupilLookupClient | undefined;
   logger: Pick<Logger, 'info' | 'warn' | 'error'>;
   maxChildren: number;
   now?: () => number;
 }
+
+/** The key that makes a parent's request of a batch once only, however often the commit runs. */
+const importKey = (batch: ImportBatchRecord, index: number) => `import:${batch.publicId}:${index}`;
+
+/** Who a parent's group of rows is, for the commit's result. */
+function parentOf(group: ImportRow[]): Pick<ImportedParent, 'email' | 'parentName' | 'lines'> {
+  const first = group[0] as ImportRow;
+  return { email: parentKey(first), parentName: parentNameOf(first), lines: group.map((r) => r.line) };
+}
+
+/** The children of a parent's group of rows, as a request holds them. */
+const childrenOfGroup = (group: ImportRow[]) =>
+  group.map((r) => ({
+    firstName: r.values.childFirstName,
+    lastName: r.values.childLastName,
+    tutorGroup: r.values.tutorGroup,
+    pupilIdentifier: r.values.pupilIdentifier || null,
+  }));
+
+const approvedMessage = (requestId: number, children: number) =>
+  `Request ${requestId} created and approved with ${children === 1 ? 'its child' : `${children} children`}.`;
 
 const parentNameOf = (row: ImportRow) => [row.values.parentTitle, row.values.parentFirstName, row.values.parentLastName].filter((p) => p).join(' ');
 
@@ -158,7 +177,7 @@ export class ImportService {
 
   private async checkExistingRequests(rows: ImportRow[]): Promise<void> {
     const emails = [...new Set(rows.map(parentKey).filter((e) => e !== ''))];
-    const existing = await this.deps.search.requestsByEmail(this.deps.db, emails, BLOCKING_STATUSES);
+    const existing = await this.deps.requestRepository.requestsByEmail(this.deps.db, emails, BLOCKING_STATUSES);
     for (const row of rows) {
       const request = existing.get(parentKey(row));
       if (request) {
@@ -284,19 +303,13 @@ export class ImportService {
     const items: ApprovedImportInput[] = groups.map((group, offset) => {
       const first = group[0] as ImportRow;
       return {
-        idempotencyKey: `import:${batch.publicId}:${firstIndex + offset}`,
+        idempotencyKey: importKey(batch, firstIndex + offset),
         importBatchId: batch.publicId,
         parentTitle: first.values.parentTitle,
         parentFirstName: first.values.parentFirstName,
         parentLastName: first.values.parentLastName,
         email: parentKey(first),
-        children: group.map((r) => ({
-          firstName: r.values.childFirstName,
-          lastName: r.values.childLastName,
-          tutorGroup: r.values.tutorGroup,
-          pupilIdentifier: r.values.pupilIdentifier || null,
-          moodleUserId: r.pupil?.id ?? 0,
-        })),
+        children: childrenOfGroup(group).map((child, i) => Object.assign(child, { moodleUserId: group[i]?.pupil?.id ?? 0 })),
       };
     });
     let results: ApprovedImportResult[];
@@ -310,16 +323,8 @@ export class ImportService {
     for (const [offset, group] of groups.entries()) {
       const result = results[offset];
       if (result?.outcome === 'approved') {
-        const first = group[0] as ImportRow;
         const { request, children } = result;
-        parents.push({
-          email: request.email,
-          parentName: parentNameOf(first),
-          lines: group.map((r) => r.line),
-          outcome: 'approved',
-          requestId: request.id,
-          message: `Request ${request.id} created and approved with ${children.length === 1 ? 'its child' : `${children.length} children`}.`,
-        });
+        parents.push({ ...parentOf(group), outcome: 'approved', requestId: request.id, message: approvedMessage(request.id, children.length) });
       } else {
         parents.push(await this.commitParent(batch, firstIndex + offset, group, actor));
       }
@@ -329,16 +334,16 @@ export class ImportService {
 
   private async commitParent(batch: ImportBatchRecord, index: number, group: ImportRow[], actor: Actor): Promise<ImportedParent> {
     const first = group[0] as ImportRow;
-    const email = parentKey(first);
-    const base = { email, parentName: parentNameOf(first), lines: group.map((r) => r.line) };
-    const idempotencyKey = `import:${batch.publicId}:${index}`;
+    const base = parentOf(group);
+    const email = base.email;
+    const idempotencyKey = importKey(batch, index);
     let requestId: number | null = null;
     try {
       // A commit cut short and run again finds the request it made; otherwise a request made for
       // this parent since the preview (through the form, say) means this one is not imported.
       const earlier = await this.deps.requestRepository.findByIdempotencyKey(this.deps.db, idempotencyKey);
       if (!earlier) {
-        const other = (await this.deps.search.requestsByEmail(this.deps.db, [email], BLOCKING_STATUSES)).get(email);
+        const other = (await this.deps.requestRepository.requestsByEmail(this.deps.db, [email], BLOCKING_STATUSES)).get(email);
         if (other) {
           return { ...base, outcome: 'skipped', requestId: null, message: `Not imported: since the preview, this parent has got request ${other.id} (“${STATUS_LABELS[other.status].toLowerCase()}”).` };
         }
@@ -350,12 +355,7 @@ export class ImportService {
           parentFirstName: first.values.parentFirstName,
           parentLastName: first.values.parentLastName,
           email,
-          children: group.map((r) => ({
-            firstName: r.values.childFirstName,
-            lastName: r.values.childLastName,
-            tutorGroup: r.values.tutorGroup,
-            pupilIdentifier: r.values.pupilIdentifier || null,
-          })),
+          children: childrenOfGroup(group),
           source: 'import',
           requireVerification: false,
           importBatchId: batch.publicId,
@@ -379,7 +379,7 @@ export class ImportService {
         },
         actor,
       );
-      return { ...base, outcome: 'approved', requestId: approved.id, message: `Request ${approved.id} created and approved with ${children.length === 1 ? 'its child' : `${children.length} children`}.` };
+      return { ...base, outcome: 'approved', requestId: approved.id, message: approvedMessage(approved.id, children.length) };
     } catch (error) {
       if (!(error instanceof AppError)) {
         this.deps.logger.error({ err: error, batch: batch.publicId, requestId }, 'import commit failed for one parent');

@@ -981,7 +981,9 @@ export class RequestLifecycle {
       const keys = items.map((item) => item.idempotencyKey);
       const keysTaken = await this.repository.idempotencyKeysTaken(trx, keys);
       // An address with an open request, or one that has (or is getting) access, is the single path's to refuse.
-      const openEmails = await this.repository.emailsWithStatus(trx, emails, [...OPEN_STATUSES, 'approved', 'provisioned']);
+      const openEmails = new Set(
+        [...(await this.repository.requestsByEmail(trx, emails, [...OPEN_STATUSES, 'approved', 'provisioned'])).keys()].map((e) => e.toLowerCase()),
+      );
       const usernames = emails.map((email) => usernameFromEmail(email));
       const holders = await this.repository.authRowsByUsername(
         trx,
@@ -993,18 +995,19 @@ export class RequestLifecycle {
       for (const [index, item] of items.entries()) {
         const email = emails[index] as string;
         const username = usernames[index] as ReturnType<typeof usernameFromEmail>;
+        if (!username.ok) continue;
+        const taken = username.username.toLowerCase();
         const pupils = item.children.map((c) => c.moodleUserId);
         const ordinary =
-          username.ok &&
           !keysTaken.has(item.idempotencyKey) &&
           !openEmails.has(email) &&
-          !heldUsernames.has(username.username.toLowerCase()) &&
-          !seenUsernames.has(username.username.toLowerCase()) &&
+          !heldUsernames.has(taken) &&
+          !seenUsernames.has(taken) &&
           item.children.length > 0 &&
           pupils.every(isIntId) &&
           new Set(pupils).size === pupils.length;
-        if (!ordinary || !username.ok) continue;
-        seenUsernames.add(username.username.toLowerCase());
+        if (!ordinary) continue;
+        seenUsernames.add(taken);
         const fields = {
           status: 'approved' as const,
           requestType: 'new_account' as const,

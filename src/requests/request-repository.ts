@@ -398,12 +398,20 @@ export class RequestRepository {
     return taken;
   }
 
-  /** Which of these (lower-case) addresses have a request in one of these statuses. */
-  async emailsWithStatus(q: Queryable, emails: string[], statuses: readonly string[]): Promise<Set<string>> {
-    const found = new Set<string>();
+  /** For each of these email addresses, its oldest request in one of these statuses. */
+  async requestsByEmail(q: Queryable, emails: string[], statuses: readonly RequestStatus[]): Promise<Map<string, { id: number; status: RequestStatus }>> {
+    const found = new Map<string, { id: number; status: RequestStatus }>();
+    // Chunked: SQLite limits the number of bound parameters in one statement.
     for (let i = 0; i < emails.length; i += 500) {
-      const rows = (await q(REQUESTS_TABLE).whereIn('email', emails.slice(i, i + 500)).whereIn('status', statuses).select('email')) as Row[];
-      for (const row of rows) found.add(String(row.email).toLowerCase());
+      const rows = (await q(REQUESTS_TABLE)
+        .whereIn('email', emails.slice(i, i + 500))
+        .whereIn('status', statuses)
+        .orderBy('id')
+        .select('id', 'email', 'status')) as Row[];
+      for (const row of rows) {
+        const email = String(row.email);
+        if (!found.has(email)) found.set(email, { id: Number(row.id), status: row.status as RequestStatus });
+      }
     }
     return found;
   }

@@ -309,24 +309,6 @@ export class RequestSearchRepository {
     return rows;
   }
 
-  /** For each of these email addresses, its oldest request in one of these statuses. */
-  async requestsByEmail(q: Queryable, emails: string[], statuses: readonly RequestStatus[]): Promise<Map<string, { id: number; status: RequestStatus }>> {
-    const found = new Map<string, { id: number; status: RequestStatus }>();
-    // Chunked: SQLite limits the number of bound parameters in one statement.
-    for (let i = 0; i < emails.length; i += 500) {
-      const rows = (await q(REQUESTS_TABLE)
-        .whereIn('email', emails.slice(i, i + 500))
-        .whereIn('status', statuses)
-        .orderBy('id')
-        .select('id', 'email', 'status')) as Row[];
-      for (const row of rows) {
-        const email = String(row.email);
-        if (!found.has(email)) found.set(email, { id: Number(row.id), status: row.status as RequestStatus });
-      }
-    }
-    return found;
-  }
-
   /** Checks a cursor from a link against the sort it claims to belong to. */
   static validCursorValues(sort: ListSort, status: StatusFilter, values: unknown): values is Array<string | number> {
     const keys = SORT_KEYS[effectiveSort(sort, status)];
