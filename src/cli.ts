@@ -216,6 +216,9 @@ function formatPreview(preview: CyclePreview): string[] {
   return lines;
 }
 
+/** Report entries the cycle command reads at a time. */
+const REPORT_PAGE = 500;
+
 async function cycleCommand(services: Services, args: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, 'dry-run': { type: 'boolean' } } });
   if (values['dry-run']) {
@@ -227,14 +230,19 @@ async function cycleCommand(services: Services, args: string[], io: CliIo): Prom
   }
   const summary = await services.cycle.run('cli', safeUsername());
   if (values.json) {
-    io.out(JSON.stringify(summary, null, 2));
+    io.out(JSON.stringify({ ...summary, report: await services.cycle.repository.outcomes(summary.cycleId) }, null, 2));
   } else {
     const c = summary.counts;
     io.out(`Cycle ${summary.cycleId}: ${summary.state}`);
     io.out(`  Requests worked on: ${c.requests}; provisioned: ${c.provisioned}; children linked: ${c.childrenLinked}; failed: ${c.childrenFailed}`);
     io.out(`  Waiting for Moodle: ${c.waiting}${c.waitedTooLong ? ` (${c.waitedTooLong} for too long)` : ''}; links removed: ${c.unassigned}; refused (changed meanwhile): ${c.refused}`);
     io.out(`  Moodle calls: ${c.moodleCalls}`);
-    for (const r of summary.report.filter((x) => x.message)) io.out(`  Request ${r.requestId}: ${r.outcome} – ${r.message}`);
+    // Problems first, read a page at a time: a cycle over thousands of requests is not held whole.
+    for (let offset = 0; ; offset += REPORT_PAGE) {
+      const page = await services.cycle.repository.outcomes(summary.cycleId, { withMessage: true, offset, limit: REPORT_PAGE });
+      for (const r of page) io.out(`  Request ${r.requestId}: ${r.outcome} – ${r.message}`);
+      if (page.length < REPORT_PAGE) break;
+    }
     if (summary.error) io.err(summary.error + (summary.help ? `\n${summary.help}` : ''));
   }
   return summary.state === 'succeeded' ? 0 : 1;

@@ -224,7 +224,7 @@ export class ServiceMetrics {
       const problem = summary.moodleCheck.problem;
       if (!summary.moodleCheck.ok) this.moodleCheckFailures.inc({ problem: problem !== null && ERRORCODE_LABEL.test(problem) ? problem : 'other' });
     }
-    for (const entry of summary.report) this.cycleRequestOutcomes.inc({ outcome: entry.outcome });
+    for (const [outcome, n] of Object.entries(summary.outcomes)) if (n > 0) this.cycleRequestOutcomes.inc({ outcome }, n);
     try {
       const record = await times();
       if (record && record.finishedAt !== null) {

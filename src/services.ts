@@ -80,7 +80,7 @@ export function createServices(config: Readonly<Config>, options: ServiceOptions
    */
   const notifyStaffOfCycle = async (summary: CycleSummary) => {
     const c = summary.counts;
-    const failed = c.childrenFailed + c.unassignFailed + summary.report.filter((r) => r.outcome === 'failed').length;
+    const failed = c.childrenFailed + c.unassignFailed + summary.outcomes.failed;
     if (config.mail.staffNotify.length === 0 || (summary.state !== 'failed' && failed === 0 && c.waitedTooLong === 0)) return;
     // Only the check's own plain messages go into the mail; any other failure is read in the report.
     const stopped = summary.state === 'failed' && summary.moodleCheck?.ok === false && summary.error !== null;

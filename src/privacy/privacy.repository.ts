@@ -2,7 +2,8 @@
 // its writes are to the provisioning cycle reports, whose per-request messages can name a
 // parent's Moodle account and must go when that request is erased, and the blanking of the
 // address and browser requests were sent from once SUBMITTER_DETAILS_DAYS have passed.
-import { CYCLES_TABLE } from '../provisioning/cycle-repository';
+import { parseJsonColumn } from '../db/columns';
+import { CYCLE_OUTCOMES_TABLE } from '../provisioning/cycle-repository';
 import {
   AUDIT_TABLE,
   auditFromRow,
@@ -63,42 +64,21 @@ export class PrivacyRepository {
       .update({ submitter_ip: null, submitter_agent: null });
   }
 
-  /** Whether a provisioning cycle ever recorded anything for the request (only then can its reports name it). */
-  async workedOnByCycle(q: Queryable, requestId: number): Promise<boolean> {
-    return (await q(AUDIT_TABLE).where({ request_id: requestId, actor_type: 'cycle' }).first('id')) !== undefined;
-  }
-
   /**
    * Removes what the cycle reports say about one request beyond its outcome: the messages (which
    * can name the parent's Moodle account) and the per-child errors. Run in the erasure's transaction.
    */
   async scrubCycleReports(q: Queryable, requestId: number): Promise<number> {
-    // The reports are stored as JSON.stringify writes them, so the request's entries contain exactly this.
-    const rows = (await q(CYCLES_TABLE)
-      .where((w) => w.where('log', 'like', `%"requestId":${requestId},%`).orWhere('log', 'like', `%"requestId":${requestId}}%`))
-      .select('id', 'log')) as Row[];
-    let changed = 0;
+    const rows = (await q(CYCLE_OUTCOMES_TABLE).where({ request_id: requestId }).select('id', 'children')) as Row[];
     for (const row of rows) {
-      let report: unknown;
-      try {
-        report = JSON.parse(String(row.log));
-      } catch {
-        continue;
-      }
-      if (!Array.isArray(report)) continue;
-      const scrubbed = report.map((entry: Record<string, unknown>) =>
-        entry && entry.requestId === requestId
-          ? {
-              ...entry,
-              message: null,
-              children: Array.isArray(entry.children) ? entry.children.map((c: Record<string, unknown>) => ({ childId: c.childId, outcome: c.outcome })) : [],
-            }
-          : entry,
-      );
-      await q(CYCLES_TABLE).where({ id: row.id }).update({ log: JSON.stringify(scrubbed) });
-      changed += 1;
+      const children = parseJsonColumn<unknown[]>(row.children, []);
+      const kept = (Array.isArray(children) ? children : []).map((c) => {
+        const child = (c ?? {}) as Record<string, unknown>;
+        return { childId: child.childId, outcome: child.outcome };
+      });
+      await q(CYCLE_OUTCOMES_TABLE).where({ id: row.id }).update({ message: null, children: JSON.stringify(kept) });
     }
-    return changed;
+    return rows.length;
   }
 
   /** Every child row ever matched to this Moodle pupil account, with its request, oldest first. */

@@ -65,8 +65,7 @@ export class PrivacyService {
   readonly erasureListener = async (trx: Knex.Transaction, event: LifecycleEvent): Promise<void> => {
     if (event.type !== 'erased') return;
     await this.deps.mailOutbox.purgeForRequest(trx, event.request.id);
-    // The reports are large text: searched only for a request a cycle has worked on.
-    if (await this.repository.workedOnByCycle(trx, event.request.id)) await this.repository.scrubCycleReports(trx, event.request.id);
+    await this.repository.scrubCycleReports(trx, event.request.id);
     if (event.request.importBatchId) await this.importBatches.scrubImportedRequest(trx, event.request.importBatchId, event.request.id);
   };
 

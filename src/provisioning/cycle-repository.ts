@@ -1,9 +1,14 @@
-// The provisioning_cycles table, and the set queries a cycle uses to find its work.
-import { nullableNumber, parseJsonColumn } from '../db/columns';
+// The provisioning_cycles table and each cycle's report (cycle_outcomes), and the set queries a
+// cycle uses to find its work.
+import { nullableNumber, nullableString, parseJsonColumn } from '../db/columns';
 import type { Database } from '../db/database';
 import { childFromRow, requestFromRow, type ChildRecord, type RequestRecord } from '../requests/request-repository';
 
 export const CYCLES_TABLE = 'provisioning_cycles';
+export const CYCLE_OUTCOMES_TABLE = 'cycle_outcomes';
+
+/** Report entries per INSERT: well under SQLite's limit of bound values. */
+const OUTCOME_INSERT_BATCH = 200;
 
 export type CycleTrigger = 'schedule' | 'manual' | 'cli';
 export type CycleState = 'running' | 'succeeded' | 'problems' | 'failed' | 'interrupted';
@@ -22,12 +27,30 @@ export interface CycleCounts {
   moodleCalls: number;
 }
 
+export const REQUEST_OUTCOMES = ['provisioned', 'linked_some', 'waiting', 'failed', 'refused', 'unchanged'] as const;
+export type RequestOutcome = (typeof REQUEST_OUTCOMES)[number];
+
 export interface RequestOutcomeReport {
   requestId: number;
-  outcome: 'provisioned' | 'linked_some' | 'waiting' | 'failed' | 'refused' | 'unchanged';
+  outcome: RequestOutcome;
   message: string | null;
   children: Array<{ childId: number; outcome: 'linked' | 'failed' | 'waiting'; error?: string }>;
 }
+
+/** Problems first, then what is still waiting, then what went well: the order of a cycle's report. */
+export const OUTCOME_ORDER: Readonly<Record<RequestOutcome, number>> = {
+  failed: 0,
+  linked_some: 1,
+  refused: 2,
+  waiting: 3,
+  unchanged: 4,
+  provisioned: 5,
+};
+
+/** How many requests of a cycle had each outcome (every outcome present, zero when none). */
+export type OutcomeCounts = Record<RequestOutcome, number>;
+
+export const noOutcomes = (): OutcomeCounts => Object.fromEntries(REQUEST_OUTCOMES.map((o) => [o, 0])) as OutcomeCounts;
 
 export interface CycleRecord {
   id: number;
@@ -42,7 +65,6 @@ export interface CycleRecord {
   counts: CycleCounts | null;
   error: string | null;
   syncOutput: string | null;
-  report: RequestOutcomeReport[];
 }
 
 type Row = Record<string, unknown>;
@@ -61,9 +83,19 @@ function cycleFromRow(r: Row): CycleRecord {
     counts: parseJsonColumn<CycleCounts | null>(r.counts, null),
     error: (r.error as string | null) ?? null,
     syncOutput: (r.sync_output as string | null) ?? null,
-    report: parseJsonColumn<RequestOutcomeReport[]>(r.log, []),
   };
 }
+
+function outcomeFromRow(r: Row): RequestOutcomeReport {
+  return {
+    requestId: Number(r.request_id),
+    outcome: r.outcome as RequestOutcome,
+    message: nullableString(r.message),
+    children: parseJsonColumn<RequestOutcomeReport['children']>(r.children, []),
+  };
+}
+
+const PROBLEMS_FIRST_SQL = `CASE outcome ${REQUEST_OUTCOMES.map((o) => `WHEN '${o}' THEN ${OUTCOME_ORDER[o]}`).join(' ')} ELSE ${REQUEST_OUTCOMES.length} END, request_id`;
 
 export class CycleRepository {
   constructor(private readonly db: Database) {}
@@ -79,7 +111,7 @@ export class CycleRepository {
 
   async finish(
     id: number,
-    fields: { state: CycleState; counts: CycleCounts; error: string | null; syncOutput: string | null; report: RequestOutcomeReport[]; now: number },
+    fields: { state: CycleState; counts: CycleCounts; error: string | null; syncOutput: string | null; now: number },
   ): Promise<void> {
     await this.db(CYCLES_TABLE).where({ id }).update({
       state: fields.state,
@@ -88,8 +120,34 @@ export class CycleRepository {
       counts: JSON.stringify(fields.counts),
       error: fields.error,
       sync_output: fields.syncOutput,
-      log: JSON.stringify(fields.report),
     });
+  }
+
+  /** Adds a chunk's entries to the cycle's report, as the cycle records them. */
+  async addOutcomes(cycleId: number, entries: readonly RequestOutcomeReport[]): Promise<void> {
+    for (let i = 0; i < entries.length; i += OUTCOME_INSERT_BATCH) {
+      const rows = [];
+      for (let j = i; j < Math.min(entries.length, i + OUTCOME_INSERT_BATCH); j += 1) {
+        const e = entries[j] as RequestOutcomeReport;
+        rows.push({ cycle_id: cycleId, request_id: e.requestId, outcome: e.outcome, message: e.message, children: JSON.stringify(e.children) });
+      }
+      await this.db(CYCLE_OUTCOMES_TABLE).insert(rows);
+    }
+  }
+
+  /** A page of a cycle's report, problems first, then by request (every entry when no page is given). */
+  async outcomes(cycleId: number, options: { offset?: number; limit?: number; withMessage?: boolean } = {}): Promise<RequestOutcomeReport[]> {
+    const query = this.db(CYCLE_OUTCOMES_TABLE).where({ cycle_id: cycleId }).orderByRaw(PROBLEMS_FIRST_SQL).select('request_id', 'outcome', 'message', 'children');
+    if (options.withMessage) query.whereNotNull('message');
+    if (options.limit !== undefined) query.limit(options.limit).offset(options.offset ?? 0);
+    return ((await query) as Row[]).map(outcomeFromRow);
+  }
+
+  async outcomeCounts(cycleId: number): Promise<OutcomeCounts> {
+    const rows = (await this.db(CYCLE_OUTCOMES_TABLE).where({ cycle_id: cycleId }).select('outcome').count({ n: '*' }).groupBy('outcome')) as Row[];
+    const counts = noOutcomes();
+    for (const row of rows) if (row.outcome as string in counts) counts[row.outcome as RequestOutcome] = Number(row.n);
+    return counts;
   }
 
   /** Cycles left 'running' by a process that died: marked interrupted when a new cycle starts. */

@@ -16,10 +16,12 @@ import type { ChildRecord, RequestRecord } from '../requests/request-repository'
 import { CYCLE_LOCK, DatabaseLock, heldByReconcile, keepLockRenewed, type LockHolder } from './cycle-lock';
 import {
   CycleRepository,
+  noOutcomes,
   type CycleCounts,
   type CycleState,
   type CycleStep,
   type CycleTrigger,
+  type OutcomeCounts,
   type RequestOutcomeReport,
 } from './cycle-repository';
 
@@ -56,7 +58,8 @@ export interface CycleSummary {
   counts: CycleCounts;
   error: string | null;
   help: string | null;
-  report: RequestOutcomeReport[];
+  /** How many requests had each outcome; every entry is in the cycle's report (cycle_outcomes). */
+  outcomes: OutcomeCounts;
   /**
    * The Moodle check every cycle starts with, busy or quiet: ok, or what failed (not_configured,
    * parent_role_not_set, cannot_see_users, or Moodle's errorcode such as invalidtoken or
@@ -305,7 +308,7 @@ export class ProvisioningCycle {
     const log = logger.child({ cycleId });
     const callsAtStart = this.deps.moodleCallCount?.() ?? 0;
     const counts = EMPTY_COUNTS();
-    const report: RequestOutcomeReport[] = [];
+    const outcomes = noOutcomes();
     let syncOutput: string | null = null;
     const renewal = keepLockRenewed(this.lock, holder, settings.lockTtlMs, {
       cycleId,
@@ -562,11 +565,15 @@ export class ProvisioningCycle {
               counts.provisioned += 1;
             }
           }
+          const entries: RequestOutcomeReport[] = [];
           for (const { outcome, report: entry } of pending.values()) {
             counts.childrenLinked += outcome.linkedChildIds!.length;
             counts.childrenFailed += outcome.failedChildren!.length;
-            report.push(entry);
+            outcomes[entry.outcome] += 1;
+            entries.push(entry);
           }
+          // The report grows a chunk at a time, so it is never held whole (and its page shows a running cycle's progress).
+          await this.cycles.addOutcomes(cycleId, entries);
           done += work.length;
           await step('recording', done, total);
 
@@ -595,7 +602,7 @@ export class ProvisioningCycle {
         if (stoppedEarly) {
           state = 'interrupted';
           error = [STOPPED_MESSAGE, error].filter(Boolean).join(' ');
-        } else if (state === 'succeeded' && (counts.childrenFailed > 0 || counts.waitedTooLong > 0 || counts.unassignFailed > 0 || report.some((r) => r.outcome === 'failed'))) {
+        } else if (state === 'succeeded' && (counts.childrenFailed > 0 || counts.waitedTooLong > 0 || counts.unassignFailed > 0 || outcomes.failed > 0)) {
           state = 'problems';
         }
       }
@@ -619,9 +626,9 @@ export class ProvisioningCycle {
     }
 
     counts.moodleCalls = (this.deps.moodleCallCount?.() ?? 0) - callsAtStart;
-    const summary: CycleSummary = { cycleId, state, counts, error, help, report, moodleCheck };
+    const summary: CycleSummary = { cycleId, state, counts, error, help, outcomes, moodleCheck };
     try {
-      await this.cycles.finish(cycleId, { state, counts, error: error && help ? `${error}\n${help}` : error, syncOutput, report, now: this.now() });
+      await this.cycles.finish(cycleId, { state, counts, error: error && help ? `${error}\n${help}` : error, syncOutput, now: this.now() });
       Object.assign(progress, { step: 'done' });
       await this.deps.onFinished?.(summary);
     } finally {

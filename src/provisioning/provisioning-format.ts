@@ -1,6 +1,6 @@
 // Plain words for the provisioning, "who can log in" and diagnostics pages: cycle steps, states,
 // outcomes and counts as a school office reads them, times, durations, the schedule and paging.
-import type { CycleCounts, CycleState, CycleStep, CycleTrigger, RequestOutcomeReport } from './cycle-repository';
+import { OUTCOME_ORDER, type CycleCounts, type CycleState, type CycleStep, type CycleTrigger, type RequestOutcomeReport } from './cycle-repository';
 import { MOODLE_NOT_CONFIGURED_MESSAGE } from './provisioning-cycle';
 
 const dateTime = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'medium', timeZone: 'Europe/London' });
@@ -52,20 +52,6 @@ export const OUTCOME_LABELS: Record<RequestOutcomeReport['outcome'], string> = {
   unchanged: 'Nothing done',
   provisioned: 'Account ready',
 };
-
-/** Problems first, then what is still waiting, then what went well. */
-const OUTCOME_ORDER: Record<RequestOutcomeReport['outcome'], number> = {
-  failed: 0,
-  linked_some: 1,
-  refused: 2,
-  waiting: 3,
-  unchanged: 4,
-  provisioned: 5,
-};
-
-export function problemsFirst(report: readonly RequestOutcomeReport[]): RequestOutcomeReport[] {
-  return [...report].sort((a, b) => OUTCOME_ORDER[a.outcome] - OUTCOME_ORDER[b.outcome] || a.requestId - b.requestId);
-}
 
 export const isProblemOutcome = (outcome: RequestOutcomeReport['outcome']) => OUTCOME_ORDER[outcome] <= 2;
 

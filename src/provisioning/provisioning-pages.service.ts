@@ -5,7 +5,7 @@ import type { Config } from '../config';
 import type { Database } from '../db/database';
 import { NotFoundError } from '../errors';
 import type { Logger } from '../logger';
-import type { CycleCounts, CycleRecord, RequestOutcomeReport } from './cycle-repository';
+import { REQUEST_OUTCOMES, type CycleCounts, type CycleRecord, type RequestOutcomeReport } from './cycle-repository';
 import type { ProvisioningCycle } from './provisioning-cycle';
 import { explainSyncRefusal, parseScheduledTaskOutput } from '../moodle/sync-command';
 import { STATUS_LABELS, type RequestStatus } from '../requests/request-states';
@@ -20,7 +20,6 @@ import {
   noRequestsWorkedOn,
   OUTCOME_LABELS,
   paginate,
-  problemsFirst,
   splitError,
   STATE_LABELS,
   STEP_LABELS,
@@ -176,9 +175,10 @@ export class ProvisioningPages {
     const record = await this.record(id);
     const lock = await this.repository.cycleLock(this.deps.db, this.now());
     const cycle = this.view(record, lock?.live ? lock.cycleId : null);
-    const ordered = problemsFirst(record.report);
-    const pagination = paginate(ordered.length, page, OUTCOMES_PAGE_SIZE);
-    const shown = ordered.slice(pagination.offset, pagination.offset + pagination.pageSize);
+    const outcomeCounts = await this.deps.cycle.repository.outcomeCounts(id);
+    const entries = REQUEST_OUTCOMES.reduce((n, o) => n + outcomeCounts[o], 0);
+    const pagination = paginate(entries, page, OUTCOMES_PAGE_SIZE);
+    const shown = await this.deps.cycle.repository.outcomes(id, { offset: pagination.offset, limit: pagination.pageSize });
     const requests = await this.repository.requestsByIds(this.deps.db, shown.map((o) => o.requestId));
     const children = await this.repository.childrenByIds(
       this.deps.db,
@@ -211,7 +211,7 @@ export class ProvisioningPages {
       cycle,
       syncRefusals: await this.syncRefusals(record.syncOutput),
       counts: record.counts ? countRows(record.counts) : [],
-      problemCount: record.report.filter((o) => isProblemOutcome(o.outcome)).length,
+      problemCount: REQUEST_OUTCOMES.filter(isProblemOutcome).reduce((n, o) => n + outcomeCounts[o], 0),
       error: splitError(record.error),
       noRequestsText: noRequestsWorkedOn(record.state, record.error),
       syncOutput: record.syncOutput,

@@ -74,13 +74,15 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(preview.requestsWaiting.map((w) => w.requestId).sort(), [away.requestId, notYet.requestId].sort());
       assert.deepEqual(preview.requestsConflicting, []);
 
-      const summary = await cycle().run('manual', 'office');
-      const linked = summary.report.flatMap((r) => r.children.filter((c) => c.outcome === 'linked').map((c) => c.childId));
-      const failed = summary.report.flatMap((r) => r.children.filter((c) => c.outcome === 'failed').map((c) => c.childId));
+      const ran = cycle();
+      const summary = await ran.run('manual', 'office');
+      const report = await ran.repository.outcomes(summary.cycleId);
+      const linked = report.flatMap((r) => r.children.filter((c) => c.outcome === 'linked').map((c) => c.childId));
+      const failed = report.flatMap((r) => r.children.filter((c) => c.outcome === 'failed').map((c) => c.childId));
       assert.deepEqual(linked.sort(), preview.linksToAdd.map((l) => l.childId).sort(), 'the links the preview named, and no other');
       assert.deepEqual(failed, preview.childrenFailing.map((c) => c.childId));
       assert.equal(summary.counts.unassigned, preview.linksToRemove.length);
-      assert.deepEqual(summary.report.filter((r) => r.outcome === 'waiting').map((r) => r.requestId).sort(), preview.requestsWaiting.map((w) => w.requestId).sort());
+      assert.deepEqual(report.filter((r) => r.outcome === 'waiting').map((r) => r.requestId).sort(), preview.requestsWaiting.map((w) => w.requestId).sort());
       assert.match(await moodle.sync(t.db, TEST_AUTH_TABLE), /Inserted user not\.yet@example\.org/);
       assert.doesNotMatch(await moodle.sync(t.db, TEST_AUTH_TABLE), /Inserted user/, 'the sync created exactly the parents the preview named');
     });

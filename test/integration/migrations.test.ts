@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { migrateToLatest, migrationStatus, rollbackAll } from '../../src/db/migrator';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
 
-const TABLES = ['requests', 'request_children', TEST_AUTH_TABLE, 'audit_events', 'provisioning_cycles', 'staff_users', 'sessions', 'locks', 'api_keys', 'mail_outbox', 'rate_limits', 'guardian_record_imports', 'guardian_records', 'guardian_matches'];
+const TABLES = ['requests', 'request_children', TEST_AUTH_TABLE, 'audit_events', 'provisioning_cycles', 'cycle_outcomes', 'staff_users', 'sessions', 'locks', 'api_keys', 'mail_outbox', 'rate_limits', 'guardian_record_imports', 'guardian_records', 'guardian_matches'];
 
 for (const dialect of DIALECTS) {
   describe(`migrations on ${dialect}`, async () => {
@@ -36,6 +36,43 @@ for (const dialect of DIALECTS) {
 
       await migrateToLatest(t.db, { authTable: TEST_AUTH_TABLE });
       assert.equal(await t.db.schema.hasTable('requests'), true, 'migrates again after a rollback');
+    });
+
+    it('moves the report of a cycle from before cycle_outcomes into it, and back on a rollback', { skip }, async () => {
+      await migrateToLatest(t.db, { authTable: TEST_AUTH_TABLE });
+      type Migration = { up(knex: unknown): Promise<void>; down(knex: unknown): Promise<void> };
+      /* eslint-disable @typescript-eslint/no-require-imports */
+      const move = require('../../migrations/20261207100100_move_cycle_reports_to_cycle_outcomes') as Migration;
+      const dropLog = require('../../migrations/20261207100200_drop_provisioning_cycles_log') as Migration;
+      /* eslint-enable @typescript-eslint/no-require-imports */
+      await dropLog.down(t.db);
+      const report = [
+        { requestId: 7, outcome: 'failed', message: 'The pupil’s Moodle account was deleted.', children: [{ childId: 70, outcome: 'failed', error: 'deleted' }] },
+        { requestId: 8, outcome: 'provisioned', message: null, children: [{ childId: 80, outcome: 'linked' }] },
+      ];
+      const [withReport] = await t.db('provisioning_cycles').insert({ trigger: 'manual', state: 'problems', started_at: 1, log: JSON.stringify(report) });
+      const [damaged] = await t.db('provisioning_cycles').insert({ trigger: 'schedule', state: 'succeeded', started_at: 2, log: '[{"requestId": 9,' });
+      await move.up(t.db);
+      await dropLog.up(t.db);
+
+      const rows = (await t.db('cycle_outcomes').orderBy('id').select('cycle_id', 'request_id', 'outcome', 'message', 'children')) as Array<Record<string, unknown>>;
+      assert.deepEqual(
+        rows.map((r) => [Number(r.cycle_id), Number(r.request_id), r.outcome, r.message, JSON.parse(String(r.children))]),
+        report.map((e) => [Number(withReport), e.requestId, e.outcome, e.message, e.children]),
+        'each entry is a row; a report that cannot be read moves nothing',
+      );
+      assert.equal(await t.db.schema.hasColumn('provisioning_cycles', 'log'), false);
+      assert.ok(await t.db('provisioning_cycles').where({ id: damaged }).first(), 'the cycle itself stays');
+
+      await dropLog.down(t.db);
+      await move.down(t.db);
+      const restored = (await t.db('provisioning_cycles').where({ id: withReport }).first('log')) as { log: string };
+      assert.deepEqual(JSON.parse(restored.log), report);
+      assert.equal(Number(((await t.db('cycle_outcomes').count({ n: '*' }).first()) as { n: number | string }).n), 0);
+      await move.up(t.db);
+      await dropLog.up(t.db);
+      await t.db('cycle_outcomes').delete();
+      await t.db('provisioning_cycles').delete();
     });
 
     it('enforces a unique username and a unique request id in the auth table', { skip }, async () => {

@@ -144,17 +144,11 @@ for (const dialect of DIALECTS) {
         cycleActor,
       );
       // A cycle report that names the parent's account, as a conflicting Moodle account would.
-      await t.db('provisioning_cycles').insert({
-        trigger: 'manual',
-        triggered_by: username,
-        state: 'problems',
-        started_at: clock,
-        finished_at: clock,
-        log: JSON.stringify([
-          { requestId: id, outcome: 'failed', message: `Moodle already has an account named ${email}`, children: [{ childId: children[0]?.id, outcome: 'failed', error: `No access for ${email}` }] },
-          { requestId: id + 1000, outcome: 'provisioned', message: 'someone else', children: [] },
-        ]),
-      });
+      const [cycleId] = await t.db('provisioning_cycles').insert({ trigger: 'manual', triggered_by: username, state: 'problems', started_at: clock, finished_at: clock });
+      await services.cycle.repository.addOutcomes(Number(cycleId), [
+        { requestId: id, outcome: 'failed', message: `Moodle already has an account named ${email}`, children: [{ childId: children[0]!.id, outcome: 'failed', error: `No access for ${email}` }] },
+        { requestId: id + 1000, outcome: 'provisioned', message: 'someone else', children: [] },
+      ]);
       await staff.open(`/admin/requests/${id}`);
       await act(`/admin/requests/${id}/revoke`, { version: await versionOf(id), reason: 'Zebulon asked us to close the account' });
       assert.ok((await t.db('mail_outbox').where({ request_id: id }).count({ n: '*' }).first()) as unknown, 'mail was queued for this request');
@@ -194,8 +188,9 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(auditAfter.find((e) => e.action === 'approved')?.details.children, children.map((c) => c.id), 'which children were approved stays, by id');
 
       assert.equal(Number(((await t.db('mail_outbox').where({ request_id: id }).count({ n: '*' }).first()) as { n: number | string }).n), 0);
-      const cycleLog = JSON.parse(String(((await t.db('provisioning_cycles').orderBy('id', 'desc').first()) as { log: string }).log)) as Array<{ message: string | null }>;
-      assert.deepEqual(cycleLog.map((e) => e.message), [null, 'someone else'], 'only this request’s report entry is scrubbed');
+      const cycleReport = await services.cycle.repository.outcomes(Number(cycleId));
+      assert.deepEqual(cycleReport.map((e) => e.message), [null, 'someone else'], 'only this request’s report entry is scrubbed');
+      assert.deepEqual(cycleReport[0]?.children, [{ childId: children[0]!.id, outcome: 'failed' }], 'the child’s outcome stays, its error goes');
 
       const dump = await databaseDump(t);
       for (const trace of ['zebulon', 'quixote', 'ottoline', 'peregrine', 'adm-zq-77', '203.0.113.77', email]) {

@@ -99,7 +99,9 @@ async function runCycle(t: TestDatabase, chunkSize: number) {
     const mails = ((await t.db('mail_outbox').whereIn('request_id', ids).orderBy('id')) as Row[])
       .map((m) => `${index.get(Number(m.request_id))} ${m.kind} ${m.recipient} ${(JSON.parse(String(m.payload)) as { subject: string }).subject}`)
       .sort();
-    const report = summary.report.map((r) => ({
+    const stored = await cycle.repository.outcomes(summary.cycleId);
+    assert.equal(stored.length, REQUESTS, 'one report entry per request, written chunk by chunk');
+    const report = stored.map((r) => ({
       ...r,
       requestId: index.get(r.requestId),
       children: r.children.map((c) => ({ ...c, childId: childIndex.get(c.childId) })),
@@ -169,6 +171,7 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(inChunks.audit, inOne.audit);
       assert.deepEqual(inChunks.mails, inOne.mails);
       assert.deepEqual(inChunks.report, inOne.report);
+      assert.deepEqual(inChunks.summary.outcomes, inOne.summary.outcomes);
     });
   });
 }

@@ -73,7 +73,8 @@ for (const dialect of DIALECTS) {
       const first = await rig.cycle.run('manual', 'office');
       assert.equal(first.state, 'succeeded');
       assert.equal(first.counts.waiting, 1);
-      assert.equal(first.report[0]?.outcome, 'waiting');
+      assert.equal((await rig.cycle.repository.outcomes(first.cycleId))[0]?.outcome, 'waiting');
+      assert.equal(first.outcomes.waiting, 1);
       const waiting = await lifecycle.get(request.id);
       assert.equal(waiting.request.status, 'approved');
       assert.match(waiting.request.lastError ?? '', /Waiting for Moodle to create the account/);
@@ -97,7 +98,7 @@ for (const dialect of DIALECTS) {
       const record = await rig.cycle.repository.get(second.cycleId);
       assert.equal(record?.state, 'succeeded');
       assert.equal(record?.trigger, 'schedule');
-      assert.equal(record?.report[0]?.outcome, 'provisioned');
+      assert.equal((await rig.cycle.repository.outcomes(second.cycleId))[0]?.outcome, 'provisioned');
       assert.ok(record?.finishedAt);
       assert.equal(await rig.cycle.repository.get(first.cycleId).then((c) => c?.triggeredBy), 'office');
 
@@ -164,7 +165,8 @@ for (const dialect of DIALECTS) {
       });
       const summary = await racing.cycle.run('manual', 'office');
       assert.equal(summary.counts.refused, 1);
-      assert.equal(summary.report[0]?.outcome, 'refused');
+      assert.equal((await racing.cycle.repository.outcomes(summary.cycleId))[0]?.outcome, 'refused');
+      assert.equal(summary.outcomes.refused, 1);
       const after = await lifecycle.get(request.id);
       assert.equal(after.request.status, 'denied');
       const parent = moodle.state.userByUsername('deny.during@example.org')!;
@@ -441,7 +443,7 @@ for (const dialect of DIALECTS) {
       const parent = moodle.state.userByUsername('deleted.pupil@example.org')!;
       assert.ok(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 3));
       assert.equal(moodle.state.hasUserContextRole(PARENT_ROLE, parent.id, 4), false, 'no role in the deleted pupil\'s context');
-      const entry = (await rig.cycle.repository.get(summary.cycleId))?.report.find((r) => r.requestId === request.id);
+      const entry = (await rig.cycle.repository.outcomes(summary.cycleId)).find((r) => r.requestId === request.id);
       assert.equal(entry?.outcome, 'linked_some');
       assert.match(entry?.message ?? '', /the pupil's Moodle account was deleted/i);
       assert.equal(entry?.children.find((c) => c.childId === after.children[1]!.id)?.outcome, 'failed');
@@ -455,8 +457,10 @@ for (const dialect of DIALECTS) {
       moodle.resetCounts();
       const summary = await rig.cycle.run('manual', 'office');
       assert.equal(summary.state, 'problems');
-      assert.equal(summary.report[0]?.outcome, 'failed');
-      assert.match(summary.report[0]?.message ?? '', /the pupil's Moodle account was deleted/i);
+      const [entry] = await rig.cycle.repository.outcomes(summary.cycleId);
+      assert.equal(entry?.outcome, 'failed');
+      assert.equal(summary.outcomes.failed, 1);
+      assert.match(entry?.message ?? '', /the pupil's Moodle account was deleted/i);
       assert.equal(moodle.calls('core_role_assign_roles'), 0);
       const after = await lifecycle.get(request.id);
       assert.equal(after.request.status, 'approved');
@@ -484,8 +488,9 @@ for (const dialect of DIALECTS) {
       const summary = await rig.cycle.run('manual', 'office');
       assert.equal(summary.state, 'succeeded');
       assert.equal(summary.counts.waiting, 1);
-      assert.equal(summary.report[0]?.outcome, 'waiting');
-      assert.match(summary.report[0]?.message ?? '', /the pupil's Moodle account is suspended: Bob Pupil/);
+      const [entry] = await rig.cycle.repository.outcomes(summary.cycleId);
+      assert.equal(entry?.outcome, 'waiting');
+      assert.match(entry?.message ?? '', /the pupil's Moodle account is suspended: Bob Pupil/);
       const waiting = await lifecycle.get(request.id);
       assert.equal(waiting.request.status, 'approved');
       assert.deepEqual(waiting.children.map((c) => c.linkState), ['linked', 'matched']);
@@ -552,7 +557,7 @@ for (const dialect of DIALECTS) {
         const expected = new RegExp(`^Request ${request.id} \\(hidden\\.clash@example\\.org\\): Moodle's user sync did not create this parent's account, because Moodle already has a manual account`);
         assert.match(summary.error ?? '', new RegExp(`Request ${request.id} \\(hidden\\.clash@example\\.org\\): .*manual account`));
         assert.equal(summary.counts.waiting, 0);
-        const entry = summary.report.find((r) => r.requestId === request.id);
+        const entry = (await clashRig.cycle.repository.outcomes(summary.cycleId)).find((r) => r.requestId === request.id);
         assert.equal(entry?.outcome, 'failed');
         assert.match(entry?.message ?? '', expected);
         const after = await lifecycle.get(request.id);
