@@ -170,7 +170,11 @@ function checkCells(row: ImportRow): void {
   }
 }
 
-const same = (a: string, b: string) => a.localeCompare(b, undefined, { sensitivity: 'base' }) === 0;
+// One collator for every comparison: a.localeCompare(b, undefined, options) builds a new ICU
+// collator on each call (about 1 KB of native memory, freed only when V8 collects it), which for a
+// file of 5,000 rows piled up to 12 MiB (heaptrack). Same answers: localeCompare is defined as this.
+const BASE_LETTERS = new Intl.Collator(undefined, { sensitivity: 'base' });
+const same = (a: string, b: string) => BASE_LETTERS.compare(a, b) === 0;
 
 /** The key rows of one parent share: their email address as it will be stored. */
 export const parentKey = (row: ImportRow) => row.values.email.trim().toLowerCase();
