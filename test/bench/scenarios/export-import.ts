@@ -184,7 +184,7 @@ async function run(context: BenchContext): Promise<ReportSection> {
       'of 500 requests as one string with its own line writer (csv-stringify allocated about 10 KiB per request on the way, ' +
       'measured with V8\'s sampling heap profiler, and the garbage was promoted and piled up). The import stores its preview ' +
       'row by row (200 rows an INSERT), matches pupils 500 rows at a time, and commits 100 parents per transaction with ' +
-      'set-based statements (their requests in one INSERT each); its Moodle calls go through node:http (fetch\'s WebAssembly ' +
+      'set-based statements (each chunk\'s requests in one INSERT); its Moodle calls go through node:http (fetch\'s WebAssembly ' +
       'HTTP parser, recompiled by V8 after a few dozen calls, took 20-30 MiB of native memory at once, measured with heaptrack). ' +
       'What still grows with its rows is V8\'s old space: the garbage of the longer preview and commit that lives through two ' +
       'scavenges piles up until a full collection.',
