@@ -96,8 +96,9 @@ export function readImportFile(buffer: Buffer): ReadResult {
   if (data.length > MAX_IMPORT_ROWS) {
     return { ok: false, problem: `The file has ${data.length} rows; at most ${MAX_IMPORT_ROWS} can be imported at once. Split it into smaller files.` };
   }
-  const rows = data.map(({ cells, line }) => {
-    const values = Object.fromEntries(IMPORT_FIELDS.map((f) => [f, positions[f] === undefined ? '' : (cells[positions[f] as number] ?? '')])) as ImportValues;
+  const rows = data.map(({ cells, line }): ImportRow => {
+    const values = {} as ImportValues;
+    for (const f of IMPORT_FIELDS) values[f] = positions[f] === undefined ? '' : (cells[positions[f] as number] ?? '');
     return { line, values, problems: [], pupil: null };
   });
   return { ok: true, rows, headerless };
@@ -150,7 +151,8 @@ function problemWith(field: ImportField, raw: string, issue: z.core.$ZodIssue): 
 
 /** Checks one row's cells; sets its values to what would be stored (trimmed, email lower-cased). */
 function checkCells(row: ImportRow): void {
-  const values = { ...row.values };
+  // In place: each cell is read before it is replaced, and a copy per row is garbage of every row.
+  const values = row.values;
   let emailValid = true;
   for (const field of IMPORT_FIELDS) {
     const raw = row.values[field];
@@ -163,14 +165,17 @@ function checkCells(row: ImportRow): void {
     }
     values[field] = typeof result.data === 'string' ? result.data : '';
   }
-  row.values = values;
   if (emailValid) {
     const username = usernameFromEmail(values.email);
     if (!username.ok) row.problems.push(username.reason);
   }
 }
 
-const same = (a: string, b: string) => a.localeCompare(b, undefined, { sensitivity: 'base' }) === 0;
+// One collator for every comparison: a.localeCompare(b, undefined, options) builds a new ICU
+// collator on each call (about 1 KB of native memory, freed only when V8 collects it), which for a
+// file of 5,000 rows piled up to 12 MiB (heaptrack). Same answers: localeCompare is defined as this.
+const BASE_LETTERS = new Intl.Collator(undefined, { sensitivity: 'base' });
+const same = (a: string, b: string) => BASE_LETTERS.compare(a, b) === 0;
 
 /** The key rows of one parent share: their email address as it will be stored. */
 export const parentKey = (row: ImportRow) => row.values.email.trim().toLowerCase();

@@ -9,7 +9,7 @@ import { flash } from '../staff-auth/require-staff';
 import { requirePermission } from '../staff-auth/staff-permissions';
 import { IMPORT_COLUMNS, IMPORT_FIELDS, MAX_IMPORT_ROWS } from './import-csv';
 import type { ImportBatchRecord } from './import-batch.repository';
-import { PREVIEW_VALID_MS } from './import.service';
+import { PREVIEW_VALID_MS, ROWS_PER_PAGE } from './import.service';
 import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
 
 const BATCH_ID = /^[A-Za-z0-9_-]{16,32}$/;
@@ -39,17 +39,31 @@ export function importRoutes(services: Services): Router {
     });
   }
 
-  function renderBatch(res: Response, batch: ImportBatchRecord, problems: FieldProblem[] = [], status = 200) {
-    const validRows = batch.rows.filter((r) => r.problems.length === 0);
-    const parents = new Set(validRows.map((r) => r.values.email)).size;
+  /** The batch's summary and one page of its rows (5,000 rows on one page would be megabytes of HTML). */
+  async function renderBatch(res: Response, batch: ImportBatchRecord, requestedPage: number, problems: FieldProblem[] = [], status = 200) {
+    const pageCount = Math.max(1, Math.ceil(batch.rowCount / ROWS_PER_PAGE));
+    const page = Math.min(Math.max(1, requestedPage), pageCount);
+    const rows = await imports.rowsPage(batch, page);
+    const pageHref = (n: number) => `/admin/import/${batch.publicId}${n === 1 ? '' : `?page=${n}`}#rows`;
     res.status(status).render('import/batch', {
       title: batch.state === 'committed' ? 'Import committed' : 'Check the import',
       batch,
       problems,
-      validRowCount: validRows.length,
-      parents,
-      problemRowCount: batch.rows.length - validRows.length,
-      canCommit: batch.state === 'previewed' && validRows.length > 0 && batch.createdAt >= Date.now() - PREVIEW_VALID_MS,
+      rows,
+      rowPages: {
+        page,
+        count: pageCount,
+        perPage: ROWS_PER_PAGE,
+        first: (page - 1) * ROWS_PER_PAGE + 1,
+        last: (page - 1) * ROWS_PER_PAGE + rows.length,
+        links: Array.from({ length: pageCount }, (_, i) => ({ number: i + 1, href: pageHref(i + 1), current: i + 1 === page })),
+        previousHref: page > 1 ? pageHref(page - 1) : null,
+        nextHref: page < pageCount ? pageHref(page + 1) : null,
+      },
+      validRowCount: batch.validRowCount,
+      parents: await imports.parentCount(batch),
+      problemRowCount: batch.rowCount - batch.validRowCount,
+      canCommit: batch.state === 'previewed' && batch.validRowCount > 0 && batch.createdAt >= Date.now() - PREVIEW_VALID_MS,
       expired: batch.state === 'previewed' && batch.createdAt < Date.now() - PREVIEW_VALID_MS,
       matchedBy: MATCHED_BY,
       formatDate,
@@ -79,13 +93,15 @@ export function importRoutes(services: Services): Router {
   });
 
   router.get('/import/:batchId', async (req, res) => {
-    renderBatch(res, await batchFrom(req));
+    // ?page=N of the rows; anything else shows the first page.
+    const page = /^[1-9][0-9]{0,5}$/.test(String(req.query.page ?? '')) ? Number(req.query.page) : 1;
+    await renderBatch(res, await batchFrom(req), page);
   });
 
   router.post('/import/:batchId/commit', async (req, res) => {
     const batch = await batchFrom(req);
     const outcome = await imports.commit(batch.publicId, res.locals.staff as StaffIdentity);
-    if (!outcome.ok) return renderBatch(res, outcome.batch ?? batch, [{ field: 'import-summary', message: outcome.message }], 409);
+    if (!outcome.ok) return renderBatch(res, outcome.batch ?? batch, 1, [{ field: 'import-summary', message: outcome.message }], 409);
     const result = outcome.batch.result;
     const approved = result?.approved ?? 0;
     flash(

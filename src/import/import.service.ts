@@ -1,7 +1,8 @@
 // CSV import of pre-approved parents: a preview that checks every row (the form's rules, the
 // rows of each parent together, existing requests, and each child's Moodle pupil account) and
 // writes nothing but the batch itself; then, once, a commit that creates and approves each
-// parent's request through the lifecycle and records the batch in the audit trail.
+// parent's request through the lifecycle and records the batch in the audit trail. The batch's
+// rows are stored one by one: its page reads a page of them, the commit a chunk of parents.
 import type { Database } from '../db/database';
 import type { Logger } from '../logger';
 import type { MoodleUser } from '../moodle/moodle-client';
@@ -17,6 +18,8 @@ import {
   type ImportBatchSummary,
   type ImportedParent,
   type ImportResult,
+  type ImportRowToStore,
+  type ParentToImport,
 } from './import-batch.repository';
 import { checkRows, groupByParent, holdBackIncompleteParents, parentKey, readImportFile, type ImportRow } from './import-csv';
 import type { StaffIdentity } from '../staff-auth/staff-accounts.service';
@@ -27,6 +30,13 @@ export const PREVIEW_VALID_MS = 24 * 60 * 60_000;
 const COMMIT_STALE_MS = 15 * 60_000;
 /** Moodle look-ups made at the same time. */
 const LOOKUP_CONCURRENCY = 4;
+/**
+ * Rows whose pupils are looked up together (one batched look-up of their identifiers, then each
+ * row): only one chunk's Moodle accounts are held at a time, and each row keeps just its pupil.
+ */
+const MATCH_CHUNK = 500;
+/** Rows of a batch's page. */
+export const ROWS_PER_PAGE = 200;
 
 /** A parent with one of these already has a request staff must deal with first. */
 /** Parents created and approved in one transaction by a commit. */
@@ -51,7 +61,7 @@ export interface ImportDependencies {
 }
 
 /** The key that makes a parent's request of a batch once only, however often the commit runs. */
-const importKey = (batch: ImportBatchRecord, index: number) => `import:${batch.publicId}:${index}`;
+const importKey = (batch: ImportBatchRecord, parentNumber: number) => `import:${batch.publicId}:${parentNumber}`;
 
 /** Who a parent's group of rows is, for the commit's result. */
 function parentOf(group: ImportRow[]): Pick<ImportedParent, 'email' | 'parentName' | 'lines'> {
@@ -125,6 +135,24 @@ class PrefetchedIdentifiers implements PupilLookupClient {
   }
 }
 
+/**
+ * Each row with its parent's number in the commit: the parents whose rows all can be imported,
+ * numbered in the order they first appear in the file (a parent's rows may be anywhere in it).
+ */
+function numberParents(rows: readonly ImportRow[]): ImportRowToStore[] {
+  const numbers = new Map<string, number>();
+  return rows.map((row) => {
+    if (row.problems.length > 0 || row.pupil === null) return { row, parentNumber: null };
+    const key = parentKey(row);
+    let number = numbers.get(key);
+    if (number === undefined) {
+      number = numbers.size;
+      numbers.set(key, number);
+    }
+    return { row, parentNumber: number };
+  });
+}
+
 function matchProblem(match: PupilMatch, row: ImportRow): string {
   const identifier = row.values.pupilIdentifier;
   const child = `${row.values.childFirstName} ${row.values.childLastName}`;
@@ -151,6 +179,16 @@ export class ImportService {
     return this.batches.findByPublicId(this.deps.db, publicId);
   }
 
+  /** The rows of a batch's page (numbered from 1), in the order of the file. */
+  rowsPage(batch: ImportBatchSummary, page: number): Promise<ImportRow[]> {
+    return this.batches.rowsPage(this.deps.db, batch.id, (page - 1) * ROWS_PER_PAGE, ROWS_PER_PAGE);
+  }
+
+  /** How many parents committing the batch imports (those whose rows all can be imported). */
+  parentCount(batch: ImportBatchSummary): Promise<number> {
+    return this.batches.parentCount(this.deps.db, batch.id);
+  }
+
   recent(limit = 10): Promise<ImportBatchSummary[]> {
     return this.batches.recent(this.deps.db, limit);
   }
@@ -170,7 +208,10 @@ export class ImportService {
     const publicId = newPublicId();
     const validRowCount = rows.filter((r) => r.problems.length === 0).length;
     await this.batches.deletePreviewsOlderThan(this.deps.db, now - PREVIEW_VALID_MS);
-    const batch = await this.batches.insert(this.deps.db, { publicId, fileName: file.name, createdBy: staff.username, createdAt: now, rows, validRowCount });
+    const toStore = numberParents(rows);
+    const batch = await this.deps.db.transaction((trx) =>
+      this.batches.insert(trx, { publicId, fileName: file.name, createdBy: staff.username, createdAt: now, rows: toStore, validRowCount }),
+    );
     this.deps.logger.info({ batch: publicId, rows: rows.length, validRows: validRowCount, by: staff.username }, 'import previewed');
     return { ok: true, batch };
   }
@@ -196,24 +237,8 @@ export class ImportService {
       for (const row of toMatch) row.problems.push('Moodle is not set up for this service, so this child’s pupil account could not be found.');
       return null;
     }
-    const lookups = new PrefetchedIdentifiers(this.deps.moodle);
     try {
-      await lookups.prefetch([...new Set(toMatch.map((r) => r.values.pupilIdentifier).filter((id) => id !== ''))]);
-      await eachWithConcurrency(toMatch, LOOKUP_CONCURRENCY, async (row) => {
-        const v = row.values;
-        const match = await findPupilCandidates(lookups, {
-          firstName: v.childFirstName,
-          lastName: v.childLastName,
-          tutorGroup: v.tutorGroup,
-          pupilIdentifier: v.pupilIdentifier || null,
-        });
-        const pupil = match.candidates[0];
-        if (match.kind !== 'exact' || !pupil || match.matchedBy === 'none') {
-          row.problems.push(matchProblem(match, row));
-          return;
-        }
-        row.pupil = { id: pupil.id, name: pupil.fullname, tutorGroup: pupil.department, identifier: pupil.idnumber, matchedBy: match.matchedBy };
-      });
+      for (let first = 0; first < toMatch.length; first += MATCH_CHUNK) await this.matchChunk(this.deps.moodle, toMatch.slice(first, first + MATCH_CHUNK));
     } catch (error) {
       if (!(error instanceof MoodleError)) throw error;
       this.deps.logger.warn({ err: error }, 'Moodle look-up failed during an import preview');
@@ -232,6 +257,27 @@ export class ImportService {
     return null;
   }
 
+  /** Finds the pupils of one chunk of rows; the chunk's Moodle accounts go when it is done. */
+  private async matchChunk(moodle: PupilLookupClient, rows: ImportRow[]): Promise<void> {
+    const lookups = new PrefetchedIdentifiers(moodle);
+    await lookups.prefetch([...new Set(rows.map((r) => r.values.pupilIdentifier).filter((id) => id !== ''))]);
+    await eachWithConcurrency(rows, LOOKUP_CONCURRENCY, async (row) => {
+      const v = row.values;
+      const match = await findPupilCandidates(lookups, {
+        firstName: v.childFirstName,
+        lastName: v.childLastName,
+        tutorGroup: v.tutorGroup,
+        pupilIdentifier: v.pupilIdentifier || null,
+      });
+      const pupil = match.candidates[0];
+      if (match.kind !== 'exact' || !pupil || match.matchedBy === 'none') {
+        row.problems.push(matchProblem(match, row));
+        return;
+      }
+      row.pupil = { id: pupil.id, name: pupil.fullname, tutorGroup: pupil.department, identifier: pupil.idnumber, matchedBy: match.matchedBy };
+    });
+  }
+
   /**
    * Creates and approves each parent's request, once: the batch is claimed first (a second commit
    * is refused), each request carries an idempotency key of batch and parent (a commit cut short
@@ -247,8 +293,8 @@ export class ImportService {
     if (batch.state === 'previewed' && batch.createdAt < now - PREVIEW_VALID_MS) {
       return { ok: false, reason: 'expired', message: 'This preview is more than a day old, and Moodle or the requests may have changed since. Upload the file again.', batch };
     }
-    const groups = groupByParent(batch.rows.filter((r) => r.problems.length === 0 && r.pupil !== null));
-    if (groups.length === 0) {
+    const parentCount = await this.batches.parentCount(this.deps.db, batch.id);
+    if (parentCount === 0) {
       return { ok: false, reason: 'nothing_valid', message: 'No row of this file can be imported. Put the problems right and upload the file again.', batch };
     }
     if (!(await this.batches.claimForCommit(this.deps.db, publicId, staff.username, now, now - COMMIT_STALE_MS))) {
@@ -260,8 +306,9 @@ export class ImportService {
 
     const actor: Actor = { type: 'staff', id: staff.username };
     const parents: ImportedParent[] = [];
-    for (let first = 0; first < groups.length; first += COMMIT_CHUNK) {
-      parents.push(...(await this.commitChunk(batch, first, groups.slice(first, first + COMMIT_CHUNK), actor)));
+    // A chunk of parents read, committed and let go at a time: the batch's rows are never all in memory.
+    for (let first = 0; first < parentCount; first += COMMIT_CHUNK) {
+      parents.push(...(await this.commitChunk(batch, await this.batches.parentsToImport(this.deps.db, batch.id, first, COMMIT_CHUNK), actor)));
     }
     const result: ImportResult = {
       parents,
@@ -299,11 +346,11 @@ export class ImportService {
    * set-based path leaves aside, or every parent of the chunk when its transaction fails (a form
    * submitted for one of the addresses meanwhile), goes through commitParent, one at a time.
    */
-  private async commitChunk(batch: ImportBatchRecord, firstIndex: number, groups: ImportRow[][], actor: Actor): Promise<ImportedParent[]> {
-    const items: ApprovedImportInput[] = groups.map((group, offset) => {
+  private async commitChunk(batch: ImportBatchRecord, chunk: ParentToImport[], actor: Actor): Promise<ImportedParent[]> {
+    const items: ApprovedImportInput[] = chunk.map(({ number, rows: group }) => {
       const first = group[0] as ImportRow;
       return {
-        idempotencyKey: importKey(batch, firstIndex + offset),
+        idempotencyKey: importKey(batch, number),
         importBatchId: batch.publicId,
         parentTitle: first.values.parentTitle,
         parentFirstName: first.values.parentFirstName,
@@ -316,27 +363,27 @@ export class ImportService {
     try {
       results = await this.deps.lifecycle.importApprovedRequests(items, actor);
     } catch (error) {
-      this.deps.logger.warn({ err: error, batch: batch.publicId, parents: groups.length }, 'import chunk refused as a whole; committing its parents one at a time');
+      this.deps.logger.warn({ err: error, batch: batch.publicId, parents: chunk.length }, 'import chunk refused as a whole; committing its parents one at a time');
       results = items.map(() => ({ outcome: 'one_by_one' }));
     }
     const parents: ImportedParent[] = [];
-    for (const [offset, group] of groups.entries()) {
+    for (const [offset, { number, rows: group }] of chunk.entries()) {
       const result = results[offset];
       if (result?.outcome === 'approved') {
         const { request, children } = result;
         parents.push({ ...parentOf(group), outcome: 'approved', requestId: request.id, message: approvedMessage(request.id, children.length) });
       } else {
-        parents.push(await this.commitParent(batch, firstIndex + offset, group, actor));
+        parents.push(await this.commitParent(batch, number, group, actor));
       }
     }
     return parents;
   }
 
-  private async commitParent(batch: ImportBatchRecord, index: number, group: ImportRow[], actor: Actor): Promise<ImportedParent> {
+  private async commitParent(batch: ImportBatchRecord, parentNumber: number, group: ImportRow[], actor: Actor): Promise<ImportedParent> {
     const first = group[0] as ImportRow;
     const base = parentOf(group);
     const email = base.email;
-    const idempotencyKey = importKey(batch, index);
+    const idempotencyKey = importKey(batch, parentNumber);
     let requestId: number | null = null;
     try {
       // A commit cut short and run again finds the request it made; otherwise a request made for

@@ -2,6 +2,7 @@
 // from the answer body, a timeout on every call, retries for passing faults, batches that isolate a bad item.
 import { z } from 'zod';
 import { MoodleError, concernsOneItem, type MoodleErrorOptions } from './moodle-error';
+import { nodeHttpFetch } from './node-http-fetch';
 
 export const MOODLE_REST_PATH = '/webservice/rest/server.php';
 
@@ -43,6 +44,7 @@ export interface MoodleClientOptions {
   concurrency?: number;
   /** First retry waits this long, then twice as long each time. Tests set it tiny. */
   retryDelayMs?: number;
+  /** The HTTP round trip; node:http by default (see node-http-fetch.ts for why not the global fetch). */
   fetch?: typeof fetch;
   logger?: MoodleLogger;
   onCall?: MoodleCallListener;
@@ -331,7 +333,7 @@ export class MoodleClient {
     this.batchSize = Math.max(1, Math.floor(options.batchSize));
     this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 1));
     this.retryDelayMs = options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
-    this.fetchImpl = options.fetch ?? fetch;
+    this.fetchImpl = options.fetch ?? nodeHttpFetch;
     this.logger = options.logger;
     this.onCall = options.onCall;
   }

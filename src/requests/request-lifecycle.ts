@@ -991,7 +991,7 @@ export class RequestLifecycle {
       );
       const heldUsernames = new Set([...holders.keys()].map((u) => u.toLowerCase()));
       const seenUsernames = new Set<string>();
-      const plan: Array<{ index: number; record: RequestRecord; username: string }> = [];
+      const planned: Array<{ index: number; record: Omit<RequestRecord, 'id'>; username: string }> = [];
       for (const [index, item] of items.entries()) {
         const email = emails[index] as string;
         const username = usernames[index] as ReturnType<typeof usernameFromEmail>;
@@ -1026,10 +1026,14 @@ export class RequestLifecycle {
         };
         // Submitted (version 1), then approved (version 2), as the single-request path leaves it.
         // Object.assign rather than spreads merged with more properties (see recordProvisioningOutcomes).
-        const record = Object.assign(newRequestRecord(fields), { version: 2 });
-        const id = await this.repository.insertRequest(trx, record);
-        plan.push({ index, record: Object.assign(record, { id }), username: username.username });
+        planned.push({ index, record: Object.assign(newRequestRecord(fields), { version: 2 }), username: username.username });
       }
+      // All of them in one statement (their keys give back their ids), not one INSERT each.
+      const ids = await this.repository.insertKeyedRequests(
+        trx,
+        planned.map((p) => p.record),
+      );
+      const plan = planned.map(({ index, record, username }) => ({ index, record: Object.assign(record, { id: ids.get(record.idempotencyKey as string) as number }), username }));
       await this.repository.insertChildrenWithState(
         trx,
         plan.flatMap(({ index, record }) =>

@@ -310,6 +310,27 @@ export class RequestRepository {
     return Number(inserted[0]);
   }
 
+  /**
+   * Inserts requests that each carry their own idempotency key, 100 rows a statement, and answers
+   * their ids by key: a multi-row INSERT reports one id at most, and the key is unique. One
+   * statement instead of one per request: knex and mysql2 build each statement's SQL afresh, about
+   * 30 KiB of garbage per request for an import's commit.
+   */
+  async insertKeyedRequests(q: Queryable, records: ReadonlyArray<Omit<RequestRecord, 'id'>>): Promise<Map<string, number>> {
+    const ids = new Map<string, number>();
+    for (let i = 0; i < records.length; i += 100) {
+      const some = records.slice(i, i + 100);
+      const keys = some.map((record) => {
+        if (!record.idempotencyKey) throw new Error('insertKeyedRequests needs an idempotency key on every request');
+        return record.idempotencyKey;
+      });
+      await q(REQUESTS_TABLE).insert(some.map((record) => requestWriteRow(record, true)));
+      const rows = (await q(REQUESTS_TABLE).whereIn('idempotency_key', keys).select('id', 'idempotency_key')) as Row[];
+      for (const row of rows) ids.set(String(row.idempotency_key), Number(row.id));
+    }
+    return ids;
+  }
+
   async insertChildren(q: Queryable, requestId: number, children: NewChildRow[], firstPosition: number, now: number): Promise<void> {
     if (children.length === 0) return;
     await q(CHILDREN_TABLE).insert(this.newChildRows(requestId, children, firstPosition, now));

@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { migrateToLatest, migrationStatus, rollbackAll } from '../../src/db/migrator';
 import { createTestDatabase, DIALECTS, skipReason, TEST_AUTH_TABLE, type TestDatabase } from '../support/databases';
+import * as moveImportRows from '../../migrations/20261207200100_move_import_rows_to_import_batch_rows';
 
-const TABLES = ['requests', 'request_children', TEST_AUTH_TABLE, 'audit_events', 'provisioning_cycles', 'cycle_outcomes', 'staff_users', 'sessions', 'locks', 'api_keys', 'mail_outbox', 'rate_limits', 'guardian_record_imports', 'guardian_records', 'guardian_matches'];
+const TABLES = ['requests', 'request_children', TEST_AUTH_TABLE, 'audit_events', 'provisioning_cycles', 'cycle_outcomes', 'staff_users', 'sessions', 'locks', 'api_keys', 'mail_outbox', 'rate_limits', 'guardian_record_imports', 'guardian_records', 'guardian_matches', 'import_batches', 'import_batch_rows'];
 
 for (const dialect of DIALECTS) {
   describe(`migrations on ${dialect}`, async () => {
@@ -83,6 +84,56 @@ for (const dialect of DIALECTS) {
       await t.db(TEST_AUTH_TABLE).insert({ username: 'a@x.org', firstname: 'A', lastname: 'B', email: 'a@x.org', request_id: r1 });
       await assert.rejects(t.db(TEST_AUTH_TABLE).insert({ username: 'a@x.org', firstname: 'A', lastname: 'B', email: 'a@x.org', request_id: r2 }));
       await assert.rejects(t.db(TEST_AUTH_TABLE).insert({ username: 'b@x.org', firstname: 'A', lastname: 'B', email: 'b@x.org', request_id: r1 }));
+    });
+
+    it('moves the rows of existing import batches out of rows_json and back, keeping them', { skip }, async () => {
+      const rows = [
+        {
+          line: 2,
+          values: { parentTitle: 'Ms', parentFirstName: 'Ann', parentLastName: 'Mover', email: 'ann.mover@example.org', childFirstName: 'Cat', childLastName: 'Mover', tutorGroup: '7B', pupilIdentifier: 'M1' },
+          problems: [],
+          pupil: { id: 41, name: 'Cat Mover', tutorGroup: '7B', identifier: 'M1', matchedBy: 'pupil_identifier' },
+        },
+        {
+          line: 3,
+          values: { parentTitle: '', parentFirstName: 'Bo', parentLastName: 'Mover', email: 'not-an-email', childFirstName: 'Dee', childLastName: 'Mover', tutorGroup: '7B', pupilIdentifier: '' },
+          problems: ['Email “not-an-email” is not an email address.'],
+          pupil: null,
+        },
+        {
+          line: 4,
+          values: { parentTitle: 'Ms', parentFirstName: 'Ann', parentLastName: 'Mover', email: 'ann.mover@example.org', childFirstName: 'Eve', childLastName: 'Mover', tutorGroup: '8C', pupilIdentifier: '' },
+          problems: [],
+          pupil: { id: 42, name: 'Eve Mover', tutorGroup: '8C', identifier: '', matchedBy: 'name_and_tutor_group' },
+        },
+      ];
+      // Each in a transaction, as the migrator runs it (where SQLite cannot turn foreign keys off).
+      const up = () => t.db.transaction((trx) => moveImportRows.up(trx));
+      const down = () => t.db.transaction((trx) => moveImportRows.down(trx));
+      // As the schema was before: the rows as one JSON value of their batch.
+      await down();
+      await t.db('import_batches').insert({ public_id: 'moved-batch', state: 'previewed', file_name: 'f.csv', created_by: 'office', created_at: 1, row_count: 3, valid_row_count: 2, rows_json: JSON.stringify(rows) });
+      const { id } = (await t.db('import_batches').where({ public_id: 'moved-batch' }).first('id')) as { id: number };
+
+      await up();
+      assert.equal(await t.db.schema.hasColumn('import_batches', 'rows_json'), false);
+      const moved = (await t.db('import_batch_rows').where({ batch_id: id }).orderBy('line')) as Array<Record<string, unknown>>;
+      assert.deepEqual(
+        moved.map((r) => [Number(r.line), r.email, r.parent_key, JSON.parse(String(r.problems_json)).length, r.pupil_id === null ? null : Number(r.pupil_id), r.parent_number === null ? null : Number(r.parent_number)]),
+        [
+          [2, 'ann.mover@example.org', 'ann.mover@example.org', 0, 41, 0],
+          [3, 'not-an-email', 'not-an-email', 1, null, null],
+          [4, 'ann.mover@example.org', 'ann.mover@example.org', 0, 42, 0],
+        ],
+        'every row kept (SQLite drops the column without copying the table, which would cascade to the rows)',
+      );
+
+      await down();
+      const back = (await t.db('import_batches').where({ id }).first('rows_json')) as { rows_json: string };
+      assert.deepEqual(JSON.parse(back.rows_json), rows, 'the same rows back in rows_json');
+      assert.equal((await t.db('import_batch_rows').where({ batch_id: id })).length, 0);
+      await up();
+      await t.db('import_batches').where({ id }).delete();
     });
 
     it('uses the auth table name it is given', { skip }, async () => {

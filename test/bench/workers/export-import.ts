@@ -53,8 +53,13 @@ async function main(): Promise<void> {
         // The upload as the route gets it: the whole file in one buffer (multer's memory storage).
         const preview = await imports.preview({ buffer: Buffer.from(params.csv, 'utf8'), name: 'bench.csv' }, staff);
         if (!preview.ok) throw new Error(`the preview refused the file: ${preview.problem}`);
-        const refused = preview.batch.rows.find((r) => r.problems.length > 0 || r.pupil === null);
+        // What the preview's page then reads: the batch, its parents and its first page of rows.
+        const batch = await imports.get(preview.batch.publicId);
+        if (!batch) throw new Error('the previewed batch was not stored');
+        const parents = await imports.parentCount(batch);
+        const refused = (await imports.rowsPage(batch, 1)).find((r) => r.problems.length > 0 || r.pupil === null);
         if (refused) throw new Error(`line ${refused.line} of the file was not accepted: ${refused.problems.join(' ') || 'no pupil matched'}`);
+        if (parents === 0) throw new Error('the preview found no parent to import');
         const committed = await imports.commit(preview.batch.publicId, staff);
         if (!committed.ok) throw new Error(`the commit refused the batch: ${committed.message}`);
         return {
