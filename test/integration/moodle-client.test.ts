@@ -1,8 +1,13 @@
 // The Moodle client against the Moodle double over real HTTP: errors in plain words, no token
 // anywhere, batch isolation with exact call counts, retries only for passing faults, chunked look-ups.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import {
   MoodleClient,
@@ -70,6 +75,51 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   await double.close();
+});
+
+/** A self-signed certificate for 127.0.0.1, made with the machine's openssl. */
+function selfSignedCertificate(): { key: string; cert: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpp-tls-'));
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
+    return { key: fs.readFileSync(path.join(dir, 'key.pem'), 'utf8'), cert: fs.readFileSync(path.join(dir, 'cert.pem'), 'utf8') };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('over HTTPS, as a real Moodle is reached', () => {
+  test('a certificate the machine does not trust is named; once trusted, the same calls answer as over HTTP', async () => {
+    const tls = selfSignedCertificate();
+    // A TLS front for the double, as a web server in front of Moodle would be.
+    const target = new URL(double.url);
+    const front = https.createServer(tls, (req, res) => {
+      const forwarded = http.request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      req.pipe(forwarded);
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    const url = `https://127.0.0.1:${(front.address() as AddressInfo).port}`;
+    const trusted = https.globalAgent.options.ca;
+    try {
+      const untrusted = await failure(makeClient(double, { url, retries: 0 }).client.getSiteInfo());
+      assert.equal(untrusted.errorcode, 'unreachable');
+      assert.match(untrusted.help ?? '', /SELF_SIGNED|self.signed/i, 'the certificate problem is named');
+
+      https.globalAgent.options.ca = tls.cert;
+      const { client } = makeClient(double, { url });
+      const site = await client.getSiteInfo();
+      assert.equal(site.userid, (await makeClient(double).client.getSiteInfo()).userid);
+      const [found] = await client.getUsersByField('username', ['pupil.a']);
+      assert.equal(found?.username, 'pupil.a');
+    } finally {
+      https.globalAgent.options.ca = trusted;
+      https.globalAgent.destroy();
+      await new Promise<void>((resolve) => front.close(() => resolve()));
+    }
+  });
 });
 
 describe('every recorded failure surfaces as a MoodleError in plain words', () => {
