@@ -4,7 +4,7 @@ import { MoodleClient, type MoodleCallListener, type MoodleLogger } from './mood
 
 export function createMoodleClient(
   moodle: Readonly<Config['moodle']>,
-  options: { logger?: MoodleLogger; onCall?: MoodleCallListener } = {},
+  options: { logger?: MoodleLogger; onCall?: MoodleCallListener; fetch?: typeof fetch } = {},
 ): MoodleClient | undefined {
   if (!moodle.url || !moodle.token) return undefined;
   return new MoodleClient({
@@ -16,5 +16,6 @@ export function createMoodleClient(
     concurrency: moodle.concurrency,
     ...(options.logger ? { logger: options.logger } : {}),
     ...(options.onCall ? { onCall: options.onCall } : {}),
+    ...(options.fetch ? { fetch: options.fetch } : {}),
   });
 }

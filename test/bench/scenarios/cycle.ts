@@ -355,8 +355,8 @@ async function run(context: BenchContext): Promise<ReportSection> {
     '',
     `The service's wall time against its limit: every Moodle call waits ${LATENCY_MS} ms, and \`MOODLE_CONCURRENCY\` ` +
       `(${concurrency} by default) calls may wait at once, so no cycle can finish in less than calls × ${LATENCY_MS} ms ÷ ${concurrency}. ` +
-      '*Waiting for Moodle* is the wall time during which at least one call was in flight (measured around the fetch the Moodle ' +
-      'client uses, up to the last byte of the answer; it includes the double\'s own work on a call); the *service\'s own time* is ' +
+      '*Waiting for Moodle* is the wall time during which at least one call was in flight (measured around the Moodle client\'s ' +
+      'HTTP round trip, up to the last byte of the answer; it includes the double\'s own work on a call); the *service\'s own time* is ' +
       'the rest: reading the work, deciding, recording outcomes, audit events and mail, the report.',
     '',
     table(

@@ -33,7 +33,7 @@ export interface StartWorkerOptions {
 export async function startWorker(entry: string, options: StartWorkerOptions = {}): Promise<WorkerHandle> {
   const child: ChildProcess = fork(path.resolve(__dirname, '..', 'workers', entry), [], {
     // BENCH_CPU_PROF_DIR: a V8 CPU profile of every worker, to find where a miss comes from.
-    execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF_DIR}`] : [])],
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : []), ...(process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF_DIR}`] : [])],
     env: { ...process.env, ...options.env },
     stdio: ['ignore', options.verbose ? 'inherit' : 'ignore', 'pipe', 'ipc'],
   });

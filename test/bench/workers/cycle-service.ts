@@ -1,10 +1,11 @@
 // The process under test in the cycle benchmark: the real provisioning cycle, from createServices
 // with the configuration in BENCH_SERVICE_ENV, run once as the CLI's "cycle" command runs it.
 // Database queries are counted through knex's 'query' event; the time spent waiting for Moodle
-// (any call in flight, answer read to its end) through the fetch the Moodle client uses.
+// (any call in flight, answer read to its end) around the Moodle client's HTTP round trip.
 import os from 'node:os';
 import { parseConfig } from '../../../src/config';
 import type { CycleCounts, CycleState, CycleStep } from '../../../src/provisioning/cycle-repository';
+import { nodeHttpFetch } from '../../../src/moodle/node-http-fetch';
 import { createServices } from '../../../src/services';
 import { peakRssBytes, runWorker, serveWorker } from '../support/worker';
 
@@ -25,23 +26,23 @@ export interface ServiceCycleRun {
   memoryAtPeak: NodeJS.MemoryUsage & { step: CycleStep };
 }
 
-/** Wraps the global fetch (before the Moodle client is built) to add up the time any call is in flight. */
-function measureMoodleWaits(): { waitMs: () => number; reset: () => void } {
-  const realFetch = globalThis.fetch;
+/**
+ * The Moodle client's own HTTP round trip, wrapped to add up the time any call is in flight. It
+ * resolves once the answer is read to its last byte, so the wait includes reading it.
+ */
+function measureMoodleWaits(): { fetch: typeof fetch; waitMs: () => number; reset: () => void } {
   let inFlight = 0;
   let since = 0;
   let waited = 0;
-  globalThis.fetch = async (input, init) => {
+  const measured: typeof fetch = async (input, init) => {
     if (inFlight++ === 0) since = performance.now();
     try {
-      const response = await realFetch(input, init);
-      const body = await response.arrayBuffer();
-      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+      return await nodeHttpFetch(input, init);
     } finally {
       if (--inFlight === 0) waited += performance.now() - since;
     }
   };
-  return { waitMs: () => waited, reset: () => (waited = 0) };
+  return { fetch: measured, waitMs: () => waited, reset: () => (waited = 0) };
 }
 
 const STEP_SAMPLE_MS = 5;
@@ -50,7 +51,7 @@ async function main(): Promise<void> {
   const env = JSON.parse(process.env.BENCH_SERVICE_ENV ?? '{}') as Record<string, string>;
   const config = parseConfig(env, { cwd: os.tmpdir() });
   const waits = measureMoodleWaits();
-  const services = createServices(config);
+  const services = createServices(config, { moodleFetch: waits.fetch });
   let queries = 0;
   services.db.on('query', () => {
     queries += 1;
