@@ -276,7 +276,8 @@ export class RequestSearchRepository {
   private async sorted(q: Queryable, filter: RequestFilter, keys: SortKey[], limit: number, cursor: ListCursor | null): Promise<Row[]> {
     const backwards = cursor?.direction === 'before';
     const query = this.base(q, filter).select('r.id');
-    if (cursor) this.whereBeyond(q, query, keys, cursor.values, backwards);
+    // A cursor without values starts at the end of the order (see statusByStatus).
+    if (cursor && cursor.values.length > 0) this.whereBeyond(q, query, keys, cursor.values, backwards);
     const mysql = isMysql(q);
     for (const key of keys) query.orderByRaw(`${key.sql(mysql)} ${key.descending !== backwards ? 'DESC' : 'ASC'}`);
     const ids = ((await query.limit(limit)) as Row[]).map((r) => Number(r.id));
@@ -303,7 +304,9 @@ export class RequestSearchRepository {
     const rows: Row[] = [];
     for (const r of ranks) {
       if (rows.length >= limit) break;
-      const within = r === rank && createdAt !== null && id !== null ? { direction: cursor?.direction ?? 'after', values: [createdAt, id] } : null;
+      // Going back, a status before the cursor's is read from its end (its oldest) backwards.
+      const within: ListCursor | null =
+        r === rank && createdAt !== null && id !== null ? { direction: cursor?.direction ?? 'after', values: [createdAt, id] } : backwards ? { direction: 'before', values: [] } : null;
       rows.push(...(await this.sorted(q, { status: REQUEST_STATUSES[r] as RequestStatus, search: '' }, SORT_KEYS.newest, limit - rows.length, within)));
     }
     return rows;
