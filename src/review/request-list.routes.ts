@@ -138,7 +138,7 @@ export function requestsListRoutes(services: Services): Router {
     const searched = params.q.trim() !== '';
     const [{ counts, page }, recordsTotal] = await Promise.all([
       searched && !records
-        ? // The counts and the page from one pass over the matches.
+        ? // The counts and the page from one pass over the matches (no counts beyond the count limit: see searchPage).
           search.searchPage(services.db, filter, params.sort, PAGE_SIZE, params.cursor)
         : Promise.all([
             // Without a search the counts are every request's: kept for a few seconds (see status-counts.ts).
