@@ -138,7 +138,7 @@ export function requestsListRoutes(services: Services): Router {
     const searched = params.q.trim() !== '';
     const [{ counts, page }, recordsTotal] = await Promise.all([
       searched && !records
-        ? // The counts and the page from one pass over the matches.
+        ? // The counts and the page from one pass over the matches (no counts beyond the count limit: see searchPage).
           search.searchPage(services.db, filter, params.sort, PAGE_SIZE, params.cursor)
         : Promise.all([
             // Without a search the counts are every request's: kept for a few seconds (see status-counts.ts).
@@ -148,11 +148,14 @@ export function requestsListRoutes(services: Services): Router {
       records ? search.count(services.db, filter) : Promise.resolve(undefined),
     ]);
     const matching = recordsInUse ? await schoolRecords.fullyMatching(page.rows.map((r) => r.id)) : new Set<number>();
-    const total = Object.values(counts).reduce((sum, n) => sum + n, 0);
+    // Null counts: the search matches more requests than are counted, so only "All" says how many.
+    const total = counts ? Object.values(counts).reduce((sum, n) => sum + n, 0) : null;
+    const countLimit = search.countLimit.toLocaleString('en-GB');
+    const tooManyToCount = `more than ${countLimit}`;
     const tabs = TAB_ORDER.map((status) => ({
       status,
       label: TAB_LABELS[status],
-      count: status === 'all' ? total : counts[status],
+      count: status === 'all' ? (total ?? tooManyToCount) : (counts?.[status] ?? null),
       href: listHref({ ...params, status }),
       current: status === params.status,
     }));
@@ -161,7 +164,10 @@ export function requestsListRoutes(services: Services): Router {
       params,
       tabs,
       tabLabel: TAB_LABELS[params.status],
-      shownTotal: recordsTotal ?? (params.status === 'all' ? total : counts[params.status]),
+      // The caption's count: a number, "more than 1,000", or null (a tab of a search too broad to count).
+      shownTotal: recordsTotal ?? (params.status === 'all' ? (total ?? tooManyToCount) : (counts?.[params.status] ?? null)),
+      // The count limit ("1,000") when the search matches more requests than that.
+      tooBroadToCount: counts === null ? countLimit : null,
       recordsInUse,
       matching,
       // One click approves every request on the page when each matches the school records.

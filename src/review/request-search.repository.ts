@@ -19,6 +19,12 @@ export type ListSort = (typeof LIST_SORTS)[number];
 export const MAX_SEARCH_WORDS = 5;
 export const MAX_SEARCH_LENGTH = 100;
 
+/**
+ * A search matching more requests than this is not counted by status: staff are told it matches
+ * "more than 1,000" and asked to narrow it, and its page comes from walking the sort's index.
+ */
+export const SEARCH_COUNT_LIMIT = 1000;
+
 export type StatusFilter = RequestStatus | 'all';
 
 export interface RequestFilter {
@@ -153,7 +159,23 @@ function listRowFrom(r: Row, children: ListChild[]): ListRow {
   };
 }
 
+/**
+ * A searched page and what the tabs show: the search's count in every status, or null when it
+ * matches more than the repository's count limit (then only that is known).
+ */
+export interface SearchedPage {
+  counts: Record<RequestStatus, number> | null;
+  page: ListPage;
+}
+
 export class RequestSearchRepository {
+  /** Searches matching more requests than this are not counted (tests set a small one). */
+  readonly countLimit: number;
+
+  constructor(options: { countLimit?: number } = {}) {
+    this.countLimit = options.countLimit ?? SEARCH_COUNT_LIMIT;
+  }
+
   /** How many requests match the search in each status (every status present, zero when none). */
   async countByStatus(q: Queryable, search: string): Promise<Record<RequestStatus, number>> {
     const query = this.base(q, { status: 'all', search }).select('r.status').count({ n: '*' }).groupBy('r.status');
@@ -175,19 +197,43 @@ export class RequestSearchRepository {
     // One row more than asked tells whether there is a further page.
     const found =
       effective === 'status' && searchWords(filter.search).length === 0 && filter.matchesSchoolRecordsSince === undefined
-        ? await this.statusByStatus(q, limit + 1, cursor)
+        ? await this.statusByStatus(q, '', limit + 1, cursor)
         : await this.sorted(q, filter, SORT_KEYS[effective], limit + 1, cursor);
     return this.finishPage(q, found, SORT_KEYS[effective], limit, cursor);
   }
 
   /**
-   * A searched page and the search's count in every status, from one pass over the matches: one
-   * statement finds the matches once (each word's index ranges, then each match's row by id),
-   * counts them by status and numbers the tab's rows beyond the cursor in sort order, and answers
-   * one row per status plus the page's rows. Reading the matches once for the counts and again for
-   * the page cost twice as much on a search matching thousands (a tutor group, a common first name).
+   * A searched page and the search's count in every status, or null counts when it matches more
+   * requests than the count limit.
+   *
+   * A search within the limit is answered by one pass over its matches (`countedSearchPage`). A
+   * broader one (a common first name, a tutor group) is not counted by status: counting and
+   * sorting every match reads each match's row, 20 ms for 5,000 matches on a slow host. Its page
+   * comes instead from walking the sort's index from the cursor and keeping the rows that match
+   * (`sorted`, 'walk'), which reads about a page's worth divided by the share of rows that match
+   * and stops there, however many match.
    */
-  async searchPage(q: Queryable, filter: RequestFilter, sort: ListSort, limit: number, cursor: ListCursor | null): Promise<{ counts: Record<RequestStatus, number>; page: ListPage }> {
+  async searchPage(q: Queryable, filter: RequestFilter, sort: ListSort, limit: number, cursor: ListCursor | null): Promise<SearchedPage> {
+    const counted = await this.countedSearchPage(q, filter, sort, limit, cursor);
+    if (counted) return counted;
+    const effective = effectiveSort(sort, filter.status);
+    // One row more than asked tells whether there is a further page.
+    const found =
+      effective === 'status'
+        ? await this.statusByStatus(q, filter.search, limit + 1, cursor)
+        : await this.sorted(q, filter, SORT_KEYS[effective], limit + 1, cursor, 'walk');
+    return { counts: null, page: await this.finishPage(q, found, SORT_KEYS[effective], limit, cursor) };
+  }
+
+  /**
+   * A searched page and the search's exact count in every status from one pass over its matches,
+   * or null when it matches more than the count limit. One statement takes the matches' ids from
+   * each word's index ranges, no more than one beyond the limit, and counts them. Within the limit
+   * it reads each match's row by id, counts the matches by status and numbers the tab's rows beyond
+   * the cursor in sort order, answering one row per status plus the page's rows. Beyond it no row
+   * is read and one row answers with the count, so a broad search costs its ids and no more here.
+   */
+  private async countedSearchPage(q: Queryable, filter: RequestFilter, sort: ListSort, limit: number, cursor: ListCursor | null): Promise<SearchedPage | null> {
     const keys = SORT_KEYS[effectiveSort(sort, filter.status)];
     const backwards = cursor?.direction === 'before';
     const mysql = isMysql(q);
@@ -204,31 +250,62 @@ export class RequestSearchRepository {
     }
     const onPage = inTab.length === 0 ? '1' : `CASE WHEN ${inTab.join(' AND ')} THEN 1 ELSE 0 END`;
     const order = keys.map((key) => `${key.sql(mysql)} ${key.descending !== backwards ? 'DESC' : 'ASC'}`).join(', ');
-    // Every match, of every status: the tab's rows beyond the cursor are numbered for the page.
-    const matches = this.base(q, { ...filter, status: 'all' }).select(
-      'r.id',
-      'r.status',
-      q.raw('COUNT(*) OVER (PARTITION BY r.status) AS status_count'),
-      q.raw('ROW_NUMBER() OVER (PARTITION BY r.status ORDER BY r.id) AS nth_of_status'),
-      q.raw(`${onPage} AS on_page`, inTabBindings),
-      inTab.length === 0
-        ? q.raw(`ROW_NUMBER() OVER (ORDER BY ${order}) AS position`)
-        : q.raw(`ROW_NUMBER() OVER (PARTITION BY ${onPage} ORDER BY ${order}) AS position`, inTabBindings),
-    );
+    // The matches' ids up to one beyond the limit, each with how many there are.
+    const ids = q
+      .queryBuilder()
+      .from(this.matchingIdsOfEveryWord(q, filter.search).limit(this.countLimit + 1).as('c'))
+      .select('c.id', q.raw('COUNT(*) OVER () AS total'), q.raw('ROW_NUMBER() OVER () AS nth'));
+    // Every match, of every status, when within the limit (else only the first, with no row read):
+    // the tab's rows beyond the cursor are numbered for the page.
+    const matches = q
+      .queryBuilder()
+      .from(ids.as('s'))
+      .leftJoin({ r: REQUESTS_TABLE }, (on) => on.on('r.id', '=', 's.id').andOnVal('s.total', '<=', this.countLimit))
+      .where('s.total', '<=', this.countLimit)
+      .orWhere('s.nth', 1)
+      .select(
+        's.id',
+        's.total',
+        'r.status',
+        q.raw('COUNT(*) OVER (PARTITION BY r.status) AS status_count'),
+        q.raw('ROW_NUMBER() OVER (PARTITION BY r.status ORDER BY s.id) AS nth_of_status'),
+        q.raw(`${onPage} AS on_page`, inTabBindings),
+        inTab.length === 0
+          ? q.raw(`ROW_NUMBER() OVER (ORDER BY ${order}) AS position`)
+          : q.raw(`ROW_NUMBER() OVER (PARTITION BY ${onPage} ORDER BY ${order}) AS position`, inTabBindings),
+      );
     const rows = (await q
       .queryBuilder()
       .from(matches.as('x'))
       .where('x.nth_of_status', 1)
       // One row more than asked tells whether there is a further page.
       .orWhere((w) => w.where('x.on_page', 1).where('x.position', '<=', limit + 1))
-      .select('x.id', 'x.status', 'x.status_count', 'x.on_page', 'x.position')) as Row[];
+      .select('x.id', 'x.total', 'x.status', 'x.status_count', 'x.on_page', 'x.position')) as Row[];
+    if (rows.some((row) => Number(row.total) > this.countLimit)) return null;
     const counts = Object.fromEntries(REQUEST_STATUSES.map((s) => [s, 0])) as Record<RequestStatus, number>;
     for (const row of rows) if (String(row.status) in counts) counts[row.status as RequestStatus] = Number(row.status_count);
-    const ids = rows
+    const pageIds = rows
       .filter((row) => Number(row.on_page) === 1 && Number(row.position) <= limit + 1)
       .sort((a, b) => Number(a.position) - Number(b.position))
       .map((row) => Number(row.id));
-    return { counts, page: await this.finishPage(q, await this.rowsById(q, ids), keys, limit, cursor) };
+    return { counts, page: await this.finishPage(q, await this.rowsById(q, pageIds), keys, limit, cursor) };
+  }
+
+  /**
+   * The ids of the requests matching every word of a search (every request's for none), from the
+   * words' index ranges alone: each word's ids are a derived table, the later ones joined to the
+   * first through the key the database gives a derived table, and no request row is read.
+   */
+  private matchingIdsOfEveryWord(q: Queryable, search: string): Knex.QueryBuilder {
+    const words = searchWords(search);
+    const ids = q.queryBuilder();
+    if (words.length === 0) return ids.from({ r: REQUESTS_TABLE }).select('r.id');
+    words.forEach((word, i) => {
+      const { sql, bindings } = this.matchingIds(word);
+      if (i === 0) ids.from(q.raw(`(${sql}) m0`, bindings)).select('m0.id');
+      else ids.joinRaw(`JOIN (${sql}) m${i} ON m${i}.id = m0.id`, bindings);
+    });
+    return ids;
   }
 
   /** The page from up to `limit + 1` rows beyond the cursor in sort order: its rows, their children and its cursors. */
@@ -272,11 +349,15 @@ export class RequestSearchRepository {
    * alone (a range read starting at the cursor), then those rows by id: asked for every column at
    * once, MariaDB reads a status's rows from its first one and filters its way to the cursor, so
    * page 200 would cost 200 pages.
+   *
+   * 'walk' reads the requests in sort order first and looks each one up among the search's matches
+   * (see `base`), instead of letting the database start from the matches and sort them all.
    */
-  private async sorted(q: Queryable, filter: RequestFilter, keys: SortKey[], limit: number, cursor: ListCursor | null): Promise<Row[]> {
+  private async sorted(q: Queryable, filter: RequestFilter, keys: SortKey[], limit: number, cursor: ListCursor | null, order: 'walk' | 'best' = 'best'): Promise<Row[]> {
     const backwards = cursor?.direction === 'before';
-    const query = this.base(q, filter).select('r.id');
-    if (cursor) this.whereBeyond(q, query, keys, cursor.values, backwards);
+    const query = this.base(q, filter, order).select('r.id');
+    // A cursor without values starts at the end of the order (see statusByStatus).
+    if (cursor && cursor.values.length > 0) this.whereBeyond(q, query, keys, cursor.values, backwards);
     const mysql = isMysql(q);
     for (const key of keys) query.orderByRaw(`${key.sql(mysql)} ${key.descending !== backwards ? 'DESC' : 'ASC'}`);
     const ids = ((await query.limit(limit)) as Row[]).map((r) => Number(r.id));
@@ -292,10 +373,11 @@ export class RequestSearchRepository {
   }
 
   /**
-   * Every request sorted by status, unsearched: ordering by the status's rank would sort the whole
-   * table, so each status is read in turn through its (status, created_at) index until the page is full.
+   * Every request sorted by status, unsearched or searched beyond the count limit: ordering by the
+   * status's rank would sort every row, so each status is read in turn through its
+   * (status, created_at) index until the page is full.
    */
-  private async statusByStatus(q: Queryable, limit: number, cursor: ListCursor | null): Promise<Row[]> {
+  private async statusByStatus(q: Queryable, search: string, limit: number, cursor: ListCursor | null): Promise<Row[]> {
     const backwards = cursor?.direction === 'before';
     const [rank, createdAt, id] = cursor ? (cursor.values as [number, number, number]) : [backwards ? REQUEST_STATUSES.length - 1 : 0, null, null];
     const ranks = REQUEST_STATUSES.map((_, i) => i).filter((i) => (backwards ? i <= rank : i >= rank));
@@ -303,8 +385,10 @@ export class RequestSearchRepository {
     const rows: Row[] = [];
     for (const r of ranks) {
       if (rows.length >= limit) break;
-      const within = r === rank && createdAt !== null && id !== null ? { direction: cursor?.direction ?? 'after', values: [createdAt, id] } : null;
-      rows.push(...(await this.sorted(q, { status: REQUEST_STATUSES[r] as RequestStatus, search: '' }, SORT_KEYS.newest, limit - rows.length, within)));
+      // Going back, a status before the cursor's is read from its end (its oldest) backwards.
+      const within: ListCursor | null =
+        r === rank && createdAt !== null && id !== null ? { direction: cursor?.direction ?? 'after', values: [createdAt, id] } : backwards ? { direction: 'before', values: [] } : null;
+      rows.push(...(await this.sorted(q, { status: REQUEST_STATUSES[r] as RequestStatus, search }, SORT_KEYS.newest, limit - rows.length, within, 'walk')));
     }
     return rows;
   }
@@ -319,8 +403,13 @@ export class RequestSearchRepository {
     );
   }
 
-  /** The requests table as r, narrowed by status and by every search word. */
-  private base(q: Queryable, filter: RequestFilter): Knex.QueryBuilder {
+  /**
+   * The requests table as r, narrowed by status and by every search word: each word's matching
+   * ids are a derived table joined on r.id. 'walk' makes r the outer table, read in the order
+   * asked, each row looked up in the matches through the key the database gives a derived table
+   * (MariaDB's STRAIGHT_JOIN, SQLite's CROSS JOIN); 'best' leaves the order to the database.
+   */
+  private base(q: Queryable, filter: RequestFilter, order: 'walk' | 'best' = 'best'): Knex.QueryBuilder {
     const query = q({ r: REQUESTS_TABLE });
     if (filter.status !== 'all') query.where('r.status', filter.status);
     const since = filter.matchesSchoolRecordsSince;
@@ -329,9 +418,10 @@ export class RequestSearchRepository {
         sub.from({ gm: GUARDIAN_MATCHES_TABLE }).whereRaw('gm.request_id = r.id').where('gm.state', 'full').where('gm.records_imported_at', '>=', since),
       );
     }
+    const join = order === 'best' ? 'JOIN' : isMysql(q) ? 'STRAIGHT_JOIN' : 'CROSS JOIN';
     searchWords(filter.search).forEach((word, i) => {
       const { sql, bindings } = this.matchingIds(word);
-      query.joinRaw(`JOIN (${sql}) m${i} ON m${i}.id = r.id`, bindings);
+      query.joinRaw(`${join} (${sql}) m${i} ON m${i}.id = r.id`, bindings);
     });
     return query;
   }

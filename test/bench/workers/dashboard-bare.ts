@@ -2,8 +2,9 @@
 // list page's own SQL through a mysql2 pool and answers the rows as JSON, and nothing else (no
 // Express, session, sign-in check, CSRF, knex or template). The parent hands it the statements the
 // search repository generates for each measured page ('prepare'); it runs them the way the page
-// does: the counts beside the page's id query (for a search, the one statement answering both),
-// then those rows by id, then their children.
+// does: the counts beside the page's id query (for a search, the one statement answering both, or
+// for a search matching more than the count limit, answering only that, then the walk giving the
+// page's ids), then those rows by id, then their children.
 import http from 'node:http';
 import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { runWorker, serveHttpWorker } from '../support/worker';
@@ -19,11 +20,15 @@ export interface BarePage {
   counts?: Statement;
   /** Asks for one row more than the page shows, which tells whether there is a next page. */
   ids: Statement;
+  /** A search's walk, run when its one pass says (total) that it matches more than countLimit. */
+  walk?: Statement;
+  countLimit?: number;
   pageSize: number;
 }
 
 export interface BareAnswer {
-  counts: Record<string, number>;
+  /** Null for a search matching more than the count limit: not counted. */
+  counts: Record<string, number> | null;
   rows: Array<Record<string, unknown> & { children: Array<Record<string, unknown>> }>;
 }
 
@@ -45,6 +50,11 @@ async function main(): Promise<void> {
   async function answer(page: BarePage): Promise<BareAnswer> {
     if (!page.counts) {
       const [found] = await pool.query<RowDataPacket[]>(page.ids.sql, page.ids.bindings);
+      if (found.some((r) => Number(r.total) > (page.countLimit ?? Infinity))) {
+        if (!page.walk) throw new Error(`${page.key}: the search matches more than the count limit and has no walk`);
+        const [walked] = await pool.query<RowDataPacket[]>(page.walk.sql, page.walk.bindings);
+        return { counts: null, rows: await rowsOf(page, walked.map((r) => Number(r.id))) };
+      }
       const ids = found
         .filter((r) => Number(r.on_page) === 1 && Number(r.position) <= page.pageSize + 1)
         .sort((a, b) => Number(a.position) - Number(b.position))
