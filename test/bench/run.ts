@@ -28,7 +28,7 @@ import { compareReports, renderComparison } from './support/compare';
 import { megabytes, table, yesNo } from './support/format';
 import { describeMachine, type MachineInfo } from './support/machine';
 import type { BenchContext, BenchScale, BenchScenario, ReportSection } from './support/scenario';
-import { startWorker } from './support/worker';
+import { START_NODE_FLAGS, startWorker } from './support/worker';
 
 /** In report order. A new scenario module goes here. */
 const SCENARIOS: BenchScenario[] = [intakeScenario, cycleScenario, reconcileScenario, dashboardScenario, exportImportScenario, guardianRecordsScenario, tvsMigrateScenario];
@@ -99,7 +99,8 @@ function renderReport(
     '',
     'The largest resident set size of each process under test, from the kernel (`process.resourceUsage().maxRSS`), over its ' +
       'whole life: start-up, warm-up and the measured work. Every process runs the TypeScript sources through tsx, as ' +
-      '`npm run dev` does; a worker process that loads nothing peaks at ' +
+      `\`npm run dev\` does, and the service's processes with the Node flags of \`npm start\` (${START_NODE_FLAGS.map((f) => `\`${f}\``).join(' ') || 'none'}; ` +
+      'the baselines with Node\'s defaults); a worker process that loads nothing peaks at ' +
       `${megabytes(idleRssBytes)}, so that much of each figure is Node and the loader, not the code under test.`,
     '',
     table(['process', 'peak RSS'], [...memory.map((m) => [m.label, megabytes(m.rssBytes)]), ['(a worker that loads nothing)', megabytes(idleRssBytes)]]),

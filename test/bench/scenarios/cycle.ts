@@ -11,7 +11,7 @@ import { callCounts, parentRoleAssignments, serviceEnvironment, watchDouble, typ
 import { addPupils, CHILDREN_PER_REQUEST, seedApprovedRequests } from '../cycle/seed';
 import { decimal, integer, megabytes, seconds, table, timesFewer, yesNo } from '../support/format';
 import { check, type BenchContext, type BenchScenario, type ReportSection, type TargetResult } from '../support/scenario';
-import { medianByPeakRss, peakRssRange, startWorker } from '../support/worker';
+import { medianByPeakRss, peakRssRange, START_NODE_FLAGS, startWorker } from '../support/worker';
 import type { NaiveCycleRun } from '../workers/cycle-naive';
 import type { ServiceCycleRun } from '../workers/cycle-service';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../../support/moodle-double';
@@ -27,11 +27,6 @@ const SPEED_TARGET = 10;
 const OWN_TIME_TARGET = 0.1;
 /** Peak RSS at the largest size at most this much above the smallest's. */
 const FLAT_MEMORY_TARGET = 0.1;
-/**
- * The largest size runs once more with V8's old space capped (--max-old-space-size): a cycle that
- * held its whole work would fail there; one that finishes shows how much memory it needs.
- */
-const HEAP_CAP_MIB = 80;
 
 interface Figures {
   wallMs: number;
@@ -71,14 +66,11 @@ async function prepare(context: BenchContext, moodle: MoodleDouble, size: number
   return bench;
 }
 
-async function runService(context: BenchContext, moodle: MoodleDouble, size: number, heapCapMiB?: number): Promise<Figures> {
-  const bench = await prepare(context, moodle, size, heapCapMiB === undefined ? 'service' : 'capped');
+async function runService(context: BenchContext, moodle: MoodleDouble, size: number, nodeFlags: readonly string[] = START_NODE_FLAGS): Promise<Figures> {
+  const bench = await prepare(context, moodle, size, nodeFlags === START_NODE_FLAGS ? 'service' : 'defaults');
   const worker = await startWorker('cycle-service.ts', {
-    env: {
-      NODE_ENV: 'production',
-      BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)),
-      ...(heapCapMiB === undefined ? {} : { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-old-space-size=${heapCapMiB}`.trim() }),
-    },
+    env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)) },
+    nodeFlags,
     verbose: context.verbose,
   });
   try {
@@ -178,8 +170,8 @@ interface SizeResult {
   service: Figures;
   serviceRuns: Figures[];
   naive: NaiveFigures;
-  /** The largest size only: the service again with V8's old space capped at HEAP_CAP_MIB. */
-  capped?: Figures;
+  /** The largest size only: the service again with Node's default flags instead of npm start's. */
+  defaults?: Figures;
 }
 
 function targetsFor(r: SizeResult): TargetResult[] {
@@ -334,9 +326,9 @@ async function run(context: BenchContext): Promise<ReportSection> {
       const serviceRuns: Figures[] = [];
       for (let i = 0; i < runs; i++) serviceRuns.push(await runService(context, moodle, size));
       const service = medianByPeakRss(serviceRuns);
-      const capped = size === sizes.at(-1) && sizes.length > 1 ? await runService(context, moodle, size, HEAP_CAP_MIB) : undefined;
+      const defaults = size === sizes.at(-1) && sizes.length > 1 ? await runService(context, moodle, size, []) : undefined;
       const naive = await runNaive(context, moodle, size, naiveSample);
-      results.push({ size, service, serviceRuns, naive, ...(capped ? { capped } : {}) });
+      results.push({ size, service, serviceRuns, naive, ...(defaults ? { defaults } : {}) });
     } finally {
       await moodle.close();
     }
@@ -372,28 +364,27 @@ async function run(context: BenchContext): Promise<ReportSection> {
         ]
       : []),
     ...results
-      .filter((r) => r.capped)
+      .filter((r) => r.defaults)
       .map(
         (r) =>
-          `**Memory.** At ${integer(r.size)} requests the service peaked at ${megabytes(r.service.peakRssBytes)}, with ` +
+          `**Memory.** The service runs with the Node flags of \`npm start\` (${START_NODE_FLAGS.map((f) => `\`${f}\``).join(' ') || 'none'}; see ` +
+          '"Memory" in docs/operations.md). ' +
+          `At ${integer(r.size)} requests it peaked at ${megabytes(r.service.peakRssBytes)}, with ` +
           `${megabytes(r.service.memoryAtPeak?.heapUsed ?? 0)} of V8 heap in use (live or not yet collected) and ` +
-          `${megabytes(r.service.memoryAtPeak?.heapTotal ?? 0)} reserved at that moment (step "${r.service.memoryAtPeak?.step ?? '?'}"). ` +
-          `Run again with V8's old space capped at ${HEAP_CAP_MIB} MiB (\`--max-old-space-size=${HEAP_CAP_MIB}\`), the same cycle ` +
-          `finished (every request provisioned, ${seconds(r.capped!.wallMs)}) ` +
-          `at a peak of ${megabytes(r.capped!.peakRssBytes)}, ${megabytes(r.capped!.memoryAtPeak?.heapUsed ?? 0)} of heap in use: what the ` +
-          'cycle holds does not grow with the work (it reads and does it a chunk at a time); the rest of the uncapped peak is garbage ' +
-          'V8 lets pile up in the old space before a full collection (it lets the old space grow to about four times what a full ' +
-          'collection leaves), more of it the longer the run allocates. What reaches the old space is about 15 KiB per request ' +
-          '(V8\'s sampling heap profiler, objects freed by young-generation collections left out), down from about 29 KiB: the ' +
-          '"account ready" mails are rendered 100 at a time as they are queued instead of a chunk\'s 1,000 at once, outcomes no ' +
-          'longer read the chunk\'s children again, and mail rendering no longer merges object spreads (on Node 20 each such ' +
-          'literal made new hidden classes in the old space). The report is no longer held for the whole run and written as one ' +
-          'JSON value at its end: each chunk\'s entries go to the cycle_outcomes table as they are recorded. What remains is mostly ' +
-          'data that lives for a whole chunk (its rows, mails and outcomes, with the next chunk\'s look-ups read meanwhile). Tried ' +
-          'and measured without gain (3 runs per size each): chunks of 500 instead of 1,000 (155 MiB against 188 MiB), and glibc ' +
-          'with two malloc arenas (`MALLOC_ARENA_MAX=2`: 155 MiB against 193 MiB). Reading fewer columns of the due requests and ' +
-          'not holding two chunks at once would shrink the live part; the garbage part would take fewer allocations per request ' +
-          'all through the cycle (knex, mysql2, ejs, JSON of Moodle\'s answers).\n',
+          `${megabytes(r.service.memoryAtPeak?.heapTotal ?? 0)} reserved at that moment (step "${r.service.memoryAtPeak?.step ?? '?'}"), ` +
+          `using ${seconds(r.service.cpuMs ?? 0)} of CPU. Run again with Node's default flags, the same cycle peaked at ` +
+          `${megabytes(r.defaults!.peakRssBytes)} (${megabytes(r.defaults!.memoryAtPeak?.heapUsed ?? 0)} of heap in use, ` +
+          `${megabytes(r.defaults!.memoryAtPeak?.heapTotal ?? 0)} reserved) and used ${seconds(r.defaults!.cpuMs ?? 0)} of CPU. What the ` +
+          'cycle holds does not grow with the work (it reads and does it a chunk at a time, and each chunk\'s report entries go to the ' +
+          'cycle_outcomes table as they are recorded); with the defaults, V8 lets the garbage of a long run pile up in the old space ' +
+          'before a full collection (it lets the old space grow to about four times what a full collection leaves), and the peak ' +
+          'grows with the length of the run. `--optimize-for-size` makes V8 grow its heap far less, at the price of more frequent ' +
+          'collections: the CPU figures above. What reaches the old space is about 15 KiB per request (V8\'s sampling heap profiler, ' +
+          'objects freed by young-generation collections left out), down from about 29 KiB: the "account ready" mails are rendered ' +
+          '100 at a time as they are queued, outcomes no longer read the chunk\'s children again, and mail rendering no longer merges ' +
+          'object spreads (on Node 20 each such literal made new hidden classes in the old space). Tried with the defaults and ' +
+          'measured without gain (3 runs per size each): chunks of 500 instead of 1,000 (155 MiB against 188 MiB), glibc with two ' +
+          'malloc arenas (`MALLOC_ARENA_MAX=2`: 155 MiB against 193 MiB) and `--heap-growing-percent=50` (158 MiB against 181 MiB).\n',
       ),
     'Where the service\'s cycle spends its time, step by step (the cycle\'s own progress, sampled every 5 ms in its process):',
     '',
@@ -439,7 +430,7 @@ async function run(context: BenchContext): Promise<ReportSection> {
     targets,
     peakMemory: results.flatMap((r) => [
       { label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: the service`, rssBytes: r.service.peakRssBytes },
-      ...(r.capped ? [{ label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: the service, V8 old space capped at ${HEAP_CAP_MIB} MiB`, rssBytes: r.capped.peakRssBytes }] : []),
+      ...(r.defaults ? [{ label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: the service with Node's default flags`, rssBytes: r.defaults.peakRssBytes }] : []),
       {
         label: `cycle ${integer(r.size)} × ${CHILDREN_PER_REQUEST}: naive baseline${r.naive.extrapolated ? ` (first ${integer(r.naive.measured.processed)})` : ''}`,
         rssBytes: r.naive.measured.peakRssBytes,

@@ -17,7 +17,7 @@ import { htmlText } from '../../support/http';
 import { BENCH_AUTH_TABLE, type BenchDatabase } from '../support/bench-database';
 import { decimal, integer, ratio, seconds, table, yesNo } from '../support/format';
 import { check, type BenchContext, type BenchScenario, type ReportSection, type TargetResult } from '../support/scenario';
-import { startWorker, type WorkerHandle } from '../support/worker';
+import { START_NODE_FLAGS, startWorker, type WorkerHandle } from '../support/worker';
 import type { BareAnswer, BarePage, Statement } from '../workers/dashboard-bare';
 
 /** Two staff members at once: the office of a large school, on a 2-core machine. */
@@ -733,6 +733,7 @@ async function run(context: BenchContext): Promise<ReportSection> {
           CYCLE_SCHEDULE: 'off',
         }),
       },
+      nodeFlags: START_NODE_FLAGS,
       verbose: context.verbose,
     });
     workers.push(service);

@@ -8,7 +8,7 @@ import type { BenchDatabase } from '../support/bench-database';
 import { CAUSES, cpuByCause, type CpuCause, type CpuProfile } from '../support/cpu-causes';
 import { decimal, integer, megabytes, ratio, table, yesNo } from '../support/format';
 import { check, type BenchContext, type BenchScenario, type ReportSection, type TargetResult } from '../support/scenario';
-import { startWorker, type WorkerHandle } from '../support/worker';
+import { START_NODE_FLAGS, startWorker, type WorkerHandle } from '../support/worker';
 
 type Variant = 'bare' | 'service';
 
@@ -175,6 +175,7 @@ async function measure(context: BenchContext, variant: Variant): Promise<Variant
         ? await startWorker('intake-service.ts', {
             // Express caches compiled views only when NODE_ENV is production in the process itself.
             env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench.url)) },
+            nodeFlags: START_NODE_FLAGS,
             verbose: context.verbose,
           })
         : await startWorker('intake-bare.ts', { env: { BENCH_DATABASE_URL: bench.url }, verbose: context.verbose });

@@ -8,7 +8,7 @@ import { CHILDREN_PER_REQUEST } from '../cycle/seed';
 import { DELETED_EVERY, REMOVED_EVERY, seedProvisionedLinks, type Drift } from '../reconcile/seed';
 import { decimal, integer, megabytes, seconds, table, timesFewer, yesNo } from '../support/format';
 import { check, type BenchContext, type BenchScenario, type ReportSection, type TargetResult } from '../support/scenario';
-import { startWorker } from '../support/worker';
+import { START_NODE_FLAGS, startWorker } from '../support/worker';
 import type { NaiveReconcileRun } from '../workers/reconcile-naive';
 import type { ServiceReconcileRun } from '../workers/reconcile-service';
 import { seedRecordedSite, startMoodleDouble, type MoodleDouble } from '../../support/moodle-double';
@@ -41,7 +41,7 @@ async function prepare(context: BenchContext, size: number, label: string): Prom
 
 async function runService(context: BenchContext, size: number): Promise<Figures & { queries: number; ended: number }> {
   const { bench, moodle, drift } = await prepare(context, size, 'service');
-  const worker = await startWorker('reconcile-service.ts', { env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)) }, verbose: context.verbose });
+  const worker = await startWorker('reconcile-service.ts', { env: { NODE_ENV: 'production', BENCH_SERVICE_ENV: JSON.stringify(serviceEnvironment(bench, moodle)) }, nodeFlags: START_NODE_FLAGS, verbose: context.verbose });
   try {
     context.log(`reconcile ${integer(size)}/service: running the reconcile`);
     const { value: run, doubleCpuMs } = await watchDouble(context, `reconcile ${integer(size)}/service`, moodle, () => worker.call<ServiceReconcileRun>('run'));

@@ -2,6 +2,7 @@
 // off its event loop (and on the other core), and its peak RSS is its own. Parent and worker
 // talk by IPC: the parent calls named methods, the worker answers.
 import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -23,8 +24,22 @@ export interface WorkerHandle {
 
 const STDERR_TAIL = 4000;
 
+/**
+ * The Node flags `npm start` runs the service with (package.json's start script, between "node" and
+ * the script), so a process under test runs as the service does in production.
+ */
+export const START_NODE_FLAGS: readonly string[] = (() => {
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { scripts?: { start?: string } };
+  const [node, ...rest] = (pkg.scripts?.start ?? '').trim().split(/\s+/);
+  if (node !== 'node') throw new Error(`package.json's start script does not start with "node": ${pkg.scripts?.start}`);
+  const script = rest.findIndex((word) => !word.startsWith('--'));
+  return rest.slice(0, script === -1 ? rest.length : script);
+})();
+
 export interface StartWorkerOptions {
   env?: Record<string, string>;
+  /** Node flags of the process: START_NODE_FLAGS for the service, none for a baseline. */
+  nodeFlags?: readonly string[];
   /** Show the worker's stdout (the service's log lines). Otherwise it goes to /dev/null: logging still costs what it costs. */
   verbose?: boolean;
 }
@@ -33,7 +48,7 @@ export interface StartWorkerOptions {
 export async function startWorker(entry: string, options: StartWorkerOptions = {}): Promise<WorkerHandle> {
   const child: ChildProcess = fork(path.resolve(__dirname, '..', 'workers', entry), [], {
     // BENCH_CPU_PROF_DIR: a V8 CPU profile of every worker, to find where a miss comes from.
-    execArgv: ['--import', 'tsx', ...(process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : []), ...(process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF_DIR}`] : [])],
+    execArgv: ['--import', 'tsx', ...(options.nodeFlags ?? []), ...(process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF_DIR}`] : [])],
     env: { ...process.env, ...options.env },
     stdio: ['ignore', options.verbose ? 'inherit' : 'ignore', 'pipe', 'ipc'],
   });
