@@ -190,7 +190,8 @@ async function run(context: BenchContext): Promise<ReportSection> {
       'set-based statements (each chunk\'s requests in one INSERT); its Moodle calls go through node:http (fetch\'s WebAssembly ' +
       'HTTP parser, recompiled by V8 after a few dozen calls, took 20-30 MiB of native memory at once, measured with heaptrack). ' +
       'What still grows with its rows is V8\'s old space: the garbage of the longer preview and commit that lives through two ' +
-      'scavenges, less of it with `--optimize-for-size`.',
+      'scavenges, less of it with `--optimize-for-size`.' +
+      ' What would close the rest: for the import, a preview that keeps a small summary per parent instead of every checked row while it reads the file (storing each row as it is checked), and fewer allocations per row in the statements that store the preview and commit its requests (knex builds each statement\'s SQL afresh); for the export, fewer allocations per request in reading its batches (knex and mysql2 are about 1.5 of the 7.3 KiB allocated per request).',
     '',
     `**Method.** Each run is one worker process (\`test/bench/workers/export-import.ts\`) built with \`createServices\` on a ` +
       'MariaDB database of its own (the exports of one size share one seeded database), doing that one piece of work; its peak ' +

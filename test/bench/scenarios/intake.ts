@@ -339,6 +339,7 @@ function causesSection(service: VariantFigures, bare: VariantFigures, needed: nu
   rows.push(['**all**', `**${decimal(perSubmission(total), 3)} ms**`, '100 %']);
   const databaseMs = causes.filter((c) => c.cause.startsWith('database')).reduce((sum, c) => sum + c.ms, 0);
   const writesMs = causes.find((c) => c.cause === CAUSES.databaseWrites)?.ms ?? 0;
+  const gcMs = causes.find((c) => c.cause === CAUSES.gc)?.ms ?? 0;
   return [
     '',
     `**Where the service's CPU goes**, per submission, from a further ${decimal(seconds, 0)} s of the same load with the V8 CPU profiler ` +
@@ -357,9 +358,13 @@ function causesSection(service: VariantFigures, bare: VariantFigures, needed: nu
       'over loopback, in which the kernel also delivers the packet to MariaDB): each statement a submission needs (BEGIN, the ' +
       'open-request check, the request, its children and their read back, the audit event, the confirmation email, the rate-limit ' +
       'counters, COMMIT) costs its round trip. ' +
-      'The rest is spread over HTTP and Express, garbage collection, the two templates, validation and logging, none of them large ' +
-      'alone; closing the gap would take fewer statements per submission than the checks need, or a server without Express and ' +
-      'knex, not one change.',
+      `Garbage collection takes ${decimal(perSubmission(gcMs), 2)} ms: the service runs with the Node flags of \`npm start\` ` +
+      `(${START_NODE_FLAGS.map((f) => `\`${f}\``).join(' ') || 'none'}), and \`--optimize-for-size\` collects more often to keep the ` +
+      'service\'s memory flat (see the memory sections below)' +
+      (perSubmission(databaseMs) > budget ? '; without any garbage collection the database path alone would still be over the budget. ' : '. ') +
+      'The rest is spread over HTTP and Express, the two templates, validation and logging, none of ' +
+      'them large alone; closing the gap would take fewer statements per submission than the checks need, or a server without ' +
+      'Express and knex, not one change.',
     '',
   ];
 }
