@@ -152,10 +152,12 @@ export function requestsListRoutes(services: Services): Router {
     const total = counts ? Object.values(counts).reduce((sum, n) => sum + n, 0) : null;
     const countLimit = search.countLimit.toLocaleString('en-GB');
     const tooManyToCount = `more than ${countLimit}`;
+    /** A tab's count: a number, "more than 1,000" (All, a search too broad to count), or null (its other tabs). */
+    const countOf = (status: StatusFilter) => (status === 'all' ? (total ?? tooManyToCount) : (counts?.[status] ?? null));
     const tabs = TAB_ORDER.map((status) => ({
       status,
       label: TAB_LABELS[status],
-      count: status === 'all' ? (total ?? tooManyToCount) : (counts?.[status] ?? null),
+      count: countOf(status),
       href: listHref({ ...params, status }),
       current: status === params.status,
     }));
@@ -164,8 +166,8 @@ export function requestsListRoutes(services: Services): Router {
       params,
       tabs,
       tabLabel: TAB_LABELS[params.status],
-      // The caption's count: a number, "more than 1,000", or null (a tab of a search too broad to count).
-      shownTotal: recordsTotal ?? (params.status === 'all' ? (total ?? tooManyToCount) : (counts?.[params.status] ?? null)),
+      // The caption's count: the tab's, or the records filter's.
+      shownTotal: recordsTotal ?? countOf(params.status),
       // The count limit ("1,000") when the search matches more requests than that.
       tooBroadToCount: counts === null ? countLimit : null,
       recordsInUse,
