@@ -5,6 +5,7 @@
 import { readCsvRecords, squashColumnName } from '../csv-file';
 import type { z } from 'zod';
 import { MAX_EMAIL, MAX_NAME, MAX_PUPIL_IDENTIFIER, MAX_TITLE, MAX_TUTOR_GROUP, requestSchema } from '../intake/request-form';
+import { sameLetters } from '../moodle/pupil-candidates';
 import { usernameFromEmail } from '../requests/username';
 
 /** Rows beyond this are refused: split the file (each row may cost a Moodle look-up). */
@@ -171,12 +172,6 @@ function checkCells(row: ImportRow): void {
   }
 }
 
-// One collator for every comparison: a.localeCompare(b, undefined, options) builds a new ICU
-// collator on each call (about 1 KB of native memory, freed only when V8 collects it), which for a
-// file of 5,000 rows piled up to 12 MiB (heaptrack). Same answers: localeCompare is defined as this.
-const BASE_LETTERS = new Intl.Collator(undefined, { sensitivity: 'base' });
-const same = (a: string, b: string) => BASE_LETTERS.compare(a, b) === 0;
-
 /** The key rows of one parent share: their email address as it will be stored. */
 export const parentKey = (row: ImportRow) => row.values.email.trim().toLowerCase();
 
@@ -193,15 +188,15 @@ export function checkRows(rows: ImportRow[], maxChildren: number): void {
       if (index > 0) {
         const v = row.values;
         const f = first.values;
-        if (!same(v.parentTitle, f.parentTitle) || !same(v.parentFirstName, f.parentFirstName) || !same(v.parentLastName, f.parentLastName)) {
+        if (!sameLetters(v.parentTitle, f.parentTitle) || !sameLetters(v.parentFirstName, f.parentFirstName) || !sameLetters(v.parentLastName, f.parentLastName)) {
           row.problems.push(`The parent’s title or name is not the same as on line ${first.line}, which has the same email address.`);
         }
         const twin = group
           .slice(0, index)
           .find(
             (other) =>
-              (v.pupilIdentifier !== '' && same(other.values.pupilIdentifier, v.pupilIdentifier)) ||
-              (same(other.values.childFirstName, v.childFirstName) && same(other.values.childLastName, v.childLastName)),
+              (v.pupilIdentifier !== '' && sameLetters(other.values.pupilIdentifier, v.pupilIdentifier)) ||
+              (sameLetters(other.values.childFirstName, v.childFirstName) && sameLetters(other.values.childLastName, v.childLastName)),
           );
         if (twin) row.problems.push(`This child is already on line ${twin.line} for the same parent.`);
       }

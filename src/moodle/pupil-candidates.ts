@@ -52,13 +52,19 @@ function offerable(users: MoodleUser[]): MoodleUser[] {
   return users.filter((u) => !u.suspended);
 }
 
-// One collator for every comparison: localeCompare with options builds a new ICU collator (native
-// memory, freed only when V8 collects it) on each call, and an import compares thousands of names.
+// One collator for every comparison: a.localeCompare(b, undefined, options) builds a new ICU
+// collator on each call (about 1 KB of native memory, freed only when V8 collects it), which for a
+// file of 5,000 rows piled up to 12 MiB (heaptrack). Same answers: localeCompare is defined as this.
 const BASE_LETTERS = new Intl.Collator(undefined, { sensitivity: 'base' });
 
-/** Same letters, ignoring case and accents, as a school office would read two names. */
-function sameName(a: string, b: string): boolean {
-  return BASE_LETTERS.compare(a.trim(), b.trim()) === 0;
+/** Same letters, ignoring case and accents: how a school office reads two names. */
+export function sameLetters(a: string, b: string): boolean {
+  return BASE_LETTERS.compare(a, b) === 0;
+}
+
+/** Same letters once the spaces around them are set aside. */
+export function sameName(a: string, b: string): boolean {
+  return sameLetters(a.trim(), b.trim());
 }
 
 /** "7 b" and "7B" are the same tutor group. */

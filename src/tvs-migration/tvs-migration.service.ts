@@ -10,7 +10,7 @@ import type { Database } from '../db/database';
 import type { Logger } from '../logger';
 import type { MoodleClient, MoodleUser } from '../moodle/moodle-client';
 import { MoodleError } from '../moodle/moodle-error';
-import { findPupilCandidates, type PupilLookupClient, type PupilMatch } from '../moodle/pupil-candidates';
+import { findPupilCandidates, sameName, type PupilLookupClient, type PupilMatch } from '../moodle/pupil-candidates';
 import type { Actor, ExistingRequestInput, ExistingRequestResult, ImportedChildInput, RequestLifecycle } from '../requests/request-lifecycle';
 import type { RequestRepository } from '../requests/request-repository';
 import { STATUS_LABELS, type RequestStatus } from '../requests/request-states';
@@ -140,7 +140,7 @@ class PupilsBySurname implements PupilLookupClient {
     if (cached === undefined || criteria.some((c) => c.key !== 'lastname' && c.key !== 'firstname')) return this.client.getUsers(...args);
     // Moodle compares names without letter case; findPupilCandidates narrows these further.
     const first = firstname === undefined ? undefined : String(firstname).trim();
-    return Promise.resolve(cached.filter((u) => first === undefined || u.firstname.trim().localeCompare(first, undefined, { sensitivity: 'base' }) === 0));
+    return Promise.resolve(cached.filter((u) => first === undefined || sameName(u.firstname, first)));
   }
 }
 
